@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything callplane needs on a Debian machine with only Python on it:
+# the Debian packages for real media and real test peers, and a virtualenv in .venv.
+# Usage: scripts/install.sh [server|test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile="${1:-server}"
+
+debs=(sox flite espeak-ng libsndfile1)
+if [ "$profile" = test ]; then
+    debs+=(sip-tester baresip tshark)
+fi
+
+missing=()
+for pkg in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+python="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$profile" = test ]; then
+    .venv/bin/python -m pip install -q -e '.[server,test]'
+else
+    .venv/bin/python -m pip install -q -e '.[server]'
+fi

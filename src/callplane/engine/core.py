@@ -1,0 +1,857 @@
+"""The call engine: calls, their lifecycle, command dispatch and the SWML that drives them.
+
+It implements `callplane.engine.facade.Engine` for the api, and drives `callplane.sip` for
+signalling and `callplane.media` for audio. Every state change is an event (`EventSink`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from callplane._version import __version__
+from callplane.engine.audio import AudioResolver, SpeechSynthesizer
+from callplane.engine.calls import (
+    NOT_ANSWERED_YET,
+    TERMINAL,
+    Call,
+    CallStatus,
+    can_move,
+)
+from callplane.engine.events import EventSink
+from callplane.engine.facade import CommandError
+from callplane.engine.operations.base import Operation, lookup, register
+from callplane.engine.operations.play import PlayOperation
+from callplane.engine.swml.document import SwmlDocument, load_document
+from callplane.engine.swml.errors import SwmlError, SwmlFetchError
+from callplane.engine.swml.interpreter import SwmlInterpreter
+from callplane.engine.swml.web import HttpSwmlFetcher, build_fetch_body
+from callplane.media.engine import MediaEngine
+from callplane.sip import sdp
+from callplane.sip.endpoint import (
+    Answered,
+    Ended,
+    Failed,
+    IncomingCall,
+    OutgoingCall,
+    Ringing,
+    SipEndpoint,
+)
+from callplane.sip.message import SipParseError, parse_uri
+from callplane.store import Store
+from callplane.webhooks import WebhookOutbox
+
+log = logging.getLogger("callplane.engine")
+
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+SUPPORTED_CODECS = ("PCMU", "PCMA")
+
+# Commands of reference §3 whose feature does not exist yet: they answer 501, never a fake 200.
+NOT_YET = {
+    "calling.record": "recording",
+    "calling.record.pause": "recording",
+    "calling.record.resume": "recording",
+    "calling.record.stop": "recording",
+    "calling.collect": "input collection",
+    "calling.collect.stop": "input collection",
+    "calling.collect.start_input_timers": "input collection",
+    "calling.detect": "detection",
+    "calling.detect.stop": "detection",
+    "calling.tap": "media tapping",
+    "calling.tap.stop": "media tapping",
+    "calling.stream": "media streaming",
+    "calling.stream.stop": "media streaming",
+    "calling.denoise": "noise reduction",
+    "calling.denoise.stop": "noise reduction",
+    "calling.transcribe": "transcription",
+    "calling.transcribe.stop": "transcription",
+    "calling.ai_message": "AI agents",
+    "calling.ai_hold": "AI agents",
+    "calling.ai_unhold": "AI agents",
+    "calling.ai.stop": "AI agents",
+    "calling.live_transcribe": "live transcription",
+    "calling.live_translate": "live translation",
+    "calling.send_fax.stop": "fax",
+    "calling.receive_fax.stop": "fax",
+    "calling.refer": "SIP REFER",
+    "calling.ai_sidecar": "AI sidecars",
+    "calling.ai_sidecar.poke": "AI sidecars",
+    "calling.ai_sidecar.ask": "AI sidecars",
+    "calling.ai_sidecar.stop": "AI sidecars",
+    "calling.ai_sidecar.status": "AI sidecars",
+}
+
+# How a SIP failure ends the call: (status, end_reason). Reasons use the RELAY spelling of the
+# `calling.end` input (reference §2.3).
+_BUSY_CODES = {486, 600}
+_DECLINE_CODES = {603, 607}
+_NO_ANSWER_CODES = {408, 480, 487}
+
+
+@dataclass
+class EngineConfig:
+    project_id: str
+    space_id: str
+    sip_host: str
+    sip_port: int
+    media_host: str
+    data_dir: Path
+    routes: dict[str, str] = field(default_factory=dict)
+    trunk: str | None = None
+    ring_timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Destination:
+    uri: str
+    call_type: str  # relay_sip_call | relay_pstn_call
+
+
+class CallEngine:
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        store: Store,
+        outbox: WebhookOutbox,
+        sip: SipEndpoint,
+        media: MediaEngine,
+        tts: SpeechSynthesizer,
+        http: httpx.AsyncClient,
+    ) -> None:
+        self.config = config
+        self._store = store
+        self._sip = sip
+        self._media = media
+        self._http = http
+        self._events = EventSink(store, outbox, space_id=config.space_id)
+        self._audio = AudioResolver(config.data_dir / "cache", http, tts)
+        self._fetcher = HttpSwmlFetcher(client=http, user_agent=f"callplane/{__version__}")
+        self._calls: dict[str, Call] = {}
+        self._stopping = False
+        self._detached: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[str, Callable[[Call, dict[str, Any]], Awaitable[None]]] = {
+            "calling.end": self._cmd_end,
+            "calling.transfer": self._cmd_transfer,
+            "calling.disconnect": self._cmd_disconnect,
+            "calling.play": self._cmd_play,
+            "calling.play.pause": self._cmd_play_pause,
+            "calling.play.resume": self._cmd_play_resume,
+            "calling.play.stop": self._cmd_play_stop,
+            "calling.play.volume": self._cmd_play_volume,
+            "calling.user_event": self._cmd_user_event,
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._sip.on_incoming = self._on_incoming
+        self._recover_orphans()
+
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """End every live call cleanly (BYE or CANCEL) and wait for their events to be written."""
+        self._stopping = True
+        calls = list(self._calls.values())
+        for call in calls:
+            await self.hang_up(call, "hangup")
+        waits = [asyncio.create_task(c.finished.wait()) for c in calls]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=timeout)
+            for task in pending:
+                task.cancel()
+        for call in list(self._calls.values()):
+            self._finish(call, CallStatus.ENDED, "error")
+
+    def _recover_orphans(self) -> None:
+        """Calls that were live when the previous process died cannot be resumed: their SIP
+        dialog and media are gone. End them so their subscribers get the `ended` they expect."""
+        for status in CallStatus:
+            if status in TERMINAL:
+                continue
+            for row in self._store.list_calls(self.config.project_id, status.value):
+                call = Call.from_row(row)
+                log.warning("call %s was %s when callplane stopped; ending it", call.id, status)
+                self._finish(call, CallStatus.ENDED, "error")
+
+    # ------------------------------------------------------------------ Engine facade
+
+    async def execute(
+        self,
+        project_id: str,
+        command: str,
+        call_id: str | None,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        if command == "dial":
+            return await self._dial(project_id, params)
+        if command == "update":
+            call = self._find(project_id, str(params.get("id")))
+            await self._update(call, params)
+            return call.call_leg()
+        if command in NOT_YET:
+            raise CommandError(
+                501,
+                "not_implemented",
+                f"{command} is not supported by callplane yet ({NOT_YET[command]} is not built)",
+            )
+        handler = self._handlers.get(command)
+        if handler is None:
+            raise CommandError(
+                422, "invalid_command_attempted", f"unknown command {command!r}", "command"
+            )
+        call = self._find(project_id, str(call_id))
+        if call.is_terminal:
+            raise CommandError(
+                422, "invalid_state", f"call {call.id} has already {call.status.value}", "id"
+            )
+        await handler(call, params)
+        return call.call_leg()
+
+    async def get_call(self, project_id: str, call_id: str) -> dict[str, Any] | None:
+        try:
+            return self._find(project_id, call_id).call_leg()
+        except CommandError:
+            return None
+
+    async def get_call_events(self, project_id: str, call_id: str) -> list[dict[str, Any]] | None:
+        if await self.get_call(project_id, call_id) is None:
+            return None
+        return [{"seq": row["seq"], **row["payload"]} for row in self._store.list_events(call_id)]
+
+    def _find(self, project_id: str, call_id: str) -> Call:
+        call = self._calls.get(call_id)
+        if call is not None and call.project_id == project_id:
+            return call
+        row = self._store.get_call(project_id, call_id)
+        if row is None:
+            raise CommandError(404, "not_found", f"call {call_id} not found", "id")
+        return Call.from_row(row)
+
+    # ------------------------------------------------------------------ events
+
+    def _emit_operation(self, op: Operation, params: dict[str, Any]) -> None:
+        self._events.emit(op.call, op.event_type, params, webhook_url=op.status_url)
+
+    def _set_status(self, call: Call, status: CallStatus, end_reason: str | None = None) -> bool:
+        if not can_move(call.status, status):
+            return False
+        call.status = status
+        if status is CallStatus.ANSWERED:
+            call.answered_at = time.time()
+        if status in TERMINAL:
+            call.ended_at = time.time()
+            call.end_reason = end_reason
+        self._store.save_call(call.to_row())
+        call_state = "ended" if status in TERMINAL else status.value
+        if call_state in ("queued", "initiated"):
+            return True  # lifecycle states of the CallLeg, not `calling.call.state` events
+        params: dict[str, Any] = {
+            "segment_id": call.segment_id,
+            "call_state": call_state,
+            "direction": "inbound" if call.direction == "inbound" else "outbound",
+            "device": self._device(call),
+        }
+        if call_state == "ended":
+            params["end_reason"] = end_reason or "hangup"
+        subscribed = call.status_url if call_state in call.status_events else None
+        self._events.emit(call, "calling.call.state", params, webhook_url=subscribed)
+        return True
+
+    @staticmethod
+    def _device(call: Call) -> dict[str, Any]:
+        if call.call_type == "relay_pstn_call":
+            return {"type": "phone", "params": {"from_number": call.from_, "to_number": call.to}}
+        return {"type": "sip", "params": {"from": call.from_, "to": call.to}}
+
+    # ------------------------------------------------------------------ dial
+
+    async def _dial(self, project_id: str, p: dict[str, Any]) -> dict[str, Any]:
+        if self._stopping:
+            raise CommandError(503, "service_unavailable", "callplane is shutting down")
+        to = p.get("to")
+        if to is None:
+            raise CommandError(
+                501,
+                "not_implemented",
+                "dial with to_script and no `to` is not supported by callplane yet",
+                "to_script",
+            )
+        destination = self._resolve_destination(str(to))
+        codecs = self._codecs(p.get("codecs"))
+        inline = self._load_inline_swml(p.get("swml"), "swml")
+        call = Call(
+            project_id=project_id,
+            from_=str(p["from"]),
+            to=str(to),
+            direction="outbound-api",
+            call_type=destination.call_type,
+            url=p.get("url"),
+            status_url=p.get("status_url"),
+            status_events=tuple(p.get("status_events") or ("ended",)),
+            swml_url=p.get("url"),
+            swml_inline=inline.to_dict() if inline else None,
+            url_method=str(p.get("url_method") or "POST"),
+            fallback_url=p.get("fallback_url"),
+            custom_variables=dict(p.get("custom_variables") or {}),
+        )
+        self._calls[call.id] = call
+        self._store.save_call(call.to_row())
+        self._spawn(call, self._run_outbound(call, destination, codecs, p))
+        return call.call_leg()
+
+    def _resolve_destination(self, to: str) -> Destination:
+        if to.startswith(("sip:", "sips:")):
+            try:
+                parse_uri(to)
+            except SipParseError as exc:
+                raise CommandError(
+                    422, "invalid_sip_destination", f"`to` is not a valid SIP URI: {exc}", "to"
+                ) from exc
+            return Destination(to, "relay_sip_call")
+        call_type = "relay_pstn_call" if _E164.match(to) else "relay_sip_call"
+        if to in self.config.routes:
+            # A local route: callplane calls itself, and the inbound leg runs the route's SWML.
+            host = self._sip_hostport()
+            return Destination(f"sip:{to}@{host}", call_type)
+        if _E164.match(to):
+            if self.config.trunk:
+                trunk = parse_uri(self.config.trunk)
+                port = f":{trunk.port}" if trunk.port else ""
+                return Destination(f"sip:{to}@{trunk.host}{port}", call_type)
+            raise CommandError(
+                422,
+                "to_destination_unresolvable",
+                f"{to} is not a local route and no --trunk is configured",
+                "to",
+            )
+        raise CommandError(
+            422,
+            "to_destination_unresolvable",
+            f"`to` must be a sip: URI, an E.164 number or a local route name; got {to!r}",
+            "to",
+        )
+
+    def _sip_hostport(self) -> str:
+        host = self.config.sip_host
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        return f"{host}:{self.config.sip_port}"
+
+    @staticmethod
+    def _codecs(value: Any) -> list[str]:
+        if value is None:
+            return list(SUPPORTED_CODECS)
+        names = value.split(",") if isinstance(value, str) else list(value)
+        chosen = [c.strip().upper() for c in names if c.strip().upper() in SUPPORTED_CODECS]
+        if not chosen:
+            raise CommandError(
+                422,
+                "invalid_parameter",
+                f"none of the codecs {names} is supported; callplane offers PCMU and PCMA",
+                "codecs",
+            )
+        return chosen
+
+    @staticmethod
+    def _load_inline_swml(value: Any, attribute: str) -> SwmlDocument | None:
+        if value is None:
+            return None
+        try:
+            return load_document(value)
+        except SwmlError as exc:
+            raise CommandError(422, "invalid_parameter", f"invalid SWML: {exc}", attribute) from exc
+
+    def _from_uri(self, p: dict[str, Any]) -> str:
+        shown = str(p.get("caller_id") or p["from"])
+        if shown.startswith(("sip:", "sips:")):
+            return shown
+        return f"sip:{shown}@{self._sip_hostport()}"
+
+    async def _run_outbound(
+        self, call: Call, destination: Destination, codecs: list[str], p: dict[str, Any]
+    ) -> None:
+        self._set_status(call, CallStatus.INITIATED)
+        session = await self._media.open_session()
+        call.media = session
+        offer = sdp.build_offer(self.config.media_host, session.local_port, codecs)
+        auth = None
+        if p.get("username") and p.get("password"):
+            auth = (str(p["username"]), str(p["password"]))
+        timeout = float(p.get("timeout") or self.config.ring_timeout)
+        try:
+            sip_call = self._sip.invite(
+                destination.uri, self._from_uri(p), offer, auth=auth, timeout=timeout
+            )
+        except (SipParseError, RuntimeError, OSError) as exc:
+            log.warning("call %s: cannot send INVITE to %s: %s", call.id, destination.uri, exc)
+            self._finish(call, CallStatus.FAILED, "error")
+            return
+        call.sip = sip_call
+        self._set_status(call, CallStatus.CREATED)
+        if call.requested_final is CallStatus.CANCELED:
+            await sip_call.cancel()
+        await self._follow_outgoing(call, sip_call, offer, p)
+
+    async def _follow_outgoing(
+        self, call: Call, sip_call: OutgoingCall, offer: bytes, p: dict[str, Any]
+    ) -> None:
+        while True:
+            event = await sip_call.events.get()
+            if isinstance(event, Ringing):
+                self._set_status(call, CallStatus.RINGING)
+            elif isinstance(event, Answered):
+                chosen = sdp.parse_answer(event.sdp, offer) if event.sdp else None
+                if chosen is None:
+                    log.warning("call %s: the answer has no usable audio; hanging up", call.id)
+                    await sip_call.bye()
+                    continue
+                assert call.media is not None
+                call.media.configure(
+                    remote=(chosen.remote_ip, chosen.remote_port),
+                    payload_type=chosen.payload_type,
+                    telephone_event_pt=chosen.telephone_event_pt,
+                )
+                self._mark_answered(call)
+                if call.requested_final is not None:
+                    await sip_call.bye()
+                    continue
+                if p.get("send_digits"):
+                    self._spawn(call, self._send_digits(call, str(p["send_digits"])))
+                self._start_swml(call)
+            elif isinstance(event, Failed):
+                self._finish(call, *self._failure_outcome(call, event))
+                return
+            elif isinstance(event, Ended):
+                self._finish(call, self._final_status(call), "hangup")
+                return
+
+    @staticmethod
+    def _failure_outcome(call: Call, event: Failed) -> tuple[CallStatus, str]:
+        if call.requested_final is CallStatus.CANCELED or event.cause == "cancelled":
+            return CallStatus.CANCELED, "cancel"
+        if event.cause == "timeout" or event.code in _NO_ANSWER_CODES:
+            return CallStatus.ENDED, "noAnswer"
+        if event.code in _BUSY_CODES:
+            return CallStatus.ENDED, "busy"
+        if event.code in _DECLINE_CODES:
+            return CallStatus.ENDED, "decline"
+        if event.cause == "transport":
+            return CallStatus.FAILED, "error"
+        return CallStatus.ENDED, "error"
+
+    @staticmethod
+    def _final_status(call: Call) -> CallStatus:
+        return call.requested_final or CallStatus.ENDED
+
+    def _mark_answered(self, call: Call) -> None:
+        self._set_status(call, CallStatus.ANSWERED)
+        call.answered.set()
+
+    async def _send_digits(self, call: Call, digits: str) -> None:
+        if call.media is None:
+            return
+        try:
+            await call.media.send_digits(digits)
+        except (ValueError, RuntimeError) as exc:
+            log.warning("call %s: cannot send digits %r: %s", call.id, digits, exc)
+
+    # ------------------------------------------------------------------ inbound
+
+    async def _on_incoming(self, incoming: IncomingCall) -> None:
+        name = self._route_name(incoming)
+        url = self.config.routes.get(name) if name else None
+        if name is None or url is None or self._stopping:
+            log.info("inbound call to %r has no route; rejecting", name)
+            await incoming.reject(404, "Not Found")
+            return
+        caller = parse_uri(incoming.from_uri)
+        call = Call(
+            project_id=self.config.project_id,
+            from_=caller.user or incoming.from_uri,
+            to=name,
+            direction="inbound",
+            call_type="relay_pstn_call" if _E164.match(name) else "relay_sip_call",
+            url=url,
+            status=CallStatus.INITIATED,
+            swml_url=url,
+        )
+        call.sip = incoming
+        self._calls[call.id] = call
+        self._store.save_call(call.to_row())
+        self._set_status(call, CallStatus.CREATED)
+        await incoming.ringing()
+        self._set_status(call, CallStatus.RINGING)
+        self._start_swml(call)
+        task = asyncio.current_task()
+        if task is not None:
+            call.tasks.add(task)
+        await self._follow_incoming(call, incoming)
+
+    @staticmethod
+    def _route_name(incoming: IncomingCall) -> str | None:
+        for uri in (incoming.request_uri, incoming.to_uri):
+            try:
+                user = parse_uri(uri).user
+            except SipParseError:
+                continue
+            if user:
+                return user
+        return None
+
+    async def _follow_incoming(self, call: Call, incoming: IncomingCall) -> None:
+        while True:
+            event = await incoming.events.get()
+            if isinstance(event, Ended | Failed):
+                reason = (
+                    "cancel"
+                    if isinstance(event, Ended) and event.reason == "cancel"
+                    else ("hangup")
+                )
+                status = self._final_status(call)
+                if reason == "cancel" and call.status in NOT_ANSWERED_YET:
+                    status = CallStatus.CANCELED
+                self._finish(call, status, reason)
+                return
+
+    async def answer(self, call: Call) -> None:
+        """Answer an inbound call (SWML `answer`, or a `play` that auto-answers)."""
+        if call.status is CallStatus.ANSWERED or not isinstance(call.sip, IncomingCall):
+            return
+        incoming = call.sip
+        if call.status not in NOT_ANSWERED_YET or incoming.remote_sdp is None:
+            if incoming.remote_sdp is None:
+                await incoming.reject(488, "Not Acceptable Here")
+            raise SwmlError("the call cannot be answered")
+        session = await self._media.open_session()
+        call.media = session
+        try:
+            answer_sdp, chosen = sdp.negotiate_answer(
+                incoming.remote_sdp, self.config.media_host, session.local_port, SUPPORTED_CODECS
+            )
+        except sdp.SdpError as exc:
+            await incoming.reject(400, "Bad SDP")
+            raise SwmlError(f"the caller's SDP is invalid: {exc}") from exc
+        if chosen is None:
+            await incoming.reject(488, "Not Acceptable Here")
+            raise SwmlError("no codec in common with the caller")
+        session.configure(
+            remote=(chosen.remote_ip, chosen.remote_port),
+            payload_type=chosen.payload_type,
+            telephone_event_pt=chosen.telephone_event_pt,
+        )
+        await incoming.answer(answer_sdp)
+        self._mark_answered(call)
+
+    # ------------------------------------------------------------------ ending
+
+    async def hang_up(self, call: Call, reason: str) -> None:
+        """Ask the far end to end the call; `_finish` runs when the SIP layer reports the end."""
+        if call.is_terminal:
+            return
+        if call.sip is None:
+            # Still queued: no INVITE has gone out yet.
+            self._finish(call, call.requested_final or CallStatus.CANCELED, "cancel")
+            return
+        if call.status is CallStatus.ANSWERED:
+            self._set_status(call, CallStatus.ENDING)
+            await call.sip.bye()
+        elif isinstance(call.sip, IncomingCall):
+            code = {"busy": 486, "decline": 603}.get(reason, 480)
+            await call.sip.reject(code)
+        else:
+            await call.sip.cancel()
+
+    def _finish(self, call: Call, status: CallStatus, end_reason: str) -> None:
+        if call.is_terminal:
+            return
+        for op in list(call.operations.values()):
+            self._spawn_detached(op.stop())
+        if call.swml_task is not None and call.swml_task is not asyncio.current_task():
+            call.swml_task.cancel()
+        if call.media is not None:
+            self._spawn_detached(call.media.close())
+        if not self._set_status(call, status, end_reason):
+            # A jump the lifecycle forbids (e.g. failed after ringing): it still ended.
+            self._set_status(call, CallStatus.ENDED, end_reason)
+        call.finished.set()
+        self._calls.pop(call.id, None)
+
+    # ------------------------------------------------------------------ SWML
+
+    def call_scope(self, call: Call) -> dict[str, Any]:
+        """The SWML `call` object (reference §7.5)."""
+        return {
+            "call_id": call.id,
+            "node_id": call.node_id,
+            "segment_id": call.segment_id,
+            "call_state": "ended" if call.is_terminal else call.status.value,
+            "direction": "inbound" if call.direction == "inbound" else "outbound",
+            "type": "phone" if call.call_type == "relay_pstn_call" else "sip",
+            "from": call.from_,
+            "to": call.to,
+            "headers": [],
+            "project_id": call.project_id,
+            "space_id": self.config.space_id,
+        }
+
+    def _start_swml(self, call: Call, document: SwmlDocument | None = None) -> None:
+        call.swml_task = self._spawn(call, self._run_swml(call, document))
+
+    async def _run_swml(self, call: Call, document: SwmlDocument | None) -> None:
+        from callplane.engine.swml_host import CallSwmlHost
+
+        scope = self.call_scope(call)
+        try:
+            if document is None:
+                document = await self._initial_document(call, scope)
+        except SwmlFetchError as exc:
+            log.warning("call %s: cannot fetch its SWML: %s; hanging up", call.id, exc)
+            await self.hang_up(call, "error")
+            return
+        interpreter = SwmlInterpreter(
+            document,
+            CallSwmlHost(self, call),
+            call=scope,
+            envs=call.custom_variables,
+            fetcher=self._fetcher,
+            http_client=self._http,
+        )
+        call.swml = interpreter
+        outcome = await interpreter.run()
+        if outcome.kind == "error":
+            log.warning("call %s: SWML failed at %s: %s", call.id, outcome.path, outcome.error)
+            self._events.emit(
+                call,
+                "calling.swml.error",
+                {"error": outcome.error, "path": outcome.path, "method": outcome.method},
+                webhook_url=None,
+            )
+        # A script that ends leaves nothing to drive the call: hang up, as SWML does.
+        await self.hang_up(call, "error" if outcome.kind == "error" else "hangup")
+
+    async def _initial_document(self, call: Call, scope: dict[str, Any]) -> SwmlDocument:
+        if call.swml_inline is not None:
+            return load_document(call.swml_inline)
+        if call.swml_url is None:
+            raise SwmlFetchError("the call has no SWML")
+        body = build_fetch_body(scope, {}, call.custom_variables, {})
+        return await self._fetcher.fetch(
+            call.swml_url, body, method=call.url_method, fallback_url=call.fallback_url
+        )
+
+    async def _redirect(self, call: Call, document: SwmlDocument) -> None:
+        interpreter = call.swml
+        if interpreter is not None and await interpreter.replace(document):
+            return
+        self._start_swml(call, document)
+
+    async def _fetch_for(
+        self, call: Call, url: str, fallback_url: str | None = None
+    ) -> SwmlDocument:
+        body = build_fetch_body(
+            self.call_scope(call), call.swml.vars if call.swml else {}, call.custom_variables, {}
+        )
+        try:
+            return await self._fetcher.fetch(url, body, fallback_url=fallback_url)
+        except SwmlFetchError as exc:
+            raise CommandError(
+                422, "invalid_parameter", f"cannot load SWML from {url}: {exc}", "url"
+            ) from exc
+
+    # ------------------------------------------------------------------ update
+
+    async def _update(self, call: Call, p: dict[str, Any]) -> None:
+        if call.is_terminal:
+            raise CommandError(
+                422,
+                "cannot_update_completed",
+                f"call {call.id} has already {call.status.value}",
+                "id",
+            )
+        status = p.get("status")
+        has_swml = p.get("url") is not None or p.get("swml") is not None
+        if status == "canceled":
+            if call.status not in NOT_ANSWERED_YET:
+                raise CommandError(
+                    422,
+                    "cannot_cancel_in_progress",
+                    "only a call that is not answered yet can be canceled; "
+                    "use status=completed to end an answered call",
+                    "status",
+                )
+            call.requested_final = CallStatus.CANCELED
+            await self.hang_up(call, "cancel")
+        elif status == "completed":
+            if call.status is not CallStatus.ANSWERED:
+                raise CommandError(
+                    422,
+                    "invalid_state",
+                    f"only an answered call can be completed; this one is {call.status.value}",
+                    "status",
+                )
+            call.requested_final = CallStatus.COMPLETED
+            await self.hang_up(call, "hangup")
+        elif has_swml:
+            if call.status is not CallStatus.ANSWERED:
+                raise CommandError(
+                    422,
+                    "cannot_redirect_not_in_progress",
+                    f"only an answered call can be redirected; this one is {call.status.value}",
+                    "url" if p.get("url") is not None else "swml",
+                )
+            inline = self._load_inline_swml(p.get("swml"), "swml")
+            document = inline or await self._fetch_for(call, str(p["url"]), p.get("fallback_url"))
+            if p.get("url") is not None:
+                call.url = str(p["url"])
+            await self._redirect(call, document)
+        elif p.get("status_url") is None:
+            raise CommandError(
+                422,
+                "inline_swml_or_swml_webhook_required",
+                "update needs url, swml, status or status_url",
+                "url",
+            )
+        if p.get("status_url") is not None:
+            call.status_url = str(p["status_url"])
+            self._store.save_call(call.to_row())
+
+    # ------------------------------------------------------------------ call commands
+
+    async def _cmd_end(self, call: Call, p: dict[str, Any]) -> None:
+        reason = str(p.get("reason") or "hangup")
+        if call.status in NOT_ANSWERED_YET:
+            call.requested_final = CallStatus.CANCELED
+        await self.hang_up(call, reason)
+
+    async def _cmd_transfer(self, call: Call, p: dict[str, Any]) -> None:
+        dest = p["dest"]
+        self._require_answered(call, "transferred")
+        if isinstance(dest, dict):
+            document = self._load_inline_swml(dest, "dest")
+            assert document is not None
+        elif isinstance(dest, str) and dest.startswith(("http://", "https://")):
+            document = await self._fetch_for(call, dest)
+        elif isinstance(dest, str) and dest.lstrip().startswith("{"):
+            document = self._load_inline_swml(dest, "dest")
+            assert document is not None
+        else:
+            raise CommandError(
+                501,
+                "not_implemented",
+                "transfer to a SIP URI or phone number needs call bridging, "
+                "which callplane does not support yet; transfer to SWML instead",
+                "dest",
+            )
+        await self._redirect(call, document)
+
+    async def _cmd_disconnect(self, call: Call, p: dict[str, Any]) -> None:
+        raise CommandError(
+            422, "invalid_state", f"call {call.id} is not bridged to another call", "id"
+        )
+
+    async def _cmd_user_event(self, call: Call, p: dict[str, Any]) -> None:
+        self._events.emit(call, "calling.user_event", {"event": p["event"]}, webhook_url=None)
+
+    @staticmethod
+    def _require_answered(call: Call, action: str) -> None:
+        if call.status is not CallStatus.ANSWERED:
+            raise CommandError(
+                422,
+                "invalid_state",
+                f"call {call.id} is {call.status.value}; only an answered call can be {action}",
+                "id",
+            )
+
+    def start_play(
+        self,
+        call: Call,
+        *,
+        control_id: str,
+        items: list[dict[str, Any]],
+        status_url: str | None,
+        volume: float = 0.0,
+        loop: int = 1,
+        language: str = "en-US",
+        voice: str | None = None,
+        gender: str = "female",
+    ) -> PlayOperation:
+        op = PlayOperation(
+            call,
+            control_id,
+            status_url,
+            self._emit_operation,
+            items=items,
+            volume=volume,
+            loop=loop,
+            language=language,
+            voice=voice,
+            gender=gender,
+        )
+        register(call, op)
+        op.start(self._audio)
+        return op
+
+    async def _cmd_play(self, call: Call, p: dict[str, Any]) -> None:
+        self._require_answered(call, "played to")
+        self.start_play(
+            call,
+            control_id=str(p["control_id"]),
+            items=list(p["play"]),
+            status_url=p.get("status_url"),
+            volume=float(p.get("volume") or 0.0),
+            loop=int(p["loop"]) if p.get("loop") is not None else 1,
+            language=str(p.get("language") or "en-US"),
+            voice=p.get("voice"),
+            gender=str(p.get("gender") or "female"),
+        )
+
+    @staticmethod
+    def _play(call: Call, p: dict[str, Any]) -> PlayOperation:
+        op = lookup(call, "play", str(p["control_id"]))
+        assert isinstance(op, PlayOperation)
+        return op
+
+    async def _cmd_play_pause(self, call: Call, p: dict[str, Any]) -> None:
+        self._play(call, p).pause()
+
+    async def _cmd_play_resume(self, call: Call, p: dict[str, Any]) -> None:
+        self._play(call, p).resume()
+
+    async def _cmd_play_stop(self, call: Call, p: dict[str, Any]) -> None:
+        await self._play(call, p).stop()
+
+    async def _cmd_play_volume(self, call: Call, p: dict[str, Any]) -> None:
+        self._play(call, p).set_volume(float(p["volume"]))
+
+    # ------------------------------------------------------------------ tasks
+
+    def _spawn(self, call: Call, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._guarded(call, coro))
+        call.tasks.add(task)
+        task.add_done_callback(call.tasks.discard)
+        return task
+
+    async def _guarded(self, call: Call, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("call %s: internal error", call.id)
+            with contextlib.suppress(Exception):
+                await self.hang_up(call, "error")
+            self._finish(call, CallStatus.ENDED, "error")
+
+    def _spawn_detached(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)

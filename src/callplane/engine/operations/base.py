@@ -1,0 +1,92 @@
+"""Operations: the long-running things a command starts on a call, addressed by `control_id`.
+
+Each operation is an explicit state machine. Every transition emits one event (reference §7.3)
+to the call's event log and to the operation's `status_url`; the subclasses only decide when to
+move. A REST command and its SWML method drive the same operation class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from callplane.engine.facade import CommandError
+
+if TYPE_CHECKING:
+    from callplane.engine.calls import Call
+
+log = logging.getLogger("callplane.engine.operations")
+
+Emit = Callable[["Operation", dict[str, Any]], None]
+
+
+class Operation:
+    kind: ClassVar[str]
+    event_type: ClassVar[str]
+    # state -> the states it may move to; states with no way out are terminal.
+    transitions: ClassVar[Mapping[str, frozenset[str]]]
+    initial_state: ClassVar[str]
+
+    def __init__(self, call: Call, control_id: str, status_url: str | None, emit: Emit) -> None:
+        self.call = call
+        self.control_id = control_id
+        self.status_url = status_url
+        self.state = self.initial_state
+        self._emit = emit
+        self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @property
+    def is_terminal(self) -> bool:
+        return not self.transitions.get(self.state)
+
+    def move(self, new_state: str, **params: Any) -> bool:
+        """Take a transition and emit its event; an impossible move is ignored and says so."""
+        if new_state not in self.transitions.get(self.state, frozenset()):
+            log.debug("%s %s: ignoring %s -> %s", self.kind, self.control_id, self.state, new_state)
+            return False
+        self.state = new_state
+        self._emit(self, {"control_id": self.control_id, "state": new_state, **params})
+        if self.is_terminal:
+            self.call.operations.pop((self.kind, self.control_id), None)
+            if not self.done.done():
+                self.done.set_result(new_state)
+        return True
+
+    async def stop(self) -> None:
+        """End the operation (command `.stop`, call hang-up)."""
+        raise NotImplementedError
+
+    def require_state(self, *states: str, action: str) -> None:
+        if self.state not in states:
+            raise CommandError(
+                422,
+                "invalid_state",
+                f"cannot {action} {self.kind} {self.control_id!r}: it is {self.state}",
+                "control_id",
+            )
+
+
+def register(call: Call, op: Operation) -> None:
+    key = (op.kind, op.control_id)
+    if key in call.operations:
+        raise CommandError(
+            409,
+            "invalid_state",
+            f"a {op.kind} with control_id {op.control_id!r} is already active on this call",
+            "control_id",
+        )
+    call.operations[key] = op
+
+
+def lookup(call: Call, kind: str, control_id: str) -> Operation:
+    op = call.operations.get((kind, control_id))
+    if op is None:
+        raise CommandError(
+            422,
+            "invalid_state",
+            f"no active {kind} with control_id {control_id!r} on this call",
+            "control_id",
+        )
+    return op

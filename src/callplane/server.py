@@ -1,0 +1,157 @@
+"""The composition root: builds every layer of a callplane server and runs it until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import signal
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from callplane._version import __version__
+from callplane.api.app import create_app
+from callplane.engine.core import CallEngine, EngineConfig
+from callplane.media.engine import MediaEngine
+from callplane.providers.tts import DefaultTts
+from callplane.sip.endpoint import SipEndpoint
+from callplane.store import Store
+from callplane.webhooks import WebhookOutbox
+
+log = logging.getLogger("callplane")
+
+
+@dataclass
+class ServerConfig:
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    sip_host: str = "127.0.0.1"
+    sip_port: int = 5060
+    rtp_ports: tuple[int, int] = (20000, 20999)
+    data_dir: Path = Path("data")
+    project: str = ""
+    token: str = ""
+    routes: dict[str, str] = field(default_factory=dict)
+    trunk: str | None = None
+    log_level: str = "info"
+
+    def fill_credentials(self) -> bool:
+        """Generate the project id and token when absent; True when they were generated."""
+        generated = False
+        if not self.project:
+            self.project = str(uuid.uuid4())
+            generated = True
+        if not self.token:
+            self.token = "PT" + secrets.token_hex(24)
+            generated = True
+        return generated
+
+
+class StoreIdempotency:
+    """The api's idempotency memory, kept in SQLite so replays survive a restart."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def get(self, project_id: str, key: str) -> tuple[int, dict[str, Any]] | None:
+        entry = self._store.idempotency_get(project_id, key)
+        return None if entry is None else (entry["status"], entry["body"])
+
+    def put(self, project_id: str, key: str, status: int, body: dict[str, Any]) -> None:
+        self._store.idempotency_put(project_id, key, status, body)
+
+
+async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -> None:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.open(config.data_dir / "callplane.db")
+    outbox = WebhookOutbox(store, signing_key=config.token)
+    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    sip = SipEndpoint(config.sip_host, config.sip_port, user_agent=f"callplane/{__version__}")
+    media = MediaEngine(config.sip_host, config.rtp_ports)
+    engine = CallEngine(
+        EngineConfig(
+            project_id=config.project,
+            space_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"callplane:{config.project}")),
+            sip_host=config.sip_host,
+            sip_port=config.sip_port,
+            media_host=config.sip_host,
+            data_dir=config.data_dir,
+            routes=dict(config.routes),
+            trunk=config.trunk,
+        ),
+        store=store,
+        outbox=outbox,
+        sip=sip,
+        media=media,
+        tts=DefaultTts(),
+        http=http,
+    )
+    ready = False
+    app = create_app(
+        engine,
+        project_id=config.project,
+        token=config.token,
+        idempotency=StoreIdempotency(store),
+        ready=lambda: ready,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=config.http_host,
+            port=config.http_port,
+            log_level=config.log_level.lower(),
+            lifespan="off",
+            access_log=config.log_level.lower() == "debug",
+        )
+    )
+    # uvicorn would capture SIGTERM and re-raise it once HTTP is down, killing the process before
+    # the calls are ended; our handlers end the calls first.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    stop = asyncio.Event()
+    if install_signal_handlers:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await outbox.start()
+        await sip.start()
+        config.sip_port = sip.port
+        engine.config.sip_port = sip.port
+        await media.start()
+        await engine.start()
+        serving = asyncio.create_task(server.serve())
+        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
+            await asyncio.sleep(0.01)
+        if serving.done():
+            await serving  # re-raise why the HTTP server could not start
+            return
+        ready = True
+        log.info(
+            "callplane %s ready: HTTP %s:%d, SIP udp %s:%d, project %s",
+            __version__,
+            config.http_host,
+            config.http_port,
+            config.sip_host,
+            sip.port,
+            config.project,
+        )
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("callplane stopping: ending active calls")
+        ready = False
+        await engine.stop()
+        server.should_exit = True
+        await serving
+    finally:
+        await media.stop()
+        await sip.stop()
+        await outbox.stop(flush_timeout=5.0)
+        await http.aclose()
+        store.close()
+        log.info("callplane stopped")
