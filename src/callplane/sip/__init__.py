@@ -1,1 +1,32 @@
+"""SIP signalling: sans-IO core (message, transaction, dialog, auth, sdp) and the asyncio
+`SipEndpoint` the engine uses (see docs/architecture.md, "engine -> sip")."""
 
+from .endpoint import (
+    Answered,
+    CallState,
+    Ended,
+    Failed,
+    IncomingCall,
+    OutgoingCall,
+    Reinvited,
+    Ringing,
+    SipCall,
+    SipCallEvent,
+    SipEndpoint,
+    Trying,
+)
+
+__all__ = [
+    "Answered",
+    "CallState",
+    "Ended",
+    "Failed",
+    "IncomingCall",
+    "OutgoingCall",
+    "Reinvited",
+    "Ringing",
+    "SipCall",
+    "SipCallEvent",
+    "SipEndpoint",
+    "Trying",
+]
