@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import Receiver, Server, sipp_available  # noqa: E402
+
+pytestmark = pytest.mark.e2e
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e" in str(item.fspath):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[object]:
+    servers: list[Server] = []
+
+    def make(**kwargs: object) -> Server:
+        server = Server(data_dir=tmp_path / f"server{len(servers)}", **kwargs)  # type: ignore[arg-type]
+        servers.append(server)
+        return server.start()
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture
+def server(make_server: object) -> Server:
+    return make_server()  # type: ignore[operator, no-any-return]
+
+
+requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian sip-tester) missing")

@@ -1,0 +1,327 @@
+"""Real peers for end-to-end tests: a callplane server process, an HTTP receiver for webhooks and
+SWML documents, and sipp. Everything binds 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+LOOPBACK = "127.0.0.1"
+SCENARIOS = Path(__file__).parent / "scenarios"
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def free_port_pair() -> int:
+    """An even port whose odd neighbour is free too (sipp's -mp uses both)."""
+    for _ in range(200):
+        port = free_port(socket.SOCK_DGRAM)
+        port -= port % 2
+        try:
+            with (
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
+            ):
+                a.bind((LOOPBACK, port))
+                b.bind((LOOPBACK, port + 1))
+                return port
+        except OSError:
+            continue
+    raise RuntimeError("no free even/odd UDP port pair")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@dataclass
+class Hit:
+    path: str
+    method: str
+    headers: dict[str, str]
+    body: Any
+    at: float
+
+
+@dataclass
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every request and serves registered SWML."""
+
+    port: int = field(default_factory=free_port)
+    hits: list[Hit] = field(default_factory=list)
+    documents: dict[str, Any] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: uvicorn.Server | None = None
+    _thread: threading.Thread | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://{LOOPBACK}:{self.port}{path}"
+
+    def serve_swml(self, path: str, document: dict[str, Any]) -> str:
+        self.documents[path] = document
+        return self.url(path)
+
+    async def _handle(self, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        with self.lock:
+            self.hits.append(
+                Hit(request.url.path, request.method, dict(request.headers), body, time.time())
+            )
+        document = self.documents.get(request.url.path)
+        if document is not None:
+            return JSONResponse(document)
+        return JSONResponse({"ok": True})
+
+    def start(self) -> Receiver:
+        app = Starlette(
+            routes=[Route("/{path:path}", self._handle, methods=["GET", "POST", "PUT", "DELETE"])]
+        )
+        config = uvicorn.Config(app, host=LOOPBACK, port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        wait_until(lambda: self._server is not None and self._server.started, 10, "receiver")
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def events(self, path: str, event_type: str | None = None) -> list[dict[str, Any]]:
+        with self.lock:
+            return [
+                h.body
+                for h in self.hits
+                if h.path == path
+                and isinstance(h.body, dict)
+                and (event_type is None or h.body.get("event_type") == event_type)
+            ]
+
+    def call_states(self, path: str, call_id: str) -> list[str]:
+        return [
+            e["params"]["call_state"]
+            for e in self.events(path, "calling.call.state")
+            if e["params"].get("call_id") == call_id
+        ]
+
+    def wait_call_state(self, path: str, call_id: str, state: str, timeout: float = 15) -> None:
+        wait_until(
+            lambda: state in self.call_states(path, call_id),
+            timeout,
+            f"call {call_id} to reach {state} (saw {self.call_states(path, call_id)})",
+        )
+
+
+@dataclass
+class Server:
+    """`callplane serve` as a subprocess, as a user runs it."""
+
+    data_dir: Path
+    routes: dict[str, str] = field(default_factory=dict)
+    project: str = "e2e-project"
+    token: str = "e2e-token"
+    http_port: int = field(default_factory=free_port)
+    sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    rtp_low: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.rtp_low:
+            # Distinct 200-port blocks per server so parallel servers never share RTP ports.
+            self.rtp_low = 32000 + (os.getpid() * 7 + self.http_port) % 30 * 200
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.http_port}"
+
+    @property
+    def host(self) -> str:
+        return f"{LOOPBACK}:{self.http_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "server.log"
+
+    def start(self) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "callplane.cli",
+            "serve",
+            "--http",
+            self.host,
+            "--sip",
+            f"{LOOPBACK}:{self.sip_port}",
+            "--rtp-ports",
+            f"{self.rtp_low}-{self.rtp_low + 199}",
+            "--data",
+            str(self.data_dir),
+            "--project",
+            self.project,
+            "--token",
+            self.token,
+            "--log-level",
+            "debug",
+            *self.extra_args,
+        ]
+        for name, url in self.routes.items():
+            args += ["--route", f"{name}={url}"]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self._healthy, 20, f"callplane to start (log: {self.log_path})")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"callplane exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, timeout: float = 15) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("callplane did not stop within its SIGTERM timeout") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def post(self, body: dict[str, Any], **headers: str) -> httpx.Response:
+        return httpx.post(
+            f"{self.base_url}/api/calling/calls",
+            json=body,
+            auth=(self.project, self.token),
+            headers=headers,
+            timeout=10,
+        )
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(f"{self.base_url}{path}", auth=(self.project, self.token), timeout=10)
+
+    def call_status(self, call_id: str) -> str:
+        return str(self.get(f"/api/calling/calls/{call_id}").json()["status"])
+
+    def wait_status(self, call_id: str, *statuses: str, timeout: float = 15) -> str:
+        return str(
+            wait_until(
+                lambda: (s := self.call_status(call_id)) in statuses and s,
+                timeout,
+                f"call {call_id} to be {statuses}",
+            )
+        )
+
+
+@dataclass
+class Sipp:
+    """One sipp process bound to 127.0.0.1 with its own SIP and media ports."""
+
+    args: list[str]
+    port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    media_port: int = field(default_factory=free_port_pair)
+    proc: subprocess.Popen[bytes] | None = None
+    workdir: Path | None = None
+
+    @property
+    def uri_host(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def start(self, workdir: Path) -> Sipp:
+        self.workdir = workdir
+        cmd = [
+            "sipp",
+            *self.args,
+            "-i",
+            LOOPBACK,
+            "-p",
+            str(self.port),
+            "-mi",
+            LOOPBACK,
+            "-mp",
+            str(self.media_port),
+            "-nostdin",
+            "-timeout",
+            "60s",
+            "-trace_err",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        time.sleep(0.3)  # sipp binds its sockets before reading the scenario's first step
+        return self
+
+    def wait(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def sipp_available() -> bool:
+    return shutil.which("sipp") is not None
+
+
+@contextmanager
+def running(*things: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for thing in reversed(things):
+            thing.stop()
+
+
+def run_async(coro: Any) -> Any:
+    return asyncio.run(coro)
