@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Receiver, Server, sipp_available  # noqa: E402
+from harness import Receiver, Server, sipp_available
 
 pytestmark = pytest.mark.e2e
 

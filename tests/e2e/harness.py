@@ -80,12 +80,17 @@ class Receiver:
     port: int = field(default_factory=free_port)
     hits: list[Hit] = field(default_factory=list)
     documents: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
 
     def url(self, path: str) -> str:
         return f"http://{LOOPBACK}:{self.port}{path}"
+
+    def serve_file(self, path: str, content: bytes, content_type: str) -> str:
+        self.files[path] = (content, content_type)
+        return self.url(path)
 
     def serve_swml(self, path: str, document: dict[str, Any]) -> str:
         self.documents[path] = document
@@ -101,6 +106,9 @@ class Receiver:
             self.hits.append(
                 Hit(request.url.path, request.method, dict(request.headers), body, time.time())
             )
+        if request.url.path in self.files:
+            content, content_type = self.files[request.url.path]
+            return Response(content, media_type=content_type)
         document = self.documents.get(request.url.path)
         if document is not None:
             return JSONResponse(document)

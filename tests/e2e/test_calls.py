@@ -1,4 +1,4 @@
-"""Real calls: `callplane serve` as a subprocess, sipp as the far end, webhooks to a real receiver."""
+"""Real calls: `callplane serve` as a subprocess, sipp as the far end, real webhooks."""
 
 from __future__ import annotations
 
@@ -57,13 +57,18 @@ def test_dial_sipp_answering_reports_states_in_order(
         final = server.get(f"/api/calling/calls/{leg['id']}").json()
         assert final["status"] == "ended"
         assert final["duration_ms"] >= 900
-        types = [e["event_type"] for e in server.get(f"/api/calling/calls/{leg['id']}/events").json()["data"]]
+        types = [
+            e["event_type"]
+            for e in server.get(f"/api/calling/calls/{leg['id']}/events").json()["data"]
+        ]
         assert types.count("calling.call.play") == 2  # playing, finished
     finally:
         sipp.stop()
 
 
-def test_default_subscription_is_ended_only(server: Server, receiver: Receiver, tmp_path: Path) -> None:
+def test_default_subscription_is_ended_only(
+    server: Server, receiver: Receiver, tmp_path: Path
+) -> None:
     sipp = Sipp(["-sn", "uas", "-m", "1"]).start(tmp_path)
     try:
         leg = client_for(server).calling.dial(
@@ -98,7 +103,9 @@ def test_busy_callee(server: Server, receiver: Receiver, tmp_path: Path) -> None
         sipp.stop()
 
 
-def test_no_answer_times_out_with_cancel(server: Server, receiver: Receiver, tmp_path: Path) -> None:
+def test_no_answer_times_out_with_cancel(
+    server: Server, receiver: Receiver, tmp_path: Path
+) -> None:
     sipp = Sipp(["-sf", str(SCENARIOS / "ring_forever.xml"), "-m", "1"]).start(tmp_path)
     try:
         started = time.monotonic()
@@ -245,9 +252,7 @@ def test_calling_end_hangs_up(server: Server, receiver: Receiver, tmp_path: Path
         sipp.stop()
 
 
-def test_dial_to_local_route_makes_two_legs(
-    make_server: Any, receiver: Receiver
-) -> None:
+def test_dial_to_local_route_makes_two_legs(make_server: Any, receiver: Receiver) -> None:
     inbound_swml = receiver.serve_swml(
         "/inbound", swml({"answer": {}}, {"play": {"url": "silence:1"}}, {"hangup": {}})
     )

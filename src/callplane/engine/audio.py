@@ -84,7 +84,12 @@ class AudioResolver:
                 return sources.pcm(samples)
             if kind == "audio":
                 path = await self._fetch(str(params["url"]))
-                return await asyncio.to_thread(sources.audio_file, path)
+                try:
+                    return await asyncio.to_thread(sources.audio_file, path)
+                except Exception:
+                    # Not audio: forget it so a fixed file at the same URL is fetched again.
+                    path.unlink(missing_ok=True)
+                    raise
         except PlayItemError:
             raise
         except (KeyError, ValueError, OSError, RuntimeError) as exc:

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -804,7 +805,8 @@ class CallEngine:
         self._require_answered(call, "played to")
         self.start_play(
             call,
-            control_id=str(p["control_id"]),
+            # The client docs' play example has no control_id; the reference requires one.
+            control_id=str(p.get("control_id") or uuid.uuid4()),
             items=list(p["play"]),
             status_url=p.get("status_url"),
             volume=float(p.get("volume") or 0.0),
