@@ -92,6 +92,8 @@ class Call:
     end_reason: str | None = None
     # the terminal status a user asked for (update completed/canceled) while the hang-up runs
     requested_final: CallStatus | None = None
+    # why we hung up ourselves (`calling.end` reason, a failed script); a remote BYE is "hangup"
+    local_end_reason: str | None = None
     # monotonic-free wall clock marks, for duration and the webhook's timestamps
     answered_at: float | None = None
     ended_at: float | None = None

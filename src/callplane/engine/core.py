@@ -432,7 +432,7 @@ class CallEngine:
                 self._finish(call, *self._failure_outcome(call, event))
                 return
             elif isinstance(event, Ended):
-                self._finish(call, self._final_status(call), "hangup")
+                self._finish(call, self._final_status(call), self._end_reason(call, event))
                 return
 
     @staticmethod
@@ -448,6 +448,12 @@ class CallEngine:
         if event.cause == "transport":
             return CallStatus.FAILED, "error"
         return CallStatus.ENDED, "error"
+
+    @staticmethod
+    def _end_reason(call: Call, event: Ended | Failed) -> str:
+        if isinstance(event, Ended) and event.by == "local" and call.local_end_reason:
+            return call.local_end_reason
+        return "hangup"
 
     @staticmethod
     def _final_status(call: Call) -> CallStatus:
@@ -515,7 +521,7 @@ class CallEngine:
                 reason = (
                     "cancel"
                     if isinstance(event, Ended) and event.reason == "cancel"
-                    else ("hangup")
+                    else self._end_reason(call, event)
                 )
                 status = self._final_status(call)
                 if reason == "cancel" and call.status in NOT_ANSWERED_YET:
@@ -558,6 +564,8 @@ class CallEngine:
         """Ask the far end to end the call; `_finish` runs when the SIP layer reports the end."""
         if call.is_terminal:
             return
+        if call.local_end_reason is None:
+            call.local_end_reason = reason
         if call.sip is None:
             # Still queued: no INVITE has gone out yet.
             self._finish(call, call.requested_final or CallStatus.CANCELED, "cancel")
