@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from farend import FarEnd
 from harness import Receiver, Server, sipp_available
 
 pytestmark = pytest.mark.e2e
@@ -46,3 +47,11 @@ def server(make_server: object) -> Server:
 
 
 requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian sip-tester) missing")
+
+
+@pytest.fixture
+async def far_end() -> AsyncIterator[FarEnd]:
+    far = FarEnd()
+    await far.start()
+    yield far
+    await far.stop()

@@ -10,112 +10,16 @@ from __future__ import annotations
 import asyncio
 import io
 import itertools
-import socket
-import struct
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pytest
 import soundfile
+from farend import FarEnd, peaks, rms_db
 from harness import LOOPBACK, Receiver, Server
 
 from callplane import AsyncRestClient, RestError
-from callplane.media.g711 import ulaw_decode
-from callplane.sip import sdp
-from callplane.sip.endpoint import IncomingCall, SipEndpoint
-
-
-@dataclass
-class Packet:
-    at: float
-    seq: int
-    ts: int
-    pt: int
-    marker: bool
-    payload: bytes
-
-
-@dataclass
-class FarEnd:
-    """Answers every call and records the RTP it receives."""
-
-    endpoint: SipEndpoint = field(default_factory=lambda: SipEndpoint(LOOPBACK, 0))
-    sock: socket.socket = field(
-        default_factory=lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    )
-    packets: list[Packet] = field(default_factory=list)
-    answered: asyncio.Event = field(default_factory=asyncio.Event)
-    calls: list[IncomingCall] = field(default_factory=list)
-
-    @property
-    def uri(self) -> str:
-        return f"sip:far@{LOOPBACK}:{self.endpoint.port}"
-
-    async def start(self) -> None:
-        self.sock.bind((LOOPBACK, 0))
-        self.sock.setblocking(False)
-        self.endpoint.on_incoming = self._on_incoming
-        await self.endpoint.start()
-        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._read)
-
-    def _read(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(2048)
-            except BlockingIOError:
-                return
-            b0, b1, seq, ts = struct.unpack("!BBHI", data[:8])
-            assert b0 >> 6 == 2
-            self.packets.append(
-                Packet(time.monotonic(), seq, ts, b1 & 0x7F, bool(b1 & 0x80), data[12:])
-            )
-
-    async def _on_incoming(self, call: IncomingCall) -> None:
-        assert call.remote_sdp is not None
-        answer, chosen = sdp.negotiate_answer(
-            call.remote_sdp, LOOPBACK, self.sock.getsockname()[1], ("PCMU",)
-        )
-        assert chosen is not None and chosen.payload_type == 0
-        self.calls.append(call)
-        await call.ringing()
-        await call.answer(answer)
-        self.answered.set()
-
-    async def stop(self) -> None:
-        asyncio.get_running_loop().remove_reader(self.sock.fileno())
-        await self.endpoint.stop()
-        self.sock.close()
-
-    def audio(self, start: float, end: float) -> np.ndarray:
-        chosen = [p for p in self.packets if start <= p.at < end and p.pt == 0]
-        return ulaw_decode(b"".join(p.payload for p in chosen)).astype(np.float64)
-
-
-def peaks(samples: np.ndarray, n: int = 2) -> list[float]:
-    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
-    freqs = np.fft.rfftfreq(len(samples), 1 / 8000)
-    found: list[float] = []
-    for index in np.argsort(spectrum)[::-1]:
-        if all(abs(freqs[index] - f) > 20 for f in found):
-            found.append(float(freqs[index]))
-        if len(found) == n:
-            break
-    return sorted(found)
-
-
-def rms_db(samples: np.ndarray) -> float:
-    return float(20 * np.log10(np.sqrt(np.mean(samples**2)) + 1e-9))
-
-
-@pytest.fixture
-async def far_end() -> AsyncIterator[FarEnd]:
-    far = FarEnd()
-    await far.start()
-    yield far
-    await far.stop()
 
 
 def swml(*methods: dict[str, Any]) -> dict[str, Any]:
