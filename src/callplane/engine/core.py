@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from callplane._version import __version__
+from callplane.engine import operations
 from callplane.engine.audio import AudioResolver, SpeechSynthesizer
 from callplane.engine.calls import (
     NOT_ANSWERED_YET,
@@ -30,8 +31,8 @@ from callplane.engine.calls import (
 )
 from callplane.engine.events import EventSink
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Operation, lookup, register
-from callplane.engine.operations.play import PlayOperation
+from callplane.engine.operations.base import Operation, require_answered
+from callplane.engine.services import Services
 from callplane.engine.swml.document import SwmlDocument, load_document
 from callplane.engine.swml.errors import SwmlError, SwmlFetchError
 from callplane.engine.swml.interpreter import SwmlInterpreter
@@ -140,15 +141,19 @@ class CallEngine:
         self._calls: dict[str, Call] = {}
         self._stopping = False
         self._detached: set[asyncio.Task[Any]] = set()
+        self.services = Services(
+            config=config,
+            store=store,
+            audio=self._audio,
+            emit=self._emit_operation,
+            record_event=self._record_event,
+            answer=self.answer,
+            hang_up=self.hang_up,
+        )
         self._handlers: dict[str, Callable[[Call, dict[str, Any]], Awaitable[None]]] = {
             "calling.end": self._cmd_end,
             "calling.transfer": self._cmd_transfer,
             "calling.disconnect": self._cmd_disconnect,
-            "calling.play": self._cmd_play,
-            "calling.play.pause": self._cmd_play_pause,
-            "calling.play.resume": self._cmd_play_resume,
-            "calling.play.stop": self._cmd_play_stop,
-            "calling.play.volume": self._cmd_play_volume,
             "calling.user_event": self._cmd_user_event,
         }
 
@@ -205,6 +210,8 @@ class CallEngine:
                 f"{command} is not supported by callplane yet ({NOT_YET[command]} is not built)",
             )
         handler = self._handlers.get(command)
+        if handler is None and command in operations.COMMANDS:
+            handler = functools.partial(operations.COMMANDS[command], self.services)
         if handler is None:
             raise CommandError(
                 422, "invalid_command_attempted", f"unknown command {command!r}", "command"
@@ -241,6 +248,9 @@ class CallEngine:
 
     def _emit_operation(self, op: Operation, params: dict[str, Any]) -> None:
         self._events.emit(op.call, op.event_type, params, webhook_url=op.status_url)
+
+    def _record_event(self, call: Call, event_type: str, params: dict[str, Any]) -> None:
+        self._events.emit(call, event_type, params, webhook_url=None)
 
     def _set_status(self, call: Call, status: CallStatus, end_reason: str | None = None) -> bool:
         if not can_move(call.status, status):
@@ -743,7 +753,7 @@ class CallEngine:
 
     async def _cmd_transfer(self, call: Call, p: dict[str, Any]) -> None:
         dest = p["dest"]
-        self._require_answered(call, "transferred")
+        require_answered(call, "transferred")
         if isinstance(dest, dict):
             document = self._load_inline_swml(dest, "dest")
             assert document is not None
@@ -768,79 +778,7 @@ class CallEngine:
         )
 
     async def _cmd_user_event(self, call: Call, p: dict[str, Any]) -> None:
-        self._events.emit(call, "calling.user_event", {"event": p["event"]}, webhook_url=None)
-
-    @staticmethod
-    def _require_answered(call: Call, action: str) -> None:
-        if call.status is not CallStatus.ANSWERED:
-            raise CommandError(
-                422,
-                "invalid_state",
-                f"call {call.id} is {call.status.value}; only an answered call can be {action}",
-                "id",
-            )
-
-    def start_play(
-        self,
-        call: Call,
-        *,
-        control_id: str,
-        items: list[dict[str, Any]],
-        status_url: str | None,
-        volume: float = 0.0,
-        loop: int = 1,
-        language: str = "en-US",
-        voice: str | None = None,
-        gender: str = "female",
-    ) -> PlayOperation:
-        op = PlayOperation(
-            call,
-            control_id,
-            status_url,
-            self._emit_operation,
-            items=items,
-            volume=volume,
-            loop=loop,
-            language=language,
-            voice=voice,
-            gender=gender,
-        )
-        register(call, op)
-        op.start(self._audio)
-        return op
-
-    async def _cmd_play(self, call: Call, p: dict[str, Any]) -> None:
-        self._require_answered(call, "played to")
-        self.start_play(
-            call,
-            # The client docs' play example has no control_id; the reference requires one.
-            control_id=str(p.get("control_id") or uuid.uuid4()),
-            items=list(p["play"]),
-            status_url=p.get("status_url"),
-            volume=float(p.get("volume") or 0.0),
-            loop=int(p["loop"]) if p.get("loop") is not None else 1,
-            language=str(p.get("language") or "en-US"),
-            voice=p.get("voice"),
-            gender=str(p.get("gender") or "female"),
-        )
-
-    @staticmethod
-    def _play(call: Call, p: dict[str, Any]) -> PlayOperation:
-        op = lookup(call, "play", str(p["control_id"]))
-        assert isinstance(op, PlayOperation)
-        return op
-
-    async def _cmd_play_pause(self, call: Call, p: dict[str, Any]) -> None:
-        self._play(call, p).pause()
-
-    async def _cmd_play_resume(self, call: Call, p: dict[str, Any]) -> None:
-        self._play(call, p).resume()
-
-    async def _cmd_play_stop(self, call: Call, p: dict[str, Any]) -> None:
-        await self._play(call, p).stop()
-
-    async def _cmd_play_volume(self, call: Call, p: dict[str, Any]) -> None:
-        self._play(call, p).set_volume(float(p["volume"]))
+        self._record_event(call, "calling.user_event", {"event": p["event"]})
 
     # ------------------------------------------------------------------ tasks
 

@@ -68,6 +68,18 @@ class Operation:
             )
 
 
+def require_answered(call: Call, action: str) -> None:
+    from callplane.engine.calls import CallStatus
+
+    if call.status is not CallStatus.ANSWERED:
+        raise CommandError(
+            422,
+            "invalid_state",
+            f"call {call.id} is {call.status.value}; only an answered call can be {action}",
+            "id",
+        )
+
+
 def register(call: Call, op: Operation) -> None:
     key = (op.kind, op.control_id)
     if key in call.operations:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from callplane.engine.audio import AudioResolver, PlayItemError
+from callplane.engine.audio import AudioResolver, PlayItemError, swml_sound_to_item
+from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Emit, Operation
+from callplane.engine.operations.base import Emit, Operation, lookup, register, require_answered
+from callplane.engine.services import CommandHandler, Services, SwmlMethod
+from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
@@ -120,3 +124,114 @@ class PlayOperation(Operation):
             if self._task is not None:
                 self._task.cancel()
             self.move("finished")
+
+
+def start_play(
+    services: Services,
+    call: Call,
+    *,
+    control_id: str,
+    items: list[dict[str, Any]],
+    status_url: str | None,
+    volume: float = 0.0,
+    loop: int = 1,
+    language: str = "en-US",
+    voice: str | None = None,
+    gender: str = "female",
+) -> PlayOperation:
+    op = PlayOperation(
+        call,
+        control_id,
+        status_url,
+        services.emit,
+        items=items,
+        volume=volume,
+        loop=loop,
+        language=language,
+        voice=voice,
+        gender=gender,
+    )
+    register(call, op)
+    op.start(services.audio)
+    return op
+
+
+def _find(call: Call, p: dict[str, Any]) -> PlayOperation:
+    op = lookup(call, "play", str(p["control_id"]))
+    assert isinstance(op, PlayOperation)
+    return op
+
+
+async def _play(services: Services, call: Call, p: dict[str, Any]) -> None:
+    require_answered(call, "played to")
+    start_play(
+        services,
+        call,
+        # The client docs' play example has no control_id; the reference requires one.
+        control_id=str(p.get("control_id") or uuid.uuid4()),
+        items=list(p["play"]),
+        status_url=p.get("status_url"),
+        volume=float(p.get("volume") or 0.0),
+        loop=int(p["loop"]) if p.get("loop") is not None else 1,
+        language=str(p.get("language") or "en-US"),
+        voice=p.get("voice"),
+        gender=str(p.get("gender") or "female"),
+    )
+
+
+async def _pause(services: Services, call: Call, p: dict[str, Any]) -> None:
+    _find(call, p).pause()
+
+
+async def _resume(services: Services, call: Call, p: dict[str, Any]) -> None:
+    _find(call, p).resume()
+
+
+async def _stop(services: Services, call: Call, p: dict[str, Any]) -> None:
+    await _find(call, p).stop()
+
+
+async def _volume(services: Services, call: Call, p: dict[str, Any]) -> None:
+    _find(call, p).set_volume(float(p["volume"]))
+
+
+async def swml_play(
+    services: Services, call: Call, params: dict[str, Any]
+) -> dict[str, Any] | None:
+    """SWML `play`: the same operation, from sound strings, waiting until it ends."""
+    if call.status is not CallStatus.ANSWERED:
+        if params.get("auto_answer", True) is False:
+            # Early media needs a 183 with SDP, which callplane does not send yet.
+            raise SwmlMethodNotSupported("play", "auto_answer: false (early media)")
+        await services.answer(call)
+    sounds = params.get("urls") if params.get("urls") is not None else [params.get("url")]
+    try:
+        items = [swml_sound_to_item(str(sound)) for sound in sounds or []]
+    except PlayItemError as exc:
+        raise SwmlError(str(exc)) from exc
+    op = start_play(
+        services,
+        call,
+        control_id=f"swml-play-{uuid.uuid4()}",
+        items=items,
+        status_url=params.get("status_url"),
+        volume=float(params.get("volume") or 0.0),
+        language=str(params.get("say_language") or "en-US"),
+        voice=params.get("say_voice"),
+        gender=str(params.get("say_gender") or "female"),
+    )
+    try:
+        await op.done
+    finally:
+        await op.stop()
+    return None
+
+
+COMMANDS: dict[str, CommandHandler] = {
+    "calling.play": _play,
+    "calling.play.pause": _pause,
+    "calling.play.resume": _resume,
+    "calling.play.stop": _stop,
+    "calling.play.volume": _volume,
+}
+SWML_METHODS: dict[str, SwmlMethod] = {"play": swml_play}

@@ -1,0 +1,36 @@
+"""What operation modules may use of the engine, handed to every command and SWML handler.
+
+Operations (play, record, collect, ...) live in `engine/operations/`, one module each, and
+register their REST commands and SWML methods in tables; the engine dispatches through those
+tables, so adding an operation never touches the engine's core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from callplane.engine.audio import AudioResolver
+    from callplane.engine.calls import Call
+    from callplane.engine.core import EngineConfig
+    from callplane.engine.operations.base import Operation
+    from callplane.store import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    config: EngineConfig
+    store: Store
+    audio: AudioResolver
+    # Store an operation's event and send it to the operation's status_url.
+    emit: Callable[[Operation, dict[str, Any]], None]
+    # Store a call event that is not an operation's (e.g. calling.user_event); no webhook.
+    record_event: Callable[[Call, str, dict[str, Any]], None]
+    answer: Callable[[Call], Awaitable[None]]
+    hang_up: Callable[[Call, str], Awaitable[None]]
+
+
+CommandHandler = Callable[[Services, "Call", dict[str, Any]], Awaitable[None]]
+SwmlMethod = Callable[[Services, "Call", dict[str, Any]], Awaitable[dict[str, Any] | None]]
