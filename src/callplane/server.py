@@ -17,6 +17,7 @@ import uvicorn
 
 from callplane._version import __version__
 from callplane.api.app import create_app
+from callplane.api.recordings import recording_routes
 from callplane.engine.core import CallEngine, EngineConfig
 from callplane.media.engine import MediaEngine
 from callplane.providers.tts import DefaultTts
@@ -53,6 +54,12 @@ class ServerConfig:
         return generated
 
 
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
 class StoreIdempotency:
     """The api's idempotency memory, kept in SQLite so replays survive a restart."""
 
@@ -84,6 +91,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             data_dir=config.data_dir,
             routes=dict(config.routes),
             trunk=config.trunk,
+            http_base_url=f"http://{_url_host(config.http_host)}:{config.http_port}",
         ),
         store=store,
         outbox=outbox,
@@ -99,6 +107,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         token=config.token,
         idempotency=StoreIdempotency(store),
         ready=lambda: ready,
+        extra_routes=recording_routes(store.get_recording),
     )
     server = uvicorn.Server(
         uvicorn.Config(
