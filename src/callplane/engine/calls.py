@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -110,8 +111,14 @@ class Call:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
     swml: SwmlInterpreter | None = field(default=None, repr=False)
     swml_task: asyncio.Task[None] | None = field(default=None, repr=False)
+    dtmf_listeners: list[Callable[[str, int], None]] = field(default_factory=list, repr=False)
     answered: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def dispatch_dtmf(self, digit: str, duration_ms: int) -> None:
+        """RFC 4733 digits from the far end, to every operation listening (in start order)."""
+        for listener in list(self.dtmf_listeners):
+            listener(digit, duration_ms)
 
     @property
     def is_terminal(self) -> bool:

@@ -37,7 +37,7 @@ from callplane.engine.swml.document import SwmlDocument, load_document
 from callplane.engine.swml.errors import SwmlError, SwmlFetchError
 from callplane.engine.swml.interpreter import SwmlInterpreter
 from callplane.engine.swml.web import HttpSwmlFetcher, build_fetch_body
-from callplane.media.engine import MediaEngine
+from callplane.media.engine import MediaEngine, RtpSession
 from callplane.sip import sdp
 from callplane.sip.endpoint import (
     Answered,
@@ -400,8 +400,7 @@ class CallEngine:
         self, call: Call, destination: Destination, codecs: list[str], p: dict[str, Any]
     ) -> None:
         self._set_status(call, CallStatus.INITIATED)
-        session = await self._media.open_session()
-        call.media = session
+        session = await self._open_media(call)
         offer = sdp.build_offer(self.config.media_host, session.local_port, codecs)
         auth = None
         if p.get("username") and p.get("password"):
@@ -482,6 +481,13 @@ class CallEngine:
         self._set_status(call, CallStatus.ANSWERED)
         call.answered.set()
 
+    async def _open_media(self, call: Call) -> RtpSession:
+        session = await self._media.open_session()
+        call.media = session
+        # One RTP session, many interested operations (collect, record, detect): fan out.
+        session.on_dtmf = call.dispatch_dtmf
+        return session
+
     async def _send_digits(self, call: Call, digits: str) -> None:
         if call.media is None:
             return
@@ -557,8 +563,7 @@ class CallEngine:
             if incoming.remote_sdp is None:
                 await incoming.reject(488, "Not Acceptable Here")
             raise SwmlError("the call cannot be answered")
-        session = await self._media.open_session()
-        call.media = session
+        session = await self._open_media(call)
         try:
             answer_sdp, chosen = sdp.negotiate_answer(
                 incoming.remote_sdp, self.config.media_host, session.local_port, SUPPORTED_CODECS
