@@ -306,7 +306,7 @@ class Store:
         """
         now = self._clock()
         # One statement decides the race: insert, or overwrite only an expired entry.
-        self._conn.execute(
+        cur = self._conn.execute(
             """
             INSERT INTO idempotency_keys (project_id, key, request_hash, status, body, created_at)
             VALUES (?, ?, ?, ?, ?, ?)
@@ -319,6 +319,15 @@ class Store:
         )
         if now - self._last_prune >= _PRUNE_INTERVAL:
             self.prune_idempotency()
+        if cur.rowcount == 1:  # ours was written: no need to read it back
+            return IdempotencyEntry(
+                project_id=project_id,
+                key=key,
+                request_hash=request_hash,
+                status=status,
+                body=body,
+                created_at=now,
+            )
         entry = self.idempotency_get(project_id, key)
         assert entry is not None  # we just wrote it or a live one exists
         return entry
