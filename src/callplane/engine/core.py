@@ -57,7 +57,8 @@ log = logging.getLogger("callplane.engine")
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 SUPPORTED_CODECS = ("PCMU", "PCMA")
 
-# Commands of reference §3 whose feature does not exist yet: they answer 501, never a fake 200.
+# Commands of reference §3 and the feature they need: until an operation module registers the
+# command, it answers 501, never a fake 200.
 NOT_YET = {
     "calling.record": "recording",
     "calling.record.pause": "recording",
@@ -212,7 +213,7 @@ class CallEngine:
             call = self._find(project_id, str(params.get("id")))
             await self._update(call, params)
             return call.call_leg()
-        if command in NOT_YET:
+        if command in NOT_YET and command not in operations.COMMANDS:
             raise CommandError(
                 501,
                 "not_implemented",

@@ -1,7 +1,11 @@
 """Operations on live calls, one module each; their command and SWML tables are merged here."""
 
-from callplane.engine.operations import play
+from callplane.engine.operations import collect, detect, digits, play, record
 from callplane.engine.services import CommandHandler, SwmlMethod
 
-COMMANDS: dict[str, CommandHandler] = {**play.COMMANDS}
-SWML_METHODS: dict[str, SwmlMethod] = {**play.SWML_METHODS}
+_MODULES = (play, record, collect, detect, digits)
+
+COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
+SWML_METHODS: dict[str, SwmlMethod] = {
+    k: v for m in _MODULES for k, v in m.SWML_METHODS.items()
+}
