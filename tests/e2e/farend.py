@@ -1,6 +1,6 @@
 """A far end in the test process: a SIP user agent (callplane's own SipEndpoint, a separate stack
-from the server under test) whose SDP points at a plain UDP socket that records every RTP packet.
-The tests read the RTP headers themselves."""
+from the server under test) whose SDP points at a plain UDP socket that records every RTP packet
+and can send audio and RFC 4733 digits. The tests read and write the RTP headers themselves."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from harness import LOOPBACK
 
-from callplane.media.g711 import ulaw_decode
+from callplane.media.g711 import ulaw_decode, ulaw_encode
 from callplane.sip import sdp
 from callplane.sip.endpoint import IncomingCall, SipEndpoint
 
@@ -43,6 +43,10 @@ class FarEnd:
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     calls: list[IncomingCall] = field(default_factory=list)
     request_uri: str = ""
+    remote_rtp: tuple[str, int] | None = None
+    _seq: int = 0
+    _ts: int = 0
+    _ssrc: int = 0x5EEDF00D
 
     @property
     def uri(self) -> str:
@@ -74,10 +78,54 @@ class FarEnd:
         )
         self.request_uri = call.request_uri
         assert chosen is not None and chosen.payload_type == 0
+        self.remote_rtp = (chosen.remote_ip, chosen.remote_port)
         self.calls.append(call)
         await call.ringing()
         await call.answer(answer)
         self.answered.set()
+
+    def _send(
+        self, pt: int, payload: bytes, *, marker: bool = False, ts: int | None = None
+    ) -> None:
+        assert self.remote_rtp is not None, "no call answered yet"
+        self._seq = (self._seq + 1) % 65536
+        header = struct.pack(
+            "!BBHII",
+            0x80,
+            (0x80 if marker else 0) | pt,
+            self._seq,
+            ts if ts is not None else self._ts,
+            self._ssrc,
+        )
+        self.sock.sendto(header + payload, self.remote_rtp)
+
+    async def play(self, samples: np.ndarray) -> None:
+        """Send 8 kHz int16 audio as PCMU RTP, one packet every 20 ms (an absolute schedule)."""
+        frames = len(samples) // 160
+        start = time.monotonic()
+        for n in range(frames):
+            frame = samples[n * 160 : (n + 1) * 160]
+            self._send(0, ulaw_encode(frame).tobytes())
+            self._ts = (self._ts + 160) % 2**32
+            await asyncio.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
+
+    async def silence(self, seconds: float) -> None:
+        await self.play(np.zeros(int(seconds * 8000), dtype=np.int16))
+
+    async def send_digits(self, digits: str, duration_ms: int = 100, gap_ms: int = 100) -> None:
+        """RFC 4733 events: marker on the first packet, growing duration, three end packets."""
+        for digit in digits:
+            code = EVENT_NAMES.index(digit.upper())
+            event_ts = self._ts
+            steps = duration_ms // 20
+            for step in range(1, steps + 1):
+                end = step == steps
+                payload = struct.pack("!BBH", code, (0x80 if end else 0) | 10, step * 160)
+                for _ in range(3 if end else 1):
+                    self._send(TELEPHONE_EVENT_PT, payload, marker=step == 1, ts=event_ts)
+                await asyncio.sleep(0.02)
+            self._ts = (self._ts + steps * 160) % 2**32
+            await self.silence(gap_ms / 1000)
 
     async def stop(self) -> None:
         asyncio.get_running_loop().remove_reader(self.sock.fileno())
