@@ -54,6 +54,18 @@ class Operation:
                 self.done.set_result(new_state)
         return True
 
+    def report(self, params: dict[str, Any]) -> None:
+        """Emit an event that is not a state change (a collect result, a detect event):
+        `control_id` is added; the caller gives the rest of the event's params."""
+        self._emit(self, {"control_id": self.control_id, **params})
+
+    def finish(self, new_state: str, **params: Any) -> None:
+        """Reach a terminal state without emitting (the last `report` already said it)."""
+        self.state = new_state
+        self.call.operations.pop((self.kind, self.control_id), None)
+        if not self.done.done():
+            self.done.set_result(new_state)
+
     async def stop(self) -> None:
         """End the operation (command `.stop`, call hang-up)."""
         raise NotImplementedError
