@@ -71,6 +71,7 @@ class Hit:
     headers: dict[str, str]
     body: Any
     at: float
+    query: str = ""
 
 
 @dataclass
@@ -104,7 +105,14 @@ class Receiver:
             body = raw.decode(errors="replace")
         with self.lock:
             self.hits.append(
-                Hit(request.url.path, request.method, dict(request.headers), body, time.time())
+                Hit(
+                    request.url.path,
+                    request.method,
+                    dict(request.headers),
+                    body,
+                    time.time(),
+                    request.url.query,
+                )
             )
         if request.url.path in self.files:
             content, content_type = self.files[request.url.path]

@@ -83,3 +83,32 @@ async def test_send_digits_after_answer_and_codec_choice(server: Server, far_end
         await asyncio.sleep(1.5)
         await client.calling.end(leg["id"])
     assert far_end.digits() == "12#"
+
+
+async def test_swml_send_digits(server: Server, far_end: FarEnd, receiver: Receiver) -> None:
+    script = {
+        "version": "1.0.0",
+        "sections": {
+            "main": [
+                {"send_digits": {"digits": "9*w0"}},
+                {
+                    "request": {
+                        "url": receiver.url("/done?r=${send_digits_result}"),
+                        "method": "GET",
+                    }
+                },
+                {"sleep": -1},
+            ]
+        },
+    }
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15559876543", to=far_end.uri, swml=script)
+        await asyncio.wait_for(far_end.answered.wait(), 10)
+        for _ in range(200):
+            if any(h.path == "/done" for h in receiver.hits):
+                break
+            await asyncio.sleep(0.05)
+        await client.calling.end(leg["id"])
+    done = next(h for h in receiver.hits if h.path == "/done")
+    assert done.method == "GET" and done.query == "r=success"
+    assert far_end.digits() == "9*0"
