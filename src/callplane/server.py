@@ -18,7 +18,8 @@ import uvicorn
 from callplane._version import __version__
 from callplane.api.app import create_app
 from callplane.api.recordings import recording_routes
-from callplane.engine.core import CallEngine, EngineConfig
+from callplane.engine.config import EngineConfig
+from callplane.engine.core import CallEngine
 from callplane.media.engine import MediaEngine
 from callplane.providers.tts import DefaultTts
 from callplane.sip.endpoint import SipEndpoint

@@ -9,12 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from callplane.store import CallRow
 
 if TYPE_CHECKING:
-    from callplane.engine.operations.base import Operation
     from callplane.engine.swml.interpreter import SwmlInterpreter
     from callplane.media.engine import RtpSession
     from callplane.sip.endpoint import SipCall
@@ -66,6 +65,12 @@ def can_move(current: CallStatus, new: CallStatus) -> bool:
     return _ORDER.index(new) > _ORDER.index(current)
 
 
+class LiveOperation(Protocol):
+    """What a call needs of its running operations: to stop them when it ends."""
+
+    async def stop(self) -> None: ...
+
+
 # The call_state values a status_url subscriber may ask for (reference §4.1).
 SUBSCRIBABLE_STATES = ("created", "ringing", "answered", "ended")
 
@@ -107,7 +112,7 @@ class Call:
     # live, not persisted
     sip: SipCall | None = field(default=None, repr=False)
     media: RtpSession | None = field(default=None, repr=False)
-    operations: dict[tuple[str, str], Operation] = field(default_factory=dict, repr=False)
+    operations: dict[tuple[str, str], LiveOperation] = field(default_factory=dict, repr=False)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
     swml: SwmlInterpreter | None = field(default=None, repr=False)
     swml_task: asyncio.Task[None] | None = field(default=None, repr=False)

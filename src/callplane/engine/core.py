@@ -13,8 +13,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -29,6 +28,7 @@ from callplane.engine.calls import (
     CallStatus,
     can_move,
 )
+from callplane.engine.config import EngineConfig
 from callplane.engine.events import EventSink
 from callplane.engine.facade import CommandError
 from callplane.engine.operations.base import Operation, require_answered
@@ -37,6 +37,7 @@ from callplane.engine.swml.document import SwmlDocument, load_document
 from callplane.engine.swml.errors import SwmlError, SwmlFetchError
 from callplane.engine.swml.interpreter import SwmlInterpreter
 from callplane.engine.swml.web import HttpSwmlFetcher, build_fetch_body
+from callplane.engine.swml_host import CallSwmlHost
 from callplane.media.engine import MediaEngine, RtpSession
 from callplane.sip import sdp
 from callplane.sip.endpoint import (
@@ -98,28 +99,6 @@ NOT_YET = {
 _BUSY_CODES = {486, 600}
 _DECLINE_CODES = {603, 607}
 _NO_ANSWER_CODES = {408, 480, 487}
-
-
-@dataclass
-class EngineConfig:
-    project_id: str
-    space_id: str
-    sip_host: str
-    sip_port: int
-    media_host: str
-    data_dir: Path
-    routes: dict[str, str] = field(default_factory=dict)
-    trunk: str | None = None
-    ring_timeout: float = 60.0
-    # Where users download recordings: the HTTP API's own address.
-    http_base_url: str = "http://127.0.0.1:8080"
-
-    @property
-    def recordings_dir(self) -> Path:
-        return self.data_dir / "recordings"
-
-    def recording_url(self, recording_id: str) -> str:
-        return f"{self.http_base_url}/api/calling/recordings/{recording_id}"
 
 
 @dataclass(frozen=True)
@@ -641,8 +620,6 @@ class CallEngine:
         call.swml_task = self._spawn(call, self._run_swml(call, document))
 
     async def _run_swml(self, call: Call, document: SwmlDocument | None) -> None:
-        from callplane.engine.swml_host import CallSwmlHost
-
         scope = self.call_scope(call)
         try:
             if document is None:
@@ -653,7 +630,7 @@ class CallEngine:
             return
         interpreter = SwmlInterpreter(
             document,
-            CallSwmlHost(self, call),
+            CallSwmlHost(self.services, call),
             call=scope,
             envs=call.custom_variables,
             fetcher=self._fetcher,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from callplane.engine.audio import AudioResolver
     from callplane.engine.calls import Call
-    from callplane.engine.core import EngineConfig
+    from callplane.engine.config import EngineConfig
     from callplane.engine.operations.base import Operation
     from callplane.store import Store
 

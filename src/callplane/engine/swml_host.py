@@ -14,22 +14,22 @@ from callplane.engine.swml.errors import SwmlMethodNotSupported
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
-    from callplane.engine.core import CallEngine
+    from callplane.engine.services import Services
 
 
 class CallSwmlHost:
-    def __init__(self, engine: CallEngine, call: Call) -> None:
-        self._engine = engine
+    def __init__(self, services: Services, call: Call) -> None:
+        self._services = services
         self._call = call
 
     async def run_method(self, name: str, params: dict[str, Any]) -> dict[str, Any] | None:
         if name == "answer":
-            await self._engine.answer(self._call)
+            await self._services.answer(self._call)
             return None
         if name == "hangup":
-            await self._engine.hang_up(self._call, str(params.get("reason") or "hangup"))
+            await self._services.hang_up(self._call, str(params.get("reason") or "hangup"))
             return None
         method = operations.SWML_METHODS.get(name)
         if method is None:
             raise SwmlMethodNotSupported(name)
-        return await method(self._engine.services, self._call, params)
+        return await method(self._services, self._call, params)

@@ -81,9 +81,7 @@ class Operation:
 
 
 def require_answered(call: Call, action: str) -> None:
-    from callplane.engine.calls import CallStatus
-
-    if call.status is not CallStatus.ANSWERED:
+    if call.status != "answered":
         raise CommandError(
             422,
             "invalid_state",
@@ -106,7 +104,7 @@ def register(call: Call, op: Operation) -> None:
 
 def lookup(call: Call, kind: str, control_id: str) -> Operation:
     op = call.operations.get((kind, control_id))
-    if op is None:
+    if not isinstance(op, Operation):
         raise CommandError(
             422,
             "invalid_state",
