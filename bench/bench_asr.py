@@ -1,0 +1,126 @@
+"""Benchmark speech recognition and recording.
+
+    .venv/bin/python bench/bench_asr.py            # needs flite for the speech samples
+
+Figures:
+
+* ASR real-time factor (decoding wall time / audio time, single thread) of
+  PocketSphinxRecognizer with a 5-phrase grammar and with the open language model, with and
+  without partial results (partials add a streaming pass), on flite speech at 8 kHz; plus the
+  word error rate of the open model on the same sentences.
+* Recorder cost per 20 ms tick (one outbound + one inbound frame) for WAV mono/stereo and MP3,
+  in microseconds of CPU, i.e. how much of a media-clock tick one recording costs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from callplane.media.recorder import Recorder
+from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE, resample, tone
+from callplane.providers.asr import PocketSphinxRecognizer, word_error_rate
+
+HINTS = ["yes", "no", "sales", "support", "billing"]
+SENTENCES = [
+    "I would like to speak to someone about my bill",
+    "please call me back tomorrow morning",
+    "the weather is nice today",
+    "my account number is not working",
+]
+
+
+def flite_frames(text: str, voice: str, workdir: Path) -> np.ndarray:
+    out = workdir / "s.wav"
+    subprocess.run(["flite", "-voice", voice, "-t", text, "-o", str(out)], check=True)
+    x, rate = soundfile.read(str(out), dtype="float64")
+    x8 = np.clip(np.rint(resample(x, rate, SAMPLE_RATE) * 32767), -32768, 32767)
+    full = np.concatenate([np.zeros(3200), x8, np.zeros(12000)]).astype(np.int16)
+    return full[: full.size // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
+
+
+def bench_asr() -> None:
+    if shutil.which("flite") is None:
+        print("flite not installed: skipping the ASR benchmark")
+        return
+    rec = PocketSphinxRecognizer()
+    rec.warm_up()
+    with tempfile.TemporaryDirectory() as tmp:
+        samples = {
+            (voice, s): flite_frames(s, voice, Path(tmp))
+            for voice in ("rms", "slt")
+            for s in SENTENCES + HINTS
+        }
+    print("ASR (pocketsphinx, 8 kHz -> 16 kHz, single thread)")
+    for mode, hints in (("grammar", HINTS), ("open model", None)):
+        for partial in (False, True):
+            audio = wall = 0.0
+            for frames in samples.values():
+                s = rec.open_session(
+                    "en-US", hints, end_silence_timeout=0.8, partial_results=partial
+                )
+                t0 = time.perf_counter()
+                s.feed_many(frames)
+                wall += time.perf_counter() - t0
+                audio += frames.shape[0] / 50
+                s.close()
+            print(
+                f"  {mode:<10} partials={'on ' if partial else 'off'}  "
+                f"RTF {wall / audio:.4f}  ({audio:.1f} s audio)"
+            )
+    for voice in ("rms", "slt"):
+        wers = []
+        for sentence in SENTENCES:
+            s = rec.open_session("en-US", None, end_silence_timeout=0.8)
+            events = s.feed_many(samples[(voice, sentence)])
+            s.close()
+            text = next((e.text for e in events if e.terminal and e.text), "")
+            wers.append(word_error_rate(sentence, text or ""))
+        print(f"  open model WER, flite {voice}: {np.mean(wers):.1%} (per sentence {wers})")
+    hits = 0
+    for voice in ("rms", "slt"):
+        for word in HINTS:
+            s = rec.open_session("en-US", HINTS, end_silence_timeout=0.8)
+            events = s.feed_many(samples[(voice, word)])
+            s.close()
+            hits += any(e.type == "final" and e.text == word for e in events)
+    print(f"  grammar hint accuracy: {hits}/{2 * len(HINTS)}")
+
+
+def bench_recorder(seconds: int = 60) -> None:
+    print(f"Recorder ({seconds} s of call audio per run)")
+    n = seconds * 50
+    a = list(tone(500, 1.0))
+    b = list(tone(1500, 1.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt, stereo in (("wav", False), ("wav", True), ("mp3", False), ("mp3", True)):
+            path = Path(tmp) / f"r.{fmt}"
+            r = Recorder(path, format=fmt, stereo=stereo, direction="both")  # type: ignore[arg-type]
+            t0 = time.process_time()
+            for i in range(n):
+                r.feed(b[i % 50], "outbound")
+                r.feed(a[i % 50], "inbound")
+            res = r.finish()
+            cpu = time.process_time() - t0
+            print(
+                f"  {fmt} {'stereo' if stereo else 'mono  '}  {cpu / n * 1e6:6.1f} µs/tick  "
+                f"({cpu / n / 0.02:.2%} of a tick)  file {res.size / 1024:.0f} KiB "
+                f"for {res.duration:.0f} s"
+            )
+
+
+def main() -> int:
+    bench_recorder()
+    bench_asr()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

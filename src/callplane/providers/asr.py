@@ -1,0 +1,707 @@
+"""Speech recognition providers: 8 kHz call audio in, collect results out (reference §4.11, §5.3).
+
+Interface
+---------
+A :class:`SpeechRecognizer` opens a :class:`RecognitionSession` per collect. The session is
+synchronous and stateful: ``feed(frame)`` / ``feed_many(frames)`` take 160-sample 8 kHz int16
+frames and return the :class:`RecognitionEvent` s they produced (``start_of_input``,
+``partial``, then exactly one terminal event: ``final``, ``no_input``, ``no_match`` or
+``error``). Timers count audio frames, not wall time: the media clock delivers one frame per
+20 ms, so "N seconds" means "N seconds of call audio", which is deterministic and testable.
+
+Threading
+---------
+Decoding is CPU work (a real-time factor around 0.01 with a grammar, 0.2 with the open
+language model), so it must not run on the event loop. :class:`AsyncRecognition` is the
+engine-facing wrapper: ``push(frame)`` is a non-blocking list append meant for the media
+listener on the loop; a single worker task hands everything queued so far to
+``asyncio.to_thread(session.feed_many, batch)`` and publishes the events on an asyncio queue.
+One batch per thread hop (not one per frame) keeps the hop overhead negligible, and one worker
+per session keeps a session's decoder used by one thread at a time. Sessions never share a
+decoder; :class:`PocketSphinxRecognizer` keeps a pool of loaded decoders (loading one takes
+~0.25 s) and lends one to each open session.
+
+PocketSphinx
+------------
+The wheel's English model is 16 kHz, so audio is upsampled 2x by a streaming polyphase FIR
+(state carried across frames, so no edge clicks every 20 ms). Endpointing is done here, on
+the 8 kHz frames: webrtcvad (through :class:`callplane.media.recorder.VoiceActivityDetector`)
+with a 3-of-5-frames onset rule, a 300 ms pre-roll so the first phoneme is not clipped, and
+``end_silence_timeout`` of trailing non-speech to end the utterance. Only the utterance is
+decoded, so silence costs no decoding at all. The final result comes from one batch pass over
+the buffered utterance (``full_utt=True``: the cepstral mean is estimated from this utterance,
+not inherited from the pooled decoder's previous call); with ``partial_results`` a streaming
+pass runs as well, for the partial hypotheses only (about twice the CPU).
+
+With ``hints`` the session decodes against a JSGF grammar whose alternatives are the hint
+phrases (normalised to dictionary words; phrases with a word missing from the dictionary are
+dropped, because pocketsphinx cannot build a grammar over unknown words; if none survive the
+open language model is used). The grammar is written to a file and the file is checked to
+exist before it is loaded: a missing grammar file crashes pocketsphinx (segfault). The final
+text of a grammar match is the caller's original hint string.
+
+Confidence (in [0, 1]):
+
+* open language model: the geometric mean of the word posteriors pocketsphinx computes on
+  its lattice (``bestpath``), i.e. ``Segment.prob`` of each non-filler word;
+* grammar: a grammar always matches *something* (its lattice posteriors are ~1 for any
+  input), so confidence is the fraction of the utterance's speech the matched phrase
+  accounts for: ``min(1, word_frames / speech_frames / 0.8)``. Out-of-grammar sentences
+  map a short hint onto part of a long utterance and score low. This is a heuristic.
+
+The VAD alone takes loud hiss or static for speech, so a frame counts as speech only within
+200 ms of a voiced frame (pitch periodicity at 60-400 Hz): steady noise then ends as
+``no_input``. Utterances with voicing in under 20 % of their speech frames end as
+``no_match``, as do results below the confidence threshold and empty hypotheses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import math
+import re
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from callplane.media.recorder import VoiceActivityDetector
+from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+Frame = npt.NDArray[np.int16]
+EventType = Literal["start_of_input", "partial", "final", "no_input", "no_match", "error"]
+TERMINAL_EVENTS: frozenset[str] = frozenset({"final", "no_input", "no_match", "error"})
+
+DECODER_RATE = 16000
+FRAMES_PER_SECOND = SAMPLE_RATE // FRAME_SAMPLES  # 50
+
+DEFAULT_END_SILENCE = 1.0
+DEFAULT_NO_INPUT = 5.0
+MAX_UTTERANCE_SECONDS = 30.0  # bounds memory and decoding time of a never-ending "utterance"
+GRAMMAR_MIN_CONFIDENCE = 0.5
+LM_MIN_CONFIDENCE = 0.3
+
+_ONSET_WINDOW = 5  # frames considered for the speech-onset decision
+_ONSET_SPEECH = 3  # ... of which this many must be speech (60 ms)
+_PREROLL_FRAMES = 15  # 300 ms kept before the onset
+_PARTIAL_EVERY = 15  # frames between partial-result checks (300 ms)
+_MIN_VOICED_RATIO = 0.2
+_VOICING_HANGOVER = 10  # frames (200 ms) after a voiced frame that still count as speech
+_VOICED_CORRELATION = 0.45
+_FULL_COVERAGE = 0.8  # word/speech frame ratio treated as "the phrase is all that was said"
+
+
+class AsrError(RuntimeError):
+    """Recognition could not run (model missing, decoder failure)."""
+
+
+class UnsupportedLanguage(ValueError):
+    """The recognizer has no model for the requested language."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecognitionEvent:
+    """One collect event. ``text``/``confidence`` on partial and final; ``error`` on error.
+
+    ``offset`` is the audio time (seconds since the session began) at which it was raised.
+    """
+
+    type: EventType
+    text: str | None = None
+    confidence: float | None = None
+    error: str | None = None
+    offset: float = 0.0
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
+
+
+class RecognitionSession(Protocol):
+    """A streaming recognition of one utterance (see the module docstring)."""
+
+    done: bool
+
+    def feed(self, frame: Frame) -> list[RecognitionEvent]: ...
+
+    def feed_many(self, frames: Iterable[Frame]) -> list[RecognitionEvent]: ...
+
+    def start_timers(self) -> None:
+        """Start the no-input timer of a session opened with ``timers_started=False``
+        (``calling.collect.start_input_timers``)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SpeechRecognizer(Protocol):
+    def supports(self, language: str | None) -> bool: ...
+
+    def open_session(
+        self,
+        language: str | None = "en-US",
+        hints: Sequence[str] | None = None,
+        end_silence_timeout: float | None = None,
+        speech_timeout: float | None = None,
+        partial_results: bool = False,
+        *,
+        initial_timeout: float | None = None,
+        timers_started: bool = True,
+        sensitivity: float = 44.0,
+    ) -> RecognitionSession:
+        """Blocking (may load a model): call through ``asyncio.to_thread`` or
+        :meth:`AsyncRecognition.open`. Raises :class:`UnsupportedLanguage`."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# DSP helpers
+
+
+class Upsampler2x:
+    """Streaming 8 kHz -> 16 kHz interpolator: zero-stuffing + a 64-tap Kaiser-windowed sinc
+    low-pass at 3.8 kHz, with the filter state carried from one frame to the next."""
+
+    TAPS = 64
+
+    def __init__(self) -> None:
+        n = self.TAPS
+        m = np.arange(n) - (n - 1) / 2
+        cutoff = 3800.0 / DECODER_RATE  # cycles per output sample
+        h = 2 * cutoff * np.sinc(2 * cutoff * m) * np.kaiser(n, 8.0)
+        self._h = h * (2.0 / h.sum())  # x2: zero-stuffing halves the average level
+        self._tail = np.zeros(n - 1)
+
+    def process(self, frame: Frame) -> Frame:
+        x = np.asarray(frame, dtype=np.float64).reshape(-1)
+        stuffed = np.zeros(2 * x.size)
+        stuffed[::2] = x
+        buf = np.concatenate([self._tail, stuffed])
+        y = np.convolve(buf, self._h, mode="valid")
+        self._tail = buf[-(self.TAPS - 1) :]
+        out: Frame = np.clip(np.rint(y), -32768, 32767).astype(np.int16)
+        return out
+
+
+def is_voiced(window: npt.NDArray[np.float64]) -> bool:
+    """Periodicity in the 60-400 Hz pitch range (normalised autocorrelation peak)."""
+    x = window - window.mean()
+    energy = float(np.dot(x, x))
+    if energy <= 0.0:
+        return False
+    spec = np.fft.rfft(x, 1024)
+    r = np.fft.irfft(spec * np.conj(spec), 1024)[: x.size]
+    lo, hi = SAMPLE_RATE // 400, min(SAMPLE_RATE // 60, x.size - 1)
+    # Unbiased normalisation so long lags (low voices) are not penalised for overlap loss.
+    lags = np.arange(lo, hi)
+    norm = r[lo:hi] / energy * (x.size / (x.size - lags))
+    return bool(norm.max() >= _VOICED_CORRELATION)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text normalisation for hints
+
+_DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+_NON_WORD = re.compile(r"[^a-z0-9' ]+")
+
+
+def normalize_phrase(phrase: str) -> list[str]:
+    """Lower-case dictionary-style words; digits are spoken one by one ("911" -> nine one one)."""
+    words: list[str] = []
+    for token in _NON_WORD.sub(" ", phrase.lower().replace("-", " ")).split():
+        token = token.strip("'")
+        if not token:
+            continue
+        if token.isdigit():
+            words.extend(_DIGITS[int(d)] for d in token)
+        else:
+            words.append(token)
+    return words
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance / reference length (for tests and the benchmark)."""
+    ref, hyp = normalize_phrase(reference), normalize_phrase(hypothesis)
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i]
+        for j, h in enumerate(hyp, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h)))
+        prev = cur
+    return prev[-1] / max(len(ref), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# PocketSphinx
+
+
+def _language_ok(language: str | None) -> bool:
+    if not language:
+        return True
+    tag = language.split(":", 1)[-1].strip().lower()  # "Deepgram:en-US" -> "en-us"
+    return tag == "en" or tag.startswith("en-") or tag.startswith("en_")
+
+
+class _PooledDecoder:
+    """A decoder plus the grammar searches already loaded into it."""
+
+    MAX_GRAMMARS = 32
+
+    def __init__(self, decoder: Any) -> None:
+        self.decoder = decoder
+        self.grammars: dict[str, None] = {}  # search names, oldest first
+
+
+class PocketSphinxRecognizer:
+    """:class:`SpeechRecognizer` on pocketsphinx 5 and its bundled US English model."""
+
+    def __init__(
+        self,
+        *,
+        grammar_min_confidence: float = GRAMMAR_MIN_CONFIDENCE,
+        lm_min_confidence: float = LM_MIN_CONFIDENCE,
+        max_pool: int = 8,
+        work_dir: str | Path | None = None,
+    ) -> None:
+        self.grammar_min_confidence = grammar_min_confidence
+        self.lm_min_confidence = lm_min_confidence
+        self._max_pool = max_pool
+        self._pool: list[_PooledDecoder] = []
+        self._lock = threading.Lock()
+        self._dict_lock = threading.Lock()
+        self._known: dict[str, bool] = {}
+        if work_dir is None:
+            self._tmp: tempfile.TemporaryDirectory[str] | None = tempfile.TemporaryDirectory(
+                prefix="callplane-asr-"
+            )
+            self._dir = Path(self._tmp.name)
+        else:
+            self._tmp = None
+            self._dir = Path(work_dir)
+            self._dir.mkdir(parents=True, exist_ok=True)
+
+    def supports(self, language: str | None) -> bool:
+        return _language_ok(language)
+
+    # -- decoders ----------------------------------------------------------------------------
+
+    def _new_decoder(self) -> _PooledDecoder:
+        try:
+            import pocketsphinx
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise AsrError("pocketsphinx is not installed (pip install pocketsphinx)") from exc
+        try:
+            dec = pocketsphinx.Decoder(loglevel="FATAL", samprate=DECODER_RATE)
+        except (RuntimeError, ValueError) as exc:
+            raise AsrError(f"cannot load the pocketsphinx model: {exc}") from exc
+        return _PooledDecoder(dec)
+
+    def acquire(self) -> _PooledDecoder:
+        with self._lock:
+            if self._pool:
+                return self._pool.pop()
+        return self._new_decoder()  # outside the lock: loading takes ~0.25 s
+
+    def release(self, pooled: _PooledDecoder) -> None:
+        try:
+            pooled.decoder.activate_search()  # back to the language model for the next user
+        except (RuntimeError, KeyError):
+            return  # a decoder in a bad state is dropped, not pooled
+        with self._lock:
+            if len(self._pool) < self._max_pool:
+                self._pool.append(pooled)
+
+    def warm_up(self) -> None:
+        """Load one decoder now (blocking) so the first collect does not pay for it."""
+        self.release(self.acquire())
+
+    # -- grammars ------------------------------------------------------------------------------
+
+    def _in_dictionary(self, decoder: Any, word: str) -> bool:
+        with self._dict_lock:
+            known = self._known.get(word)
+            if known is None:
+                known = self._known[word] = decoder.lookup_word(word) is not None
+            return known
+
+    def grammar_phrases(self, decoder: Any, hints: Sequence[str]) -> dict[str, str]:
+        """Normalised phrase -> the caller's hint, for hints fully in the dictionary."""
+        phrases: dict[str, str] = {}
+        for hint in hints:
+            words = normalize_phrase(hint)
+            if not words:
+                continue
+            missing = [w for w in words if not self._in_dictionary(decoder, w)]
+            if missing:
+                log.info("hint %r dropped: not in the dictionary: %s", hint, " ".join(missing))
+                continue
+            phrases.setdefault(" ".join(words), hint)
+        return phrases
+
+    def _activate_grammar(self, pooled: _PooledDecoder, phrases: Sequence[str]) -> bool:
+        body = " | ".join(sorted(phrases))
+        name = "g" + hashlib.sha1(body.encode()).hexdigest()[:16]
+        dec = pooled.decoder
+        if name not in pooled.grammars:
+            path = self._dir / f"{name}.jsgf"
+            if not path.is_file():
+                tmp = path.with_suffix(".tmp")
+                tmp.write_text(f"#JSGF V1.0;\ngrammar callplane;\npublic <hint> = {body} ;\n")
+                tmp.replace(path)  # atomic: another thread never sees half a grammar
+            # pocketsphinx segfaults on a missing grammar file: never pass one unchecked.
+            if not path.is_file() or path.stat().st_size == 0:
+                log.error("grammar file %s missing after writing it", path)
+                return False
+            try:
+                dec.add_jsgf_file(name, str(path))
+            except RuntimeError:
+                log.exception("pocketsphinx rejected grammar %s", path)
+                return False
+            pooled.grammars[name] = None
+            if len(pooled.grammars) > _PooledDecoder.MAX_GRAMMARS:
+                oldest = next(iter(pooled.grammars))
+                del pooled.grammars[oldest]
+                with contextlib.suppress(RuntimeError, KeyError):
+                    dec.remove_search(oldest)
+        dec.activate_search(name)
+        return True
+
+    # -- sessions ------------------------------------------------------------------------------
+
+    def open_session(
+        self,
+        language: str | None = "en-US",
+        hints: Sequence[str] | None = None,
+        end_silence_timeout: float | None = None,
+        speech_timeout: float | None = None,
+        partial_results: bool = False,
+        *,
+        initial_timeout: float | None = None,
+        timers_started: bool = True,
+        sensitivity: float = 44.0,
+    ) -> PocketSphinxSession:
+        if not _language_ok(language):
+            raise UnsupportedLanguage(f"no speech model for language {language!r} (en only)")
+        pooled = self.acquire()
+        try:
+            phrases: dict[str, str] = {}
+            if hints:
+                phrases = self.grammar_phrases(pooled.decoder, hints)
+                if phrases and not self._activate_grammar(pooled, list(phrases)):
+                    phrases = {}
+            if not phrases:
+                pooled.decoder.activate_search()
+            return PocketSphinxSession(
+                self,
+                pooled,
+                phrases=phrases,
+                end_silence_timeout=end_silence_timeout,
+                speech_timeout=speech_timeout,
+                initial_timeout=initial_timeout,
+                partial_results=partial_results,
+                timers_started=timers_started,
+                sensitivity=sensitivity,
+            )
+        except BaseException:
+            self.release(pooled)
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._pool.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+
+def _frames_for(seconds: float) -> int:
+    return max(1, math.ceil(seconds * FRAMES_PER_SECOND - 1e-9))
+
+
+class PocketSphinxSession:
+    """One utterance on a pooled decoder. Not thread-safe: one feeder at a time."""
+
+    def __init__(
+        self,
+        owner: PocketSphinxRecognizer,
+        pooled: _PooledDecoder,
+        *,
+        phrases: dict[str, str],
+        end_silence_timeout: float | None,
+        speech_timeout: float | None,
+        initial_timeout: float | None,
+        partial_results: bool,
+        timers_started: bool,
+        sensitivity: float,
+    ) -> None:
+        self._owner = owner
+        self._pooled: _PooledDecoder | None = pooled
+        self._dec = pooled.decoder
+        self.phrases = phrases  # empty = open language model
+        self.grammar = bool(phrases)
+        self.partial_results = partial_results
+        self._end_silence = _frames_for(end_silence_timeout or DEFAULT_END_SILENCE)
+        waits = [t for t in (speech_timeout, initial_timeout) if t is not None and t > 0]
+        self._no_input = _frames_for(min(waits) if waits else DEFAULT_NO_INPUT)
+        self._max_utt = _frames_for(MAX_UTTERANCE_SECONDS)
+        self._timers = timers_started
+        self._vad = VoiceActivityDetector(sensitivity)
+        self._up = Upsampler2x()
+        self._onset: deque[bool] = deque(maxlen=_ONSET_WINDOW)
+        self._preroll: deque[tuple[Frame, bool, bool]] = deque(maxlen=_PREROLL_FRAMES)
+        self._prev = np.zeros(FRAME_SAMPLES)
+        self._frames = 0  # frames fed in total
+        self._waited = 0  # frames counted by the no-input timer
+        self._in_speech = False
+        self._utt_frames = 0
+        self._speech_frames = 0
+        self._voiced_frames = 0
+        self._silent_run = 0
+        self._since_voiced = _VOICING_HANGOVER + 1
+        self._utterance: list[Frame] = []  # 16 kHz audio of the current utterance
+        self._live = False  # a streaming (partial-results) pass is open on the decoder
+        self._last_partial = ""
+        self.done = False
+        self.decode_seconds = 0.0  # CPU-ish time inside pocketsphinx (for RTF measurement)
+        self.audio_seconds = 0.0
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def start_timers(self) -> None:
+        self._timers = True
+
+    def feed_many(self, frames: Iterable[Frame]) -> list[RecognitionEvent]:
+        events: list[RecognitionEvent] = []
+        for frame in frames:
+            if self.done:
+                break
+            events.extend(self.feed(frame))
+        return events
+
+    def feed(self, frame: Frame) -> list[RecognitionEvent]:
+        if self.done:
+            return []
+        try:
+            return self._feed(np.asarray(frame, dtype=np.int16).reshape(-1))
+        except Exception as exc:  # a decoder failure ends this collect, never the caller
+            log.exception("speech recognition failed")
+            return [self._finish(RecognitionEvent("error", error=str(exc), offset=self._now()))]
+
+    def close(self) -> None:
+        """Release the decoder (idempotent). An unfinished utterance is abandoned."""
+        pooled, self._pooled = self._pooled, None
+        self.done = True
+        if pooled is None:
+            return
+        if self._live:
+            self._live = False
+            try:
+                self._dec.end_utt()
+            except RuntimeError:
+                return  # do not pool a decoder that failed
+        self._owner.release(pooled)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._frames / FRAMES_PER_SECOND
+
+    def _finish(self, event: RecognitionEvent) -> RecognitionEvent:
+        self.done = True
+        if self._live:
+            self._live = False
+            with contextlib.suppress(RuntimeError):
+                self._dec.end_utt()
+        self._in_speech = False
+        self.close()
+        return event
+
+    def _process(self, pcm16k: Frame) -> None:
+        self._utterance.append(pcm16k)
+        self.audio_seconds += pcm16k.size / DECODER_RATE
+        if self.partial_results:  # live pass only when someone wants partial hypotheses
+            t0 = time.perf_counter()
+            self._dec.process_raw(pcm16k.tobytes(), False, False)
+            self.decode_seconds += time.perf_counter() - t0
+
+    def _feed(self, frame: Frame) -> list[RecognitionEvent]:
+        self._frames += 1
+        vad = self._vad.is_speech(frame)
+        window = np.concatenate([self._prev, frame.astype(np.float64)])
+        self._prev = window[-FRAME_SAMPLES:]
+        voiced = vad and is_voiced(window)
+        self._since_voiced = 0 if voiced else self._since_voiced + 1
+        # Speech for endpointing = VAD speech near voicing: unvoiced consonants sit within
+        # a few frames of a vowel, steady hiss or static never does.
+        speech = vad and self._since_voiced <= _VOICING_HANGOVER
+        up = self._up.process(frame)
+        events: list[RecognitionEvent] = []
+
+        if not self._in_speech:
+            self._onset.append(speech)
+            self._preroll.append((up, speech, voiced))
+            if sum(self._onset) >= _ONSET_SPEECH:
+                self._start_utterance()
+                events.append(RecognitionEvent("start_of_input", offset=self._now()))
+                return events
+            if self._timers:
+                self._waited += 1
+                if self._waited >= self._no_input:
+                    events.append(self._finish(RecognitionEvent("no_input", offset=self._now())))
+            return events
+
+        self._utt_frames += 1
+        self._process(up)
+        if speech:
+            self._speech_frames += 1
+            self._voiced_frames += voiced
+            self._silent_run = 0
+        else:
+            self._silent_run += 1
+        if self._silent_run >= self._end_silence or self._utt_frames >= self._max_utt:
+            events.append(self._finish(self._final_event()))
+        elif self.partial_results and self._utt_frames % _PARTIAL_EVERY == 0:
+            text = self._hyp_text()
+            if text and text != self._last_partial:
+                self._last_partial = text
+                events.append(RecognitionEvent("partial", text=text, offset=self._now()))
+        return events
+
+    def _start_utterance(self) -> None:
+        if self.partial_results:
+            self._dec.start_utt()
+            self._live = True
+        self._in_speech = True
+        for up, speech, voiced in self._preroll:
+            self._process(up)
+            self._utt_frames += 1
+            self._speech_frames += speech
+            self._voiced_frames += voiced
+        self._preroll.clear()
+
+    def _hyp_text(self) -> str:
+        hyp = self._dec.hyp()
+        if hyp is None or not hyp.hypstr:
+            return ""
+        text: str = hyp.hypstr
+        return self.phrases.get(text, text) if self.grammar else text
+
+    def _final_event(self) -> RecognitionEvent:
+        t0 = time.perf_counter()
+        if self._live:
+            self._dec.end_utt()  # the live pass only fed partials; the final is decoded below
+            self._live = False
+        # The final result decodes the whole utterance in one call with full_utt=True, so the
+        # cepstral mean is estimated from this utterance itself. Streaming decoding starts
+        # from whatever mean the pooled decoder last had (another call, another channel), and
+        # the first utterance on a fresh decoder came out wrong in testing ("support" ->
+        # "no"); the batch pass makes every session independent of its decoder's history.
+        self._dec.start_utt()
+        self._dec.process_raw(np.concatenate(self._utterance).tobytes(), False, True)
+        self._dec.end_utt()
+        self._utterance.clear()
+        self.decode_seconds += time.perf_counter() - t0
+        self._in_speech = False
+        now = self._now()
+        if self._speech_frames and self._voiced_frames / self._speech_frames < _MIN_VOICED_RATIO:
+            return RecognitionEvent("no_match", offset=now)  # hiss/static, not a voice
+        hyp = self._dec.hyp()
+        text = hyp.hypstr.strip() if hyp is not None and hyp.hypstr else ""
+        if not text:
+            return RecognitionEvent("no_match", offset=now)
+        words = [
+            (seg.word, seg.start_frame, seg.end_frame, seg.prob)
+            for seg in self._dec.seg()
+            if not (seg.word.startswith("<") or seg.word.startswith("["))
+        ]
+        if self.grammar:
+            word_frames = sum(end - start + 1 for _, start, end, _ in words)  # 10 ms frames
+            coverage = word_frames / (2.0 * max(self._speech_frames, 1))
+            confidence = min(1.0, coverage / _FULL_COVERAGE)
+            threshold = self._owner.grammar_min_confidence
+            text = self.phrases.get(text, text)
+        else:
+            probs = [min(max(float(p), 1e-3), 1.0) for *_, p in words] or [1e-3]
+            confidence = math.exp(sum(math.log(p) for p in probs) / len(probs))
+            threshold = self._owner.lm_min_confidence
+        confidence = round(min(max(confidence, 0.0), 1.0), 3)
+        if confidence < threshold:
+            return RecognitionEvent("no_match", text=text, confidence=confidence, offset=now)
+        return RecognitionEvent("final", text=text, confidence=confidence, offset=now)
+
+
+# ---------------------------------------------------------------------------------------------
+# asyncio wrapper
+
+
+class AsyncRecognition:
+    """Runs a :class:`RecognitionSession` off the event loop (see "Threading" above).
+
+    ``push`` from the media listener; read events with ``await next_event()`` or
+    ``async for event in recognition`` (ends after the terminal event); ``await aclose()``.
+    """
+
+    def __init__(self, session: RecognitionSession) -> None:
+        self.session = session
+        self._pending: list[Frame] = []
+        self._events: asyncio.Queue[RecognitionEvent] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+        self._terminal = False
+
+    @classmethod
+    async def open(cls, recognizer: SpeechRecognizer, **kwargs: Any) -> AsyncRecognition:
+        session = await asyncio.to_thread(recognizer.open_session, **kwargs)
+        return cls(session)
+
+    def push(self, frame: Frame) -> None:
+        """Queue one frame (non-blocking; the frame is copied)."""
+        if self._closed or self._terminal:
+            return
+        self._pending.append(np.array(frame, dtype=np.int16, copy=True))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.get_running_loop().create_task(self._drain())
+
+    def start_timers(self) -> None:
+        self.session.start_timers()  # a bool store: safe to do from the loop thread
+
+    async def _drain(self) -> None:
+        while self._pending and not self._terminal:
+            batch, self._pending = self._pending, []
+            events = await asyncio.to_thread(self.session.feed_many, batch)
+            for event in events:
+                self._events.put_nowait(event)
+                if event.terminal:
+                    self._terminal = True
+                    self._pending.clear()
+
+    async def next_event(self) -> RecognitionEvent:
+        return await self._events.get()
+
+    def __aiter__(self) -> AsyncRecognition:
+        return self
+
+    async def __anext__(self) -> RecognitionEvent:
+        if self._terminal and self._events.empty():
+            raise StopAsyncIteration
+        return await self._events.get()
+
+    async def aclose(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            try:
+                await self._worker
+            except Exception:
+                log.exception("recognition worker failed")
+        await asyncio.to_thread(self.session.close)
