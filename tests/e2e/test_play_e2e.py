@@ -1,0 +1,90 @@
+"""What `calling.play` items sound like at the far end: speech recognised back to its words, a
+ringtone's frequencies and cadence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+from farend import FarEnd, peaks, rms_db
+from harness import Receiver, Server
+
+from callplane import AsyncRestClient
+from callplane.providers.asr import PocketSphinxRecognizer
+
+HANG_ON = {"version": "1.0.0", "sections": {"main": [{"sleep": -1}]}}
+
+
+async def _play_and_capture(
+    server: Server, far_end: FarEnd, receiver: Receiver, item: dict[str, object], seconds: float
+) -> tuple[float, float]:
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15559876543", to=far_end.uri, swml=HANG_ON)
+        await asyncio.wait_for(far_end.answered.wait(), 10)
+        await client.calling.play(
+            leg["id"], control_id="p", play=[item], status_url=receiver.url("/play")
+        )
+        for _ in range(500):
+            if receiver.events("/play"):
+                break
+            await asyncio.sleep(0.02)
+        started = time.monotonic()
+        await asyncio.sleep(seconds)
+        await client.calling.end(leg["id"])
+    return started, started + seconds
+
+
+def _recognise(samples: np.ndarray, hints: list[str]) -> str:
+    session = PocketSphinxRecognizer().open_session(
+        "en-US", hints, end_silence_timeout=0.8, speech_timeout=10
+    )
+    texts: list[str] = []
+    frames = samples.astype(np.int16)
+    for start in range(0, len(frames) - 159, 160):
+        for event in session.feed(frames[start : start + 160]):
+            if event.type == "final" and event.text:
+                texts.append(event.text)
+    for _ in range(100):  # trailing silence lets the end-of-speech timer fire
+        for event in session.feed(np.zeros(160, dtype=np.int16)):
+            if event.type == "final" and event.text:
+                texts.append(event.text)
+    session.close()
+    return " ".join(texts)
+
+
+async def test_tts_reaches_the_far_end_as_recognisable_speech(
+    server: Server, far_end: FarEnd, receiver: Receiver
+) -> None:
+    start, end = await _play_and_capture(
+        server, far_end, receiver, {"type": "tts", "text": "support"}, 2.5
+    )
+    heard = far_end.audio(start - 0.5, end)
+    assert rms_db(heard) > 40  # speech, not silence
+    assert _recognise(heard, ["sales", "support", "billing"]) == "support"
+    assert [e["params"]["state"] for e in receiver.events("/play")][0] == "playing"
+
+
+async def test_uk_ringtone_frequencies_and_cadence(
+    server: Server, far_end: FarEnd, receiver: Receiver
+) -> None:
+    start, end = await _play_and_capture(
+        server, far_end, receiver, {"type": "ringtone", "params": {"name": "uk"}}, 3.2
+    )
+    audio = far_end.audio(start, end)
+    # 20 ms frames: on (energy) or off (silence)
+    frames = audio[: len(audio) // 160 * 160].reshape(-1, 160)
+    on = [bool(rms_db(f) > 40) for f in frames]
+    runs: list[tuple[bool, int]] = []
+    for value in on:
+        if runs and runs[-1][0] == value:
+            runs[-1] = (value, runs[-1][1] + 1)
+        else:
+            runs.append((value, 1))
+    inner = [(v, n * 20) for v, n in runs[1:-1]]  # the first and last runs are cut by the window
+    # UK ringing: 0.4 s on, 0.2 s off, 0.4 s on, 2.0 s off
+    expected = {(True, 400), (False, 200), (False, 2000)}
+    assert len(inner) >= 3, inner
+    assert {(v, round(ms / 100) * 100) for v, ms in inner} <= expected, inner
+    loud = np.concatenate([f for f, o in zip(frames, on, strict=True) if o])
+    assert [round(f / 10) * 10 for f in peaks(loud)] == [400, 450]
