@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from webhook_receiver import Received, Receiver, Reply, always_ok, per_key
 
@@ -241,7 +240,7 @@ async def test_malformed_url_is_given_up_at_once(make_outbox: OutboxFactory, sto
     outbox.enqueue("ftp://127.0.0.1/nope", {"n": 0}, "k")
     await idle(outbox)
     [dead] = store.outbox_list("dead")
-    assert dead["attempts"] == 1 and "UnsupportedProtocol" in (dead["last_error"] or "")
+    assert dead["attempts"] == 1 and "not an http(s) URL" in (dead["last_error"] or "")
 
 
 async def test_enqueue_before_start_is_delivered_on_start(
@@ -316,7 +315,7 @@ async def test_stop_with_receiver_down_keeps_rows_and_returns_on_time(
     assert time.monotonic() - t0 < 1.0
     rows = store.outbox_list("pending")
     assert [json.loads(r["body"])["n"] for r in rows] == [0, 1, 2, 3]
-    assert rows[0]["attempts"] >= 2 and "ConnectError" in (rows[0]["last_error"] or "")
+    assert rows[0]["attempts"] >= 2 and "cannot connect" in (rows[0]["last_error"] or "")
     # Enqueue after stop still persists (delivered by the next start).
     outbox.enqueue(url, {"key": "k", "n": 4}, "k")
     assert store.outbox_count("pending") == 5
@@ -379,19 +378,6 @@ async def test_restart_mid_backlog_resumes_in_order(receiver: Receiver, db_path:
     by_id: dict[int, bytes] = {}
     for r in receiver.requests:
         assert by_id.setdefault(r.delivery_id, r.body) == r.body
-
-
-async def test_shared_http_client_is_used_and_left_open(
-    receiver: Receiver, make_outbox: OutboxFactory
-) -> None:
-    async with httpx.AsyncClient(headers={"X-Extra": "1"}) as http:
-        outbox = make_outbox(http=http)
-        await outbox.start()
-        outbox.enqueue(receiver.url(), {"n": 0}, "k")
-        await idle(outbox)
-        await outbox.stop()
-        assert not http.is_closed
-    assert receiver.requests[0].headers["x-extra"] == "1"
 
 
 async def test_outbox_can_be_restarted(receiver: Receiver, make_outbox: OutboxFactory) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Self
 
 import httpx
 
-from callplane.client._aio import ConnectionFailed, ConnectionPool
+from callplane._http1 import ConnectionFailed, ConnectionPool
 from callplane.client._calling import Calling
 from callplane.client._http import (
     COMMANDS_PATH,
@@ -163,7 +163,7 @@ class AsyncRestClient(_ClientBase):
     Takes the same arguments as `RestClient`; ``timeout`` bounds each attempt as a whole. Use
     ``async with``, or ``await client.aclose()``. Commands may run concurrently (e.g. with
     ``asyncio.gather``): up to ``max_connections`` are in flight, the rest wait for a connection.
-    It speaks HTTP/1.1 over asyncio directly for throughput (see ``_aio``), so it does not use
+    It speaks HTTP/1.1 over asyncio directly for throughput (see ``callplane._http1``), so it does not use
     HTTP proxies from the environment; the sync client does.
     """
 

@@ -36,9 +36,9 @@ import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import httpx
-
+from callplane._http1 import ConnectionFailed, ConnectionPool
 from callplane._version import __version__
 from callplane.store import OutboxRow, Store
 from callplane.webhooks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
@@ -82,9 +82,9 @@ class _Outcome:
 class WebhookOutbox:
     """Deliver JSON payloads to URLs, durably, at least once and in order per ordering key.
 
-    ``store`` is owned by the caller (the outbox never closes it). ``http`` may be a shared
-    ``httpx.AsyncClient``; if omitted, the outbox creates its own on :meth:`start` (with ``timeout``
-    seconds per request) and closes it on :meth:`stop`.
+    ``store`` is owned by the caller (the outbox never closes it). Deliveries go over keep-alive
+    HTTP/1.1 connections, one pool per receiver origin (``callplane._http1``), ``timeout`` seconds
+    per attempt; redirects are not followed (a redirect is not an acknowledgement: it is retried).
     """
 
     def __init__(
@@ -92,7 +92,6 @@ class WebhookOutbox:
         store: Store,
         *,
         signing_key: str,
-        http: httpx.AsyncClient | None = None,
         min_backoff: float = 1.0,
         max_backoff: float = 60.0,
         max_age: float = DEFAULT_MAX_AGE,
@@ -106,8 +105,7 @@ class WebhookOutbox:
             raise ValueError("max_concurrency must be >= 1")
         self._store = store
         self._signing_key = signing_key
-        self._shared_http = http
-        self._http: httpx.AsyncClient | None = http
+        self._pools: dict[str, ConnectionPool] = {}  # one keep-alive pool per receiver origin
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
         self._max_age = max_age
@@ -135,15 +133,6 @@ class WebhookOutbox:
         if self._running:
             return
         self._loop = asyncio.get_running_loop()
-        if self._http is None:
-            self._http = httpx.AsyncClient(
-                timeout=self._timeout,
-                follow_redirects=False,  # a redirect is not an acknowledgement; retry instead
-                limits=httpx.Limits(
-                    max_connections=self._max_concurrency,
-                    max_keepalive_connections=self._max_concurrency,
-                ),
-            )
         self._ready = asyncio.Queue()
         self._running = True
         for key in self._store.outbox_pending_keys():
@@ -223,9 +212,9 @@ class WebhookOutbox:
         self._lanes.clear()
         self._idle.set()
         self._ready = None
-        if self._shared_http is None and self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            await pool.aclose()
         left = self._store.outbox_count("pending")
         if left:
             logger.info("webhook outbox stopped with %d deliveries pending", left)
@@ -341,28 +330,48 @@ class WebhookOutbox:
 
     # ------------------------------------------------------------------ HTTP
 
+    def _pool_for(self, url: str) -> tuple[ConnectionPool, str]:
+        """The pool of the URL's origin and the request target (path and query) within it."""
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+        origin = f"{parts.scheme.lower()}://{parts.netloc}"
+        pool = self._pools.get(origin)
+        if pool is None:
+            pool = ConnectionPool(
+                origin,
+                headers={"Content-Type": "application/json", "User-Agent": self._user_agent},
+                max_connections=self._max_concurrency,
+                timeout=self._timeout,
+            )
+            self._pools[origin] = pool
+        target = parts.path or "/"
+        if parts.query:
+            target += f"?{parts.query}"
+        return pool, target
+
     async def _attempt(self, row: OutboxRow) -> _Outcome:
-        assert self._http is not None
         url, body = row["url"], row["body"]
+        try:
+            pool, target = self._pool_for(url)
+        except ValueError as exc:
+            return _Outcome(ok=False, error=str(exc), permanent=True)
         headers = {
-            "Content-Type": "application/json",
-            "User-Agent": self._user_agent,
             SIGNATURE_HEADER: sign(self._signing_key, url, body),
             DELIVERY_HEADER: str(row["id"]),
         }
         try:
-            response = await self._http.post(url, content=body, headers=headers)
-        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            return _Outcome(ok=False, error=f"{type(exc).__name__}: {exc}", permanent=True)
-        except httpx.HTTPError as exc:
+            response = await pool.post(target, body, headers)
+        except ConnectionFailed as exc:
             # Connection refused, timeouts, resets: the receiver is down or slow; retry.
-            return _Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
-        if 200 <= response.status_code < 300:
+            return _Outcome(ok=False, error=str(exc))
+        if 200 <= response.status < 300:
             return _Outcome(ok=True)
         retry_after = None
-        if response.status_code in (429, 503):
-            retry_after = self._retry_after(response.headers.get("Retry-After"))
-        return _Outcome(ok=False, error=f"HTTP {response.status_code}", retry_after=retry_after)
+        if response.status in (429, 503):
+            retry_after = self._retry_after(response.headers.get("retry-after"))
+        return _Outcome(ok=False, error=f"HTTP {response.status}", retry_after=retry_after)
 
     def _retry_after(self, value: str | None) -> float | None:
         """Seconds from a Retry-After header (delta-seconds or HTTP-date), or None if unusable."""
