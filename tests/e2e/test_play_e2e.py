@@ -62,7 +62,7 @@ async def test_tts_reaches_the_far_end_as_recognisable_speech(
     heard = far_end.audio(start - 0.5, end)
     assert rms_db(heard) > 40  # speech, not silence
     assert _recognise(heard, ["sales", "support", "billing"]) == "support"
-    assert [e["params"]["state"] for e in receiver.events("/play")][0] == "playing"
+    assert receiver.events("/play")[0]["params"]["state"] == "playing"
 
 
 async def test_uk_ringtone_frequencies_and_cadence(
@@ -88,3 +88,62 @@ async def test_uk_ringtone_frequencies_and_cadence(
     assert {(v, round(ms / 100) * 100) for v, ms in inner} <= expected, inner
     loud = np.concatenate([f for f, o in zip(frames, on, strict=True) if o])
     assert [round(f / 10) * 10 for f in peaks(loud)] == [400, 450]
+
+
+def _tone_file(freq: float, seconds: float, fmt: str) -> bytes:
+    import io
+
+    import soundfile
+
+    t = np.arange(int(16000 * seconds)) / 16000  # 16 kHz source: callplane resamples to 8 kHz
+    buf = io.BytesIO()
+    soundfile.write(buf, 0.3 * np.sin(2 * np.pi * freq * t), 16000, format=fmt.upper())
+    return buf.getvalue()
+
+
+async def test_playlist_order_loop_and_mp3(
+    server: Server, far_end: FarEnd, receiver: Receiver
+) -> None:
+    wav = receiver.serve_file("/a.wav", _tone_file(1000, 0.6, "wav"), "audio/wav")
+    mp3 = receiver.serve_file("/b.mp3", _tone_file(2000, 0.6, "mp3"), "audio/mpeg")
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15559876543", to=far_end.uri, swml=HANG_ON)
+        await asyncio.wait_for(far_end.answered.wait(), 10)
+        await client.calling.play(
+            leg["id"],
+            control_id="list",
+            play=[
+                {"type": "audio", "params": {"url": wav}},
+                {"type": "silence", "params": {"duration": 0.4}},
+                {"type": "audio", "params": {"url": mp3}},
+            ],
+            loop=2,
+            status_url=receiver.url("/play"),
+        )
+        for _ in range(500):
+            if any(e["params"]["state"] == "finished" for e in receiver.events("/play")):
+                break
+            await asyncio.sleep(0.02)
+        await client.calling.end(leg["id"])
+    assert [e["params"]["state"] for e in receiver.events("/play")] == ["playing", "finished"]
+    # The far end heard: 1 kHz, silence, 2 kHz, then the same again; 20 ms frames classified.
+    packets = [p for p in far_end.packets if p.pt == 0]
+    frames = [far_end_audio_frame(p.payload) for p in packets]
+    labels = "".join(_label(f) for f in frames)
+    squeezed = "".join(c for i, c in enumerate(labels) if i == 0 or c != labels[i - 1])
+    assert squeezed.strip("_") == "a_ba_b", squeezed
+    assert labels.count("a") in range(55, 66)  # 2 x 0.6 s = 60 frames
+    assert labels.count("b") in range(55, 67)  # mp3 decoders may pad a frame
+
+
+def far_end_audio_frame(payload: bytes) -> np.ndarray:
+    from callplane.media.g711 import ulaw_decode
+
+    return ulaw_decode(payload).astype(np.float64)
+
+
+def _label(frame: np.ndarray) -> str:
+    if rms_db(frame) < 40:
+        return "_"
+    peak = peaks(frame, 1)[0]
+    return "a" if abs(peak - 1000) < 100 else "b" if abs(peak - 2000) < 100 else "?"
