@@ -68,8 +68,6 @@ NOT_YET = {
     "calling.collect": "input collection",
     "calling.collect.stop": "input collection",
     "calling.collect.start_input_timers": "input collection",
-    "calling.detect": "detection",
-    "calling.detect.stop": "detection",
     "calling.tap": "media tapping",
     "calling.tap.stop": "media tapping",
     "calling.stream": "media streaming",
