@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import secrets
 import signal
@@ -21,6 +22,7 @@ from callplane.api.recordings import recording_routes
 from callplane.engine.config import EngineConfig
 from callplane.engine.core import CallEngine
 from callplane.media.engine import MediaEngine
+from callplane.providers.asr import PocketSphinxRecognizer
 from callplane.providers.tts import DefaultTts
 from callplane.sip.endpoint import SipEndpoint
 from callplane.store import Store
@@ -61,6 +63,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _speech_recognizer() -> PocketSphinxRecognizer | None:
+    """pocketsphinx is a dependency of the server, but a build without it still serves
+    everything except speech (which then answers 501)."""
+    if importlib.util.find_spec("pocketsphinx") is None:
+        log.warning("pocketsphinx is not installed: speech recognition answers 501")
+        return None
+    return PocketSphinxRecognizer()
+
+
 class StoreIdempotency:
     """The api's idempotency memory, kept in SQLite so replays survive a restart."""
 
@@ -82,6 +93,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     sip = SipEndpoint(config.sip_host, config.sip_port, user_agent=f"callplane/{__version__}")
     media = MediaEngine(config.sip_host, config.rtp_ports)
+    recognizer = _speech_recognizer()
     engine = CallEngine(
         EngineConfig(
             project_id=config.project,
@@ -100,6 +112,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         media=media,
         tts=DefaultTts(),
         http=http,
+        recognizer=recognizer,
     )
     ready = False
     app = create_app(
@@ -135,6 +148,9 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         engine.config.sip_port = sip.port
         await media.start()
         await engine.start()
+        if recognizer is not None:
+            # Load the decoder once now, so the first speech collect does not wait for it.
+            await asyncio.to_thread(recognizer.warm_up)
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn has no event
             await asyncio.sleep(0.01)
@@ -163,5 +179,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         await sip.stop()
         await outbox.stop(flush_timeout=5.0)
         await http.aclose()
+        if recognizer is not None:
+            recognizer.close()
         store.close()
         log.info("callplane stopped")

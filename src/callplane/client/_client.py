@@ -163,8 +163,8 @@ class AsyncRestClient(_ClientBase):
     Takes the same arguments as `RestClient`; ``timeout`` bounds each attempt as a whole. Use
     ``async with``, or ``await client.aclose()``. Commands may run concurrently (e.g. with
     ``asyncio.gather``): up to ``max_connections`` are in flight, the rest wait for a connection.
-    It speaks HTTP/1.1 over asyncio directly for throughput (see ``callplane._http1``), so it does not use
-    HTTP proxies from the environment; the sync client does.
+    It speaks HTTP/1.1 over asyncio directly for throughput (see ``callplane._http1``), so it does
+    not use HTTP proxies from the environment; the sync client does.
     """
 
     __slots__ = ("_pool", "calling")

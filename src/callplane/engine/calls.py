@@ -68,6 +68,8 @@ def can_move(current: CallStatus, new: CallStatus) -> bool:
 class LiveOperation(Protocol):
     """What a call needs of its running operations: to stop them when it ends."""
 
+    done: asyncio.Future[str]
+
     async def stop(self) -> None: ...
 
 
@@ -98,6 +100,7 @@ class Call:
     end_reason: str | None = None
     # the terminal status a user asked for (update completed/canceled) while the hang-up runs
     requested_final: CallStatus | None = None
+    finishing: bool = False  # its operations are being stopped; the ended event comes next
     # why we hung up ourselves (`calling.end` reason, a failed script); a remote BYE is "hangup"
     local_end_reason: str | None = None
     # monotonic-free wall clock marks, for duration and the webhook's timestamps
@@ -117,6 +120,8 @@ class Call:
     swml: SwmlInterpreter | None = field(default=None, repr=False)
     swml_task: asyncio.Task[None] | None = field(default=None, repr=False)
     dtmf_listeners: list[Callable[[str, int], None]] = field(default_factory=list, repr=False)
+    # Per-call state that operations share across their lifetimes (e.g. the call's KeyPresses).
+    extensions: dict[str, Any] = field(default_factory=dict, repr=False)
     answered: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 

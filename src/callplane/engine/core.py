@@ -39,6 +39,7 @@ from callplane.engine.swml.interpreter import SwmlInterpreter
 from callplane.engine.swml.web import HttpSwmlFetcher, build_fetch_body
 from callplane.engine.swml_host import CallSwmlHost
 from callplane.media.engine import MediaEngine, RtpSession
+from callplane.providers.asr import SpeechRecognizer
 from callplane.sip import sdp
 from callplane.sip.endpoint import (
     Answered,
@@ -65,9 +66,6 @@ NOT_YET = {
     "calling.record.pause": "recording",
     "calling.record.resume": "recording",
     "calling.record.stop": "recording",
-    "calling.collect": "input collection",
-    "calling.collect.stop": "input collection",
-    "calling.collect.start_input_timers": "input collection",
     "calling.tap": "media tapping",
     "calling.tap.stop": "media tapping",
     "calling.stream": "media streaming",
@@ -116,6 +114,7 @@ class CallEngine:
         media: MediaEngine,
         tts: SpeechSynthesizer,
         http: httpx.AsyncClient,
+        recognizer: SpeechRecognizer | None = None,
     ) -> None:
         self.config = config
         self._store = store
@@ -136,6 +135,7 @@ class CallEngine:
             record_event=self._record_event,
             answer=self.answer,
             hang_up=self.hang_up,
+            recognizer=recognizer,
         )
         self._handlers: dict[str, Callable[[Call, dict[str, Any]], Awaitable[None]]] = {
             "calling.end": self._cmd_end,
@@ -162,7 +162,7 @@ class CallEngine:
             for task in pending:
                 task.cancel()
         for call in list(self._calls.values()):
-            self._finish(call, CallStatus.ENDED, "error")
+            await self._finish(call, CallStatus.ENDED, "error")
 
     def _recover_orphans(self) -> None:
         """Calls that were live when the previous process died cannot be resumed: their SIP
@@ -173,7 +173,7 @@ class CallEngine:
             for row in self._store.list_calls(self.config.project_id, status.value):
                 call = Call.from_row(row)
                 log.warning("call %s was %s when callplane stopped; ending it", call.id, status)
-                self._finish(call, CallStatus.ENDED, "error")
+                self._conclude(call, CallStatus.ENDED, "error")
 
     # ------------------------------------------------------------------ Engine facade
 
@@ -390,7 +390,7 @@ class CallEngine:
             )
         except (SipParseError, RuntimeError, OSError) as exc:
             log.warning("call %s: cannot send INVITE to %s: %s", call.id, destination.uri, exc)
-            self._finish(call, CallStatus.FAILED, "error")
+            await self._finish(call, CallStatus.FAILED, "error")
             return
         call.sip = sip_call
         self._set_status(call, CallStatus.CREATED)
@@ -425,10 +425,10 @@ class CallEngine:
                     self._spawn(call, self._send_digits(call, str(p["send_digits"])))
                 self._start_swml(call)
             elif isinstance(event, Failed):
-                self._finish(call, *self._failure_outcome(call, event))
+                await self._finish(call, *self._failure_outcome(call, event))
                 return
             elif isinstance(event, Ended):
-                self._finish(call, self._final_status(call), self._end_reason(call, event))
+                await self._finish(call, self._final_status(call), self._end_reason(call, event))
                 return
 
     @staticmethod
@@ -529,7 +529,7 @@ class CallEngine:
                 status = self._final_status(call)
                 if reason == "cancel" and call.status in NOT_ANSWERED_YET:
                     status = CallStatus.CANCELED
-                self._finish(call, status, reason)
+                await self._finish(call, status, reason)
                 return
 
     async def answer(self, call: Call) -> None:
@@ -570,7 +570,7 @@ class CallEngine:
             call.local_end_reason = reason
         if call.sip is None:
             # Still queued: no INVITE has gone out yet.
-            self._finish(call, call.requested_final or CallStatus.CANCELED, "cancel")
+            await self._finish(call, call.requested_final or CallStatus.CANCELED, "cancel")
             return
         if call.status is CallStatus.ANSWERED:
             self._set_status(call, CallStatus.ENDING)
@@ -581,15 +581,29 @@ class CallEngine:
         else:
             await call.sip.cancel()
 
-    def _finish(self, call: Call, status: CallStatus, end_reason: str) -> None:
-        if call.is_terminal:
+    async def _finish(self, call: Call, status: CallStatus, end_reason: str) -> None:
+        """The call is over: let its operations end first, so their last events (a recording's
+        `finished` with its URL, a detect's `finished`) come before the call's `ended`."""
+        if call.is_terminal or call.finishing:
             return
+        call.finishing = True
+        operations_done = []
         for op in list(call.operations.values()):
-            self._spawn_detached(op.stop())
+            try:
+                await op.stop()
+            except Exception:
+                log.exception("call %s: stopping %r failed", call.id, op)
+            if not op.done.done():
+                operations_done.append(op.done)
+        if operations_done:
+            await asyncio.wait(operations_done, timeout=2.0)
         if call.swml_task is not None and call.swml_task is not asyncio.current_task():
             call.swml_task.cancel()
         if call.media is not None:
             self._spawn_detached(call.media.close())
+        self._conclude(call, status, end_reason)
+
+    def _conclude(self, call: Call, status: CallStatus, end_reason: str) -> None:
         if not self._set_status(call, status, end_reason):
             # A jump the lifecycle forbids (e.g. failed after ringing): it still ended.
             self._set_status(call, CallStatus.ENDED, end_reason)
@@ -787,7 +801,7 @@ class CallEngine:
             log.exception("call %s: internal error", call.id)
             with contextlib.suppress(Exception):
                 await self.hang_up(call, "error")
-            self._finish(call, CallStatus.ENDED, "error")
+            await self._finish(call, CallStatus.ENDED, "error")
 
     def _spawn_detached(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from callplane.engine.calls import Call
     from callplane.engine.config import EngineConfig
     from callplane.engine.operations.base import Operation
+    from callplane.providers.asr import SpeechRecognizer
     from callplane.store import Store
 
 
@@ -30,6 +31,8 @@ class Services:
     record_event: Callable[[Call, str, dict[str, Any]], None]
     answer: Callable[[Call], Awaitable[None]]
     hang_up: Callable[[Call, str], Awaitable[None]]
+    # Speech recognition for collect and prompt; None = not installed (speech answers 501).
+    recognizer: SpeechRecognizer | None = None
 
 
 CommandHandler = Callable[[Services, "Call", dict[str, Any]], Awaitable[None]]

@@ -20,10 +20,9 @@ Events and when the operation ends
   then ``finished``: a RELAY DetectAction ends at its first fax result (§5.4), and there is
   nothing more for a fax detector to say.
 * ``digit``: every digit the far end presses (filtered by ``digits``; ``""`` or omitted = any),
-  from RFC 4733 events and from in-band tones alike, until ``timeout`` or stop, then
-  ``finished``. A press that arrives both ways (gateways that send RFC 4733 and leave the tone in
-  the audio) is reported once: a digit from one source is dropped when the same digit came from
-  the other within 300 ms of that one's last activity.
+  from RFC 4733 events and from in-band tones alike (the call's `KeyPresses`, shared with
+  collect, which reports a press that arrives both ways once), until ``timeout`` or stop, then
+  ``finished``.
 * ``timeout`` (default 30 s; 0 = no limit) ends any detector with ``finished``; a machine detector
   that has not decided yet says ``UNKNOWN`` first (``timeout`` is the reference's "max run time",
   and an undecided AMD outcome is UNKNOWN). ``calling.detect.stop`` and the end of the call do the
@@ -67,15 +66,13 @@ import numpy as np
 
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
+from callplane.engine.keypad import KeyPresses
 from callplane.engine.operations.base import Emit, Operation, lookup, register, require_answered
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError
 from callplane.media.dsp import (
     AmdDetector,
     AmdEvent,
-    DtmfDetector,
-    DtmfKeyDown,
-    DtmfKeyUp,
     FaxToneDetector,
     ToneDetected,
 )
@@ -89,8 +86,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("callplane.engine.detect")
 
 DEFAULT_TIMEOUT = 30.0
-# Same press from RFC 4733 and in-band within this window = one digit.
-DEDUP_WINDOW = 0.3
 # How far the inbound stream may lag the wall clock before silence is filled in, and how far
 # behind the fill stops (a little slack, so a packet that is merely late is not overtaken).
 _FILL_AFTER_FRAMES = 10
@@ -131,7 +126,7 @@ class DetectOperation(Operation):
         self._fax = fax
         # None = no digit detection; "" = any digit; else the set of digits to report.
         self._digits = None if digits is None else digits.upper()
-        self._dtmf = DtmfDetector() if digits is not None else None
+        self._keypad: KeyPresses | None = None
         self._timeout = timeout
         self._frames = 0
         self._partial: Frame = _SILENT_FRAME[:0]
@@ -143,9 +138,6 @@ class DetectOperation(Operation):
         # AMD events held back while a fax tone may still be recognised (see module docstring).
         self._held: list[AmdEvent] = []
         self._hold_until: float | None = None
-        # Digit de-duplication across RFC 4733 and in-band: loop times of the last activity.
-        self._rfc_seen: dict[str, float] = {}
-        self._inband_active: dict[str, float] = {}
         # The outcome, for SWML's variables.
         self.result: str | None = None  # machine | human | fax | unknown | error
         self.result_ms: int | None = None
@@ -165,7 +157,8 @@ class DetectOperation(Operation):
         self._start = self._loop.time()
         session.add_listener(self._on_frame)
         if self._digits is not None:
-            self.call.dtmf_listeners.append(self._on_rfc_digit)
+            self._keypad = KeyPresses.for_call(self.call)
+            self._keypad.subscribers.append(self._report_digit)
         self._listening = True
         if self._timeout > 0:
             self._timer = self._loop.call_later(self._timeout, self._on_timeout)
@@ -206,8 +199,8 @@ class DetectOperation(Operation):
             self._listening = False
             if self.call.media is not None:
                 self.call.media.remove_listener(self._on_frame)
-            if self._on_rfc_digit in self.call.dtmf_listeners:
-                self.call.dtmf_listeners.remove(self._on_rfc_digit)
+            if self._keypad is not None and self._report_digit in self._keypad.subscribers:
+                self._keypad.subscribers.remove(self._report_digit)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -264,9 +257,6 @@ class DetectOperation(Operation):
                         return
             if self._hold_until is not None and self.elapsed >= self._hold_until:
                 self._release_held()
-            if self._dtmf is not None:
-                for key in self._dtmf.feed(frame, t):
-                    self._on_inband(key)
         except Exception:
             # A listener that raises is dropped by the session; end visibly instead of hanging.
             log.exception("detect %s on call %s failed", self.control_id, self.call.id)
@@ -318,29 +308,8 @@ class DetectOperation(Operation):
     def _wanted(self, digit: str) -> bool:
         return self._digits is not None and (not self._digits or digit.upper() in self._digits)
 
-    def _on_rfc_digit(self, digit: str, duration_ms: int) -> None:
-        if self.is_terminal:
-            return
-        now = self._loop.time()
-        self._rfc_seen[digit] = now
-        if self._inband_active.get(digit, -math.inf) >= now - DEDUP_WINDOW:
-            log.debug("detect %s: RFC 4733 %s duplicates an in-band digit", self.control_id, digit)
-            return
-        self._report_digit(digit)
-
-    def _on_inband(self, key: DtmfKeyDown | DtmfKeyUp) -> None:
-        now = self._loop.time()
-        if isinstance(key, DtmfKeyUp):
-            self._inband_active[key.digit] = now
-            return
-        self._inband_active[key.digit] = math.inf  # held: any RFC 4733 copy is a duplicate
-        if self._rfc_seen.get(key.digit, -math.inf) >= now - DEDUP_WINDOW:
-            log.debug("detect %s: in-band %s duplicates RFC 4733", self.control_id, key.digit)
-            return
-        self._report_digit(key.digit)
-
     def _report_digit(self, digit: str) -> None:
-        if self._wanted(digit):
+        if not self.is_terminal and self._wanted(digit):
             self._report("digit", {"event": digit})
 
     # ------------------------------------------------------------------ SWML

@@ -1,0 +1,445 @@
+"""`calling.collect` and SWML `prompt` against the real server: digits sent by a real far end as
+RFC 4733 events (the test's own UA and sipp's RFC 2833 pcaps) and as in-band tones, with the
+results read from the `calling.call.collect` webhooks and from the variables a script reports."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import requires_sipp
+from farend import FarEnd
+from harness import LOOPBACK, Receiver, Server, Sipp
+
+from callplane import AsyncRestClient, RestError
+from callplane.media.dsp.dtmf import dtmf_digits
+from callplane.providers.tts import FliteTts
+
+ASSETS = Path(__file__).parent / "collect_assets"
+COLLECT = "calling.call.collect"
+
+
+def swml(*methods: dict[str, Any]) -> dict[str, Any]:
+    return {"version": "1.0.0", "sections": {"main": list(methods)}}
+
+
+async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+def results(receiver: Receiver, path: str, control_id: str | None = None) -> list[dict[str, Any]]:
+    """The params of the collect webhooks at `path` (one collect's, when `control_id` is given)."""
+    return [
+        e["params"]
+        for e in receiver.events(path, COLLECT)
+        if control_id is None or e["params"]["control_id"] == control_id
+    ]
+
+
+async def wait_results(
+    receiver: Receiver, path: str, count: int, control_id: str | None = None, within: float = 10
+) -> list[dict[str, Any]]:
+    await until(
+        lambda: len(results(receiver, path, control_id)) >= count,
+        within,
+        f"{count} collect events at {path} (saw {results(receiver, path, control_id)})",
+    )
+    return results(receiver, path, control_id)
+
+
+def digit(digits: str, terminator: str) -> dict[str, Any]:
+    return {"type": "digit", "params": {"digits": digits, "terminator": terminator}}
+
+
+async def dial_far_end(client: AsyncRestClient, server: Server, far_end: FarEnd) -> str:
+    leg = await client.calling.dial(from_="+15559876543", to=far_end.uri, swml=swml({"sleep": -1}))
+    await asyncio.wait_for(far_end.answered.wait(), 10)
+    await until(lambda: server.call_status(leg["id"]) == "answered", 5, "answered")
+    return str(leg["id"])
+
+
+async def test_rfc4733_digits_up_to_the_terminator(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(client, server, far_end)
+        await client.calling.collect(
+            call_id,
+            control_id="pin",
+            digits={"max": 8, "terminators": "#", "digit_timeout": 3},
+            send_start_of_input=True,
+            status_url=receiver.url("/collect"),
+        )
+        await far_end.send_digits("123#")
+        events = await wait_results(receiver, "/collect", 2)
+        await asyncio.sleep(0.3)  # nothing after the result
+        assert [e["result"] for e in results(receiver, "/collect")] == [
+            {"type": "start_of_input", "params": {}},
+            digit("123", "#"),
+        ]
+        for event in events:
+            assert event["control_id"] == "pin"
+            assert event["call_id"] == call_id
+            assert event["node_id"]
+            # Neither continuous nor partial_results: no `state`, no `final`.
+            assert "state" not in event and "final" not in event
+        envelope = receiver.events("/collect")[-1]
+        assert envelope["event_type"] == COLLECT
+        assert envelope["project_id"] == server.project
+        # The collect is over: it is no longer addressable.
+        with pytest.raises(RestError) as gone:
+            await client.calling.collect_stop(call_id, control_id="pin")
+        assert gone.value.status_code == 422
+        await client.calling.end(call_id)
+
+
+async def test_max_digits_digit_timeout_and_default_terminator(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    url = receiver.url("/collect")
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(client, server, far_end)
+        await client.calling.collect(call_id, control_id="max", digits={"max": 3}, status_url=url)
+        await far_end.send_digits("4567")
+        assert [e["result"] for e in await wait_results(receiver, "/collect", 1, "max")] == [
+            digit("456", "")
+        ]
+        # Terminators disabled: '#' is an ordinary key and the inter-digit timer ends the input.
+        await client.calling.collect(
+            call_id,
+            control_id="timeout",
+            digits={"max": 5, "terminators": "", "digit_timeout": 1.0},
+            status_url=url,
+        )
+        await far_end.send_digits("8#")
+        sent = time.monotonic()
+        events = await wait_results(receiver, "/collect", 1, "timeout")
+        waited = time.monotonic() - sent
+        assert [e["result"] for e in events] == [digit("8#", "")]
+        assert 0.8 <= waited <= 2.0
+        # Terminators left out: '#' ends the input (REST default).
+        await client.calling.collect(
+            call_id, control_id="default", digits={"max": 4}, status_url=url
+        )
+        await far_end.send_digits("9#")
+        assert [e["result"] for e in await wait_results(receiver, "/collect", 1, "default")] == [
+            digit("9", "#")
+        ]
+        await client.calling.end(call_id)
+
+
+async def test_in_band_dtmf_and_no_double_count_with_rfc4733(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    url = receiver.url("/collect")
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(client, server, far_end)
+        await client.calling.collect(
+            call_id,
+            control_id="tones",
+            digits={"max": 10, "terminators": "#"},
+            status_url=url,
+        )
+        await far_end.silence(0.2)
+        await far_end.play(dtmf_digits("2580*#"))
+        assert [e["result"] for e in await wait_results(receiver, "/collect", 1, "tones")] == [
+            digit("2580*", "#")
+        ]
+        # One key press sent both ways at once (as some gateways do) counts once; the same key
+        # pressed again, once per path, still counts twice.
+        await client.calling.collect(
+            call_id,
+            control_id="both",
+            digits={"max": 3, "terminators": "", "digit_timeout": 1.5},
+            status_url=url,
+        )
+        await asyncio.gather(far_end.play(dtmf_digits("7")), far_end.send_digits("7", gap_ms=0))
+        await far_end.silence(0.3)
+        await far_end.send_digits("7")
+        await far_end.silence(0.2)
+        await far_end.play(dtmf_digits("7"))
+        assert [e["result"] for e in await wait_results(receiver, "/collect", 1, "both")] == [
+            digit("777", "")
+        ]
+        await client.calling.end(call_id)
+
+
+async def test_initial_timer_waits_for_start_input_timers(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    url = receiver.url("/collect")
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(client, server, far_end)
+        started = time.monotonic()
+        await client.calling.collect(
+            call_id,
+            control_id="now",
+            initial_timeout=1.0,
+            start_input_timers=True,
+            digits={"max": 2},
+            status_url=url,
+        )
+        # start_input_timers defaults to false (reference §9 #22): this one waits.
+        await client.calling.collect(
+            call_id, control_id="later", initial_timeout=1.0, digits={"max": 2}, status_url=url
+        )
+        events = await wait_results(receiver, "/collect", 1, "now")
+        assert [e["result"] for e in events] == [{"type": "no_input", "params": {}}]
+        assert 0.9 <= time.monotonic() - started <= 2.0
+        await asyncio.sleep(1.5)
+        assert results(receiver, "/collect", "later") == []
+        timers_at = time.monotonic()
+        await client.calling.collect_start_input_timers(call_id, control_id="later")
+        events = await wait_results(receiver, "/collect", 1, "later")
+        assert [e["result"] for e in events] == [{"type": "no_input", "params": {}}]
+        assert 0.9 <= time.monotonic() - timers_at <= 2.0
+        with pytest.raises(RestError) as unknown:
+            await client.calling.collect_start_input_timers(call_id, control_id="nope")
+        assert unknown.value.status_code == 422
+        await client.calling.end(call_id)
+
+
+async def test_continuous_collect_stop_and_call_end(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    url = receiver.url("/collect")
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(client, server, far_end)
+        await client.calling.collect(
+            call_id,
+            control_id="menu",
+            digits={"max": 2},
+            continuous=True,
+            partial_results=True,
+            status_url=url,
+        )
+        await far_end.send_digits("12")
+        await far_end.send_digits("34")
+        await wait_results(receiver, "/collect", 2, "menu")
+        await client.calling.collect_stop(call_id, control_id="menu")
+        events = await wait_results(receiver, "/collect", 3, "menu")
+        assert [(e["result"], e["state"], e["final"]) for e in events] == [
+            (digit("12", ""), "collecting", True),
+            (digit("34", ""), "collecting", True),
+            ({"type": "finished", "params": {}}, "finished", True),
+        ]
+        # Stopping a one-shot collect mid-input reports `finished`, not the partial digits.
+        await client.calling.collect(
+            call_id, control_id="once", digits={"max": 3, "digit_timeout": 5}, status_url=url
+        )
+        await far_end.send_digits("5")
+        await client.calling.collect_stop(call_id, control_id="once")
+        events = await wait_results(receiver, "/collect", 1, "once")
+        assert [e["result"] for e in events] == [{"type": "finished", "params": {}}]
+        # A collect still running when the call ends is finished (and stops listening).
+        await client.calling.collect(call_id, control_id="left", digits={"max": 3}, status_url=url)
+        await client.calling.end(call_id)
+        events = await wait_results(receiver, "/collect", 1, "left")
+        assert [e["result"] for e in events] == [{"type": "finished", "params": {}}]
+        with pytest.raises(RestError) as ended:
+            await client.calling.collect(call_id, control_id="late", digits={"max": 1})
+        assert ended.value.status_code == 422
+
+
+@requires_sipp
+async def test_sipp_rfc2833_pcaps(server: Server, receiver: Receiver, tmp_path: Path) -> None:
+    sipp = Sipp(["-sf", str(ASSETS / "uas_pcap_digits.xml"), "-m", "1"]).start(tmp_path)
+    try:
+        async with AsyncRestClient(server.project, server.token, server.host) as client:
+            leg = await client.calling.dial(
+                from_="+15559876543",
+                to=f"sip:bob@{sipp.uri_host}",
+                swml=swml({"sleep": -1}),
+                status_url=receiver.url("/status"),
+                status_events=["answered"],
+            )
+            await until(lambda: "answered" in receiver.call_states("/status", leg["id"]))
+            # sipp waits 2 s after the ACK before its first key.
+            await client.calling.collect(
+                leg["id"],
+                control_id="pcap",
+                digits={"max": 10, "terminators": "#"},
+                status_url=receiver.url("/collect"),
+            )
+            events = await wait_results(receiver, "/collect", 1, within=15)
+            assert [e["result"] for e in events] == [digit("2468*", "#")]
+            await client.calling.end(leg["id"])
+        assert await asyncio.to_thread(sipp.wait, 20) == 0
+    finally:
+        sipp.stop()
+
+
+@requires_sipp
+async def test_swml_prompt_on_an_inbound_call_with_barge_in(
+    make_server: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    long_prompt = "say:" + " ".join(["Please enter your account number, then press pound."] * 4)
+    receiver.serve_swml(
+        "/menu",
+        swml(
+            {
+                "prompt": {
+                    "play": [long_prompt, "silence:10"],
+                    "max_digits": 5,
+                    "terminators": "#",
+                    "status_url": receiver.url("/prompt"),
+                }
+            },
+            {
+                "request": {
+                    "url": receiver.url("/vars"),
+                    "method": "POST",
+                    "body": {
+                        "result": "${prompt_result}",
+                        "value": "${prompt_value}",
+                        "terminator": "${prompt_digit_terminator}",
+                    },
+                }
+            },
+            {"hangup": {}},
+        ),
+    )
+    server: Server = make_server(routes={"menu": receiver.url("/menu")})
+    server_sip = f"{LOOPBACK}:{server.sip_port}"
+    sipp = Sipp(
+        ["-sf", str(ASSETS / "uac_prompt_digits.xml"), "-s", "menu", "-m", "1", server_sip]
+    ).start(tmp_path)
+    try:
+        started = time.monotonic()
+        # The prompt would speak for well over 10 s; the keys pressed ~1 s after the answer stop
+        # it (barge-in) and the script moves on as soon as '#' arrives.
+        assert await asyncio.to_thread(sipp.wait, 30) == 0
+        assert time.monotonic() - started < 8
+        hit = await until(lambda: next((h for h in receiver.hits if h.path == "/vars"), None))
+        assert hit.body == {"result": "match_digits", "value": "13", "terminator": "#"}
+        events = results(receiver, "/prompt")
+        assert [e["result"] for e in events] == [digit("13", "#")]
+        assert events[0]["control_id"].startswith("swml-prompt-")
+    finally:
+        sipp.stop()
+
+
+async def test_swml_prompt_in_band_digits_then_no_input(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    def report(path: str) -> dict[str, Any]:
+        return {
+            "request": {
+                "url": receiver.url(path),
+                "method": "POST",
+                "body": {
+                    "result": "${prompt_result}",
+                    "value": "${prompt_value}",
+                    "terminator": "${prompt_digit_terminator}",
+                },
+            }
+        }
+
+    document = swml(
+        {"prompt": {"play": "say:Press two keys.", "max_digits": 2}},
+        report("/first"),
+        {"prompt": {"play": "silence:0.5", "initial_timeout": 1}},
+        report("/second"),
+        {"hangup": {}},
+    )
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15559876543", to=far_end.uri, swml=document)
+        await asyncio.wait_for(far_end.answered.wait(), 10)
+        await far_end.silence(0.5)
+        await far_end.play(dtmf_digits("42"))
+        first = await until(lambda: next((h for h in receiver.hits if h.path == "/first"), None))
+        assert first.body == {"result": "match_digits", "value": "42", "terminator": ""}
+        second = await until(lambda: next((h for h in receiver.hits if h.path == "/second"), None))
+        assert second.body == {"result": "no_input", "value": "", "terminator": ""}
+        await until(lambda: server.call_status(leg["id"]) == "ended", 10, "the script's hangup")
+
+
+requires_speech = pytest.mark.skipif(
+    shutil.which("flite") is None or importlib.util.find_spec("pocketsphinx") is None,
+    reason="flite (Debian) and pocketsphinx (PyPI) are needed for speech",
+)
+
+
+@requires_speech
+async def test_speech_collect_recognises_a_hinted_word(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    word = await FliteTts().synthesize("support")
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(client, server, far_end)
+        await client.calling.collect(
+            call_id,
+            control_id="ask",
+            speech={"hints": ["sales", "support", "billing"], "end_silence_timeout": 0.8},
+            start_input_timers=True,
+            initial_timeout=5,
+            send_start_of_input=True,
+            status_url=receiver.url("/speech"),
+        )
+        await far_end.silence(0.5)
+        await far_end.play(word)
+        await far_end.silence(1.5)
+        events = await wait_results(receiver, "/speech", 2)
+        assert [e["result"]["type"] for e in events] == ["start_of_input", "speech"]
+        speech = events[1]["result"]["params"]
+        assert speech["text"] == "support"
+        assert 0.5 <= speech["confidence"] <= 1.0
+        # A language callplane has no model for is refused, not silently unheard.
+        with pytest.raises(RestError) as french:
+            await client.calling.collect(call_id, control_id="fr", speech={"language": "fr-FR"})
+        assert french.value.status_code == 501
+        await client.calling.end(call_id)
+
+
+@requires_speech
+async def test_swml_prompt_speech_with_barge_in(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    word = await FliteTts().synthesize("billing")
+    document = swml(
+        {
+            "prompt": {
+                "play": "say:" + " ".join(["Please say sales, support or billing."] * 4),
+                "speech_hints": ["sales", "support", "billing"],
+                "speech_end_timeout": 0.8,
+            }
+        },
+        {
+            "request": {
+                "url": receiver.url("/vars"),
+                "method": "POST",
+                "body": {
+                    "result": "${prompt_result}",
+                    "value": "${prompt_value}",
+                    "confidence": "${prompt_speech_confidence}",
+                },
+            }
+        },
+        {"hangup": {}},
+    )
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15559876543", to=far_end.uri, swml=document)
+        await asyncio.wait_for(far_end.answered.wait(), 10)
+        answered = time.monotonic()
+        await far_end.silence(0.8)
+        await far_end.play(word)
+        await far_end.silence(1.5)
+        hit = await until(lambda: next((h for h in receiver.hits if h.path == "/vars"), None))
+        # The spoken prompt lasts ~10 s; the answer came while it was still speaking.
+        assert time.monotonic() - answered < 6
+        assert hit.body["result"] == "match_speech"
+        assert hit.body["value"] == "billing"
+        assert 0.5 <= float(hit.body["confidence"]) <= 1.0
+        await until(lambda: server.call_status(leg["id"]) == "ended", 10, "the script's hangup")
