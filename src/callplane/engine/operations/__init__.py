@@ -6,6 +6,4 @@ from callplane.engine.services import CommandHandler, SwmlMethod
 _MODULES = (play, record, collect, detect, digits)
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
-SWML_METHODS: dict[str, SwmlMethod] = {
-    k: v for m in _MODULES for k, v in m.SWML_METHODS.items()
-}
+SWML_METHODS: dict[str, SwmlMethod] = {k: v for m in _MODULES for k, v in m.SWML_METHODS.items()}
