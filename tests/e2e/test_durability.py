@@ -3,12 +3,15 @@ and SIGTERM ends live calls with a BYE."""
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
+import soundfile
 from conftest import requires_sipp
-from harness import Receiver, Server, Sipp, free_port
+from harness import Receiver, Server, Sipp, free_port, wait_until
 
 from callplane import RestClient
 from callplane.webhooks import verify_signature
@@ -140,3 +143,46 @@ def _canonical(body: Any) -> bytes:
     import json
 
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+def test_a_recording_cut_by_a_crash_is_repaired_and_served_after_restart(
+    make_server: Any, receiver: Receiver, tmp_path: Path
+) -> None:
+    server: Server = make_server()
+    sipp = Sipp(["-sn", "uas", "-m", "1"]).start(tmp_path)
+    try:
+        leg = RestClient(server.project, server.token, server.host).calling.dial(
+            from_="+15559876543",
+            to=f"sip:bob@{sipp.uri_host}",
+            swml={
+                "version": "1.0.0",
+                "sections": {
+                    "main": [
+                        {"record_call": {"format": "wav", "status_url": receiver.url("/rec")}},
+                        {"play": {"url": "ring:us"}},
+                    ]
+                },
+            },
+        )
+        server.wait_status(leg["id"], "answered")
+        started = wait_until(lambda: receiver.events("/rec"), 10, "recording started")
+        url = started[0]["params"]["url"]
+        time.sleep(1.5)
+        server.kill()
+        restarted = Server(
+            data_dir=server.data_dir,
+            project=server.project,
+            token=server.token,
+            http_port=server.http_port,
+            sip_port=server.sip_port,
+        ).start()
+        try:
+            response = httpx.get(url, auth=(server.project, server.token), timeout=10)
+            assert response.status_code == 200
+            data, rate = soundfile.read(io.BytesIO(response.content))
+            assert rate == 8000
+            assert 1.0 <= len(data) / rate <= 3.0
+        finally:
+            restarted.stop()
+    finally:
+        sipp.stop()

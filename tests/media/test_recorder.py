@@ -110,7 +110,10 @@ def test_stereo_single_direction_keeps_layout(tmp_path: Path) -> None:
 
 
 def test_jitter_lands_late_packets_in_their_slot(tmp_path: Path) -> None:
-    """Inbound packets delayed by up to jitter_frames ticks, then burst, stay aligned."""
+    """Inbound packets delayed by up to jitter_frames ticks, then burst, stay aligned.
+
+    The first packet arrives on time: it anchors the stream in the tick it arrived in (a far end
+    that starts sending a few ticks into the recording is not late, it started later)."""
     n = 60
     a, b = frames(A_HZ, n), frames(B_HZ, n)
     rec = Recorder(tmp_path / "r.wav", direction="both", stereo=True, jitter_frames=3)
@@ -118,7 +121,7 @@ def test_jitter_lands_late_packets_in_their_slot(tmp_path: Path) -> None:
     for i in range(n):
         rec.feed(b[i], "outbound")
         pending.append(a[i])
-        if i % 3 == 2:  # every third tick the network delivers three packets at once
+        if i == 0 or i % 3 == 2:  # then every third tick the network delivers three at once
             for f in pending:
                 rec.feed(f, "inbound")
             pending.clear()
@@ -127,6 +130,20 @@ def test_jitter_lands_late_packets_in_their_slot(tmp_path: Path) -> None:
     assert res.samples == n * FRAME_SAMPLES
     assert np.array_equal(data[:, 0], np.concatenate(a))
     assert np.array_equal(data[:, 1], np.concatenate(b))
+
+
+def test_a_far_end_that_starts_late_is_placed_where_it_started(tmp_path: Path) -> None:
+    n = 40
+    a, b = frames(A_HZ, n), frames(B_HZ, n)
+    rec = Recorder(tmp_path / "r.wav", direction="both", stereo=True, jitter_frames=3)
+    start = 3  # the far end's first packet comes 60 ms into the recording
+    for i in range(n):
+        rec.feed(b[i], "outbound")
+        if i >= start:
+            rec.feed(a[i], "inbound")
+    data, _ = read(rec.finish().path)
+    assert not data[: start * FRAME_SAMPLES, 0].any()
+    assert np.array_equal(data[start * FRAME_SAMPLES :, 0], np.concatenate(a[start:]))
 
 
 def test_lost_packets_become_silence_without_shifting(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from callplane.engine.config import EngineConfig
 from callplane.engine.events import EventSink
 from callplane.engine.facade import CommandError
 from callplane.engine.operations.base import Operation, require_answered
+from callplane.engine.operations.record import recover_recordings
 from callplane.engine.services import Services
 from callplane.engine.swml.document import SwmlDocument, load_document
 from callplane.engine.swml.errors import SwmlError, SwmlFetchError
@@ -62,10 +63,6 @@ SUPPORTED_CODECS = ("PCMU", "PCMA")
 # Commands of reference §3 and the feature they need: until an operation module registers the
 # command, it answers 501, never a fake 200.
 NOT_YET = {
-    "calling.record": "recording",
-    "calling.record.pause": "recording",
-    "calling.record.resume": "recording",
-    "calling.record.stop": "recording",
     "calling.tap": "media tapping",
     "calling.tap.stop": "media tapping",
     "calling.stream": "media streaming",
@@ -173,6 +170,7 @@ class CallEngine:
             for row in self._store.list_calls(self.config.project_id, status.value):
                 call = Call.from_row(row)
                 log.warning("call %s was %s when callplane stopped; ending it", call.id, status)
+                recover_recordings(self._store, call.id)
                 self._conclude(call, CallStatus.ENDED, "error")
 
     # ------------------------------------------------------------------ Engine facade

@@ -271,6 +271,7 @@ class Recorder:
         self._clock = 0  # slots opened by the clock (ticks seen)
         self._flushed = 0  # slots written (or skipped) to the file
         self._in_pos = 0  # timeline sample index where the next inbound sample goes
+        self._heard_in = False  # no inbound packet placed yet
         self._in_end = 0  # end of the furthest inbound sample placed
         self._in_since_tick = 0  # inbound frames since the last outbound frame
         self._lag_min = _NO_LAG  # smallest lateness (samples) over the current window
@@ -335,6 +336,12 @@ class Recorder:
             return
         nominal = max(self._clock - 1, 0) * FRAME_SAMPLES
         pos = self._in_pos
+        if not self._heard_in:
+            # The far end's first packet belongs in the tick it arrived in, not at position 0:
+            # laid at 0, a stream that started a few ticks in would look late and be realigned
+            # half a second later, cutting a hole into the audio.
+            self._heard_in = True
+            pos = nominal
         if pos < nominal - self._jitter * FRAME_SAMPLES:
             # Further behind than any jitter explains: a gap in sending or lost packets. The
             # missing stretch stays silence and this packet starts "now".
