@@ -341,3 +341,112 @@ def running(*things: Any) -> Iterator[None]:
 
 def run_async(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def baresip_available() -> bool:
+    return shutil.which("baresip") is not None
+
+
+@dataclass
+class Baresip:
+    """A real SIP user agent (baresip) that auto-answers, sends a WAV as its microphone and is
+    driven over its TCP control port (netstring-framed JSON)."""
+
+    workdir: Path
+    sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
+    ctrl_port: int = field(default_factory=free_port)
+    rtp_low: int = field(default_factory=free_port_pair)
+    proc: subprocess.Popen[bytes] | None = None
+    _ctrl: socket.socket | None = None
+    _buffer: bytes = b""
+    _seen: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def uri(self) -> str:
+        return f"sip:bob@{LOOPBACK}:{self.sip_port}"
+
+    def start(self, source_wav: Path) -> Baresip:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "config").write_text(
+            "\n".join(
+                [
+                    "poll_method epoll",
+                    f"sip_listen {LOOPBACK}:{self.sip_port}",
+                    f"net_interface {LOOPBACK}",
+                    "audio_player aubridge,null",
+                    f"audio_source aufile,{source_wav}",
+                    "audio_alert aubridge,null",
+                    "ausrc_srate 8000",
+                    "auplay_srate 8000",
+                    "ausrc_channels 1",
+                    "auplay_channels 1",
+                    f"rtp_ports {self.rtp_low}-{self.rtp_low + 9}",
+                    "module_path /usr/lib/baresip/modules",
+                    "module g711.so",
+                    "module aufile.so",
+                    "module aubridge.so",
+                    "module account.so",
+                    "module menu.so",
+                    "module ctrl_tcp.so",
+                    "module uuid.so",
+                    f"ctrl_tcp_listen {LOOPBACK}:{self.ctrl_port}",
+                    "",
+                ]
+            )
+        )
+        (self.workdir / "accounts").write_text(
+            f"<{self.uri}>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n"
+        )
+        log = (self.workdir / "baresip.log").open("ab")
+        self.proc = subprocess.Popen(
+            ["baresip", "-f", str(self.workdir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+        def connected() -> bool:
+            try:
+                self._ctrl = socket.create_connection((LOOPBACK, self.ctrl_port), timeout=1)
+            except OSError:
+                return False
+            return True
+
+        wait_until(connected, 10, "baresip's control port")
+        return self
+
+    def command(self, command: str, params: str = "") -> None:
+        assert self._ctrl is not None
+        body = json.dumps({"command": command, "params": params, "token": command}).encode()
+        self._ctrl.sendall(str(len(body)).encode() + b":" + body + b",")
+
+    def events(self, timeout: float = 0.2) -> list[dict[str, Any]]:
+        """Netstring messages received on the control connection so far."""
+        assert self._ctrl is not None
+        self._ctrl.settimeout(timeout)
+        try:
+            while chunk := self._ctrl.recv(65536):
+                self._buffer += chunk
+        except (TimeoutError, BlockingIOError):
+            pass
+        messages: list[dict[str, Any]] = []
+        while b":" in self._buffer:
+            length, _, rest = self._buffer.partition(b":")
+            size = int(length)
+            if len(rest) < size + 1:
+                break
+            messages.append(json.loads(rest[:size]))
+            self._buffer = rest[size + 1 :]
+        self._seen.extend(messages)
+        return list(self._seen)
+
+    def stop(self) -> None:
+        if self._ctrl is not None:
+            self._ctrl.close()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
