@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from callplane.engine.facade import CommandError
 
@@ -80,6 +80,9 @@ class Operation:
             )
 
 
+OpT = TypeVar("OpT", bound=Operation)
+
+
 def require_answered(call: Call, action: str) -> None:
     if call.status != "answered":
         raise CommandError(
@@ -102,13 +105,15 @@ def register(call: Call, op: Operation) -> None:
     call.operations[key] = op
 
 
-def lookup(call: Call, kind: str, control_id: str) -> Operation:
-    op = call.operations.get((kind, control_id))
-    if not isinstance(op, Operation):
+def lookup(call: Call, kind: type[OpT], params: Mapping[str, Any]) -> OpT:
+    """The running operation of this kind that `params["control_id"]` names."""
+    control_id = str(params["control_id"])
+    op = call.operations.get((kind.kind, control_id))
+    if not isinstance(op, kind):
         raise CommandError(
             422,
             "invalid_state",
-            f"no active {kind} with control_id {control_id!r} on this call",
+            f"no active {kind.kind} with control_id {control_id!r} on this call",
             "control_id",
         )
     return op

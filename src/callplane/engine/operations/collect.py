@@ -500,12 +500,6 @@ def start_collect(
     return op
 
 
-def _find(call: Call, p: dict[str, Any]) -> CollectOperation:
-    op = lookup(call, "collect", str(p["control_id"]))
-    assert isinstance(op, CollectOperation)
-    return op
-
-
 async def _collect(services: Services, call: Call, p: dict[str, Any]) -> None:
     require_answered(call, "collected from")
     speech = _speech_config(p.get("speech"))
@@ -528,11 +522,11 @@ async def _collect(services: Services, call: Call, p: dict[str, Any]) -> None:
 
 
 async def _stop(services: Services, call: Call, p: dict[str, Any]) -> None:
-    await _find(call, p).stop()
+    await lookup(call, CollectOperation, p).stop()
 
 
 async def _start_input_timers(services: Services, call: Call, p: dict[str, Any]) -> None:
-    _find(call, p).start_input_timers()
+    lookup(call, CollectOperation, p).start_input_timers()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -372,12 +372,6 @@ def _amd(p: Mapping[str, Any], *, detect_message_end: bool, timeout: float) -> A
 # ---------------------------------------------------------------------- REST
 
 
-def _find(call: Call, p: dict[str, Any]) -> DetectOperation:
-    op = lookup(call, "detect", str(p["control_id"]))
-    assert isinstance(op, DetectOperation)
-    return op
-
-
 async def _detect(services: Services, call: Call, p: dict[str, Any]) -> None:
     require_answered(call, "listened to")
     if call.media is None:
@@ -418,7 +412,7 @@ async def _detect(services: Services, call: Call, p: dict[str, Any]) -> None:
 
 
 async def _stop(services: Services, call: Call, p: dict[str, Any]) -> None:
-    await _find(call, p).stop()
+    await lookup(call, DetectOperation, p).stop()
 
 
 # ---------------------------------------------------------------------- SWML

@@ -156,12 +156,6 @@ def start_play(
     return op
 
 
-def _find(call: Call, p: dict[str, Any]) -> PlayOperation:
-    op = lookup(call, "play", str(p["control_id"]))
-    assert isinstance(op, PlayOperation)
-    return op
-
-
 async def _play(services: Services, call: Call, p: dict[str, Any]) -> None:
     require_answered(call, "played to")
     start_play(
@@ -180,19 +174,19 @@ async def _play(services: Services, call: Call, p: dict[str, Any]) -> None:
 
 
 async def _pause(services: Services, call: Call, p: dict[str, Any]) -> None:
-    _find(call, p).pause()
+    lookup(call, PlayOperation, p).pause()
 
 
 async def _resume(services: Services, call: Call, p: dict[str, Any]) -> None:
-    _find(call, p).resume()
+    lookup(call, PlayOperation, p).resume()
 
 
 async def _stop(services: Services, call: Call, p: dict[str, Any]) -> None:
-    await _find(call, p).stop()
+    await lookup(call, PlayOperation, p).stop()
 
 
 async def _volume(services: Services, call: Call, p: dict[str, Any]) -> None:
-    _find(call, p).set_volume(float(p["volume"]))
+    lookup(call, PlayOperation, p).set_volume(float(p["volume"]))
 
 
 async def swml_play(

@@ -482,12 +482,6 @@ def start_record(
     return op
 
 
-def _find(call: Call, p: dict[str, Any]) -> RecordOperation:
-    op = lookup(call, "record", str(p["control_id"]))
-    assert isinstance(op, RecordOperation)
-    return op
-
-
 # ---------------------------------------------------------------------------------------------
 # REST
 
@@ -508,15 +502,15 @@ async def _record(services: Services, call: Call, p: dict[str, Any]) -> None:
 
 async def _pause(services: Services, call: Call, p: dict[str, Any]) -> None:
     behavior = cast("PauseBehavior", str(p.get("behavior") or "skip"))
-    _find(call, p).pause(behavior)
+    lookup(call, RecordOperation, p).pause(behavior)
 
 
 async def _resume(services: Services, call: Call, p: dict[str, Any]) -> None:
-    _find(call, p).resume()
+    lookup(call, RecordOperation, p).resume()
 
 
 async def _stop(services: Services, call: Call, p: dict[str, Any]) -> None:
-    await _find(call, p).stop()
+    await lookup(call, RecordOperation, p).stop()
 
 
 # ---------------------------------------------------------------------------------------------
