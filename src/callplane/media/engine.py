@@ -4,8 +4,10 @@ See docs/architecture.md ("engine -> media"). One clock task serves every sessio
 pulls the next frame of every active playback (a view into a precomputed matrix), mixes and
 applies volume for all sessions at once, encodes every session's frame with one vectorised G.711
 table lookup, writes the 12-byte headers in place with ``struct.pack_into`` and sends one packet
-per session with ``socket.sendto``. Nothing per tick allocates per sample, and nothing per
-session runs more than a few Python statements: that is what lets one core hold hundreds of calls.
+per session with ``socket.sendto``; only once every packet is out do the outbound frame
+listeners (recording, detectors) run, so their cost never delays a send. Nothing per tick
+allocates per sample, and nothing per session runs more than a few Python statements: that is
+what lets one core hold hundreds of calls.
 
 The clock runs on an absolute schedule (tick n is due at start + n * 20 ms): a late wake-up does
 not shift later ticks, it is caught up by sending the missed ticks at once.
@@ -64,6 +66,9 @@ RTCP_INTERVAL = 5.0
 _TS_MASK = 0xFFFF_FFFF
 _SEQ_MASK = 0xFFFF
 _DTMF_HEADER = struct.Struct("!BBHII")
+_HEADER_UNPACK_FROM = HEADER.unpack_from
+_DECODE = {PCMU: g711.ULAW_DECODE, PCMA: g711.ALAW_DECODE}
+_U8 = np.dtype(np.uint8)
 
 
 @dataclass
@@ -195,13 +200,11 @@ class _RtpProtocol(asyncio.DatagramProtocol):
     def __init__(self, session: RtpSession, rtcp: bool) -> None:
         self._session = session
         self._rtcp = rtcp
+        self._handle = session._on_rtcp if rtcp else session._on_datagram
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         try:
-            if self._rtcp:
-                self._session._on_rtcp(data, addr)
-            else:
-                self._session._on_datagram(data, addr)
+            self._handle(data, addr)
         except Exception:  # one bad packet or listener must not kill the socket
             log.exception("error handling an inbound packet")
 
@@ -402,8 +405,24 @@ class RtpSession:
                 pkt.payload,
             )
         else:
-            _, second, seq, ts, ssrc = HEADER.unpack_from(data)
+            _, second, seq, ts, ssrc = _HEADER_UNPACK_FROM(data)
             pt = second & 0x7F
+            if pt == self._pt and self._latched_ssrc == ssrc:
+                # Fast path: audio in the negotiated codec on the latched stream.
+                now = time.monotonic()
+                if not self._rx.update(seq, ts, now):
+                    return  # duplicate or hopelessly late
+                self.packets_received += 1
+                listeners = self._listeners
+                if listeners and len(data) > 12:
+                    frame = _DECODE[pt].take(np.frombuffer(data, _U8, offset=12))
+                    for cb in tuple(listeners):
+                        try:
+                            cb(frame, "inbound")
+                        except Exception:
+                            log.exception("media listener failed; removing it")
+                            self.remove_listener(cb)
+                return
             payload = data[12:]
         if ssrc != self._latched_ssrc:
             # First packet, or a new stream (transfer, re-INVITE): latch to where it comes from.
@@ -583,6 +602,7 @@ class MediaEngine:
         self._mixed: npt.NDArray[np.int16] = np.zeros((0, FRAME_SAMPLES), dtype=np.int16)
         self._packets: npt.NDArray[np.uint8] = np.zeros((0, PACKET_SIZE), dtype=np.uint8)
         self._packets_mv = self._packets.reshape(-1).data
+        self._packet_views: list[memoryview] = []
         self._law_offsets: npt.NDArray[np.int32] = np.zeros((0, 1), dtype=np.int32)
         self._mixed_laws = False
         self._all_alaw = False
@@ -699,6 +719,9 @@ class MediaEngine:
             self._mixed = np.zeros((cap, FRAME_SAMPLES), dtype=np.int16)
             self._packets = np.zeros((cap, PACKET_SIZE), dtype=np.uint8)
             self._packets_mv = self._packets.reshape(-1).data
+            mv = self._packets_mv
+            # One memoryview per packet row, made once: no slice object per packet per tick.
+            self._packet_views = [mv[i * PACKET_SIZE : (i + 1) * PACKET_SIZE] for i in range(cap)]
         offsets = np.array([s._law_offset for s in self._sending], dtype=np.int32)
         self._law_offsets = offsets.reshape(-1, 1)
         self._mixed_laws = bool(n) and offsets.min() != offsets.max()
@@ -764,63 +787,95 @@ class MediaEngine:
         if n == 0:
             return
         mixed = self._mixed[:n]
-        mixed.fill(0)
 
         # 1. Gather: one frame view per active playback; owners[i] = its session row.
         frames: list[Frame] = []
         owners: list[int] = []
         gains: list[float] = []
+        append_frame = frames.append
+        append_owner = owners.append
+        append_gain = gains.append
         unity = True
         multi = False
         for i, s in enumerate(sessions):
             active = s._active
             if not active:
                 continue
-            if len(active) > 1:
-                multi = True
+            if len(active) == 1:
+                # Fast path (one playback): read the frame straight from its reader; the end
+                # of a source, playlists, loops and errors go through Playback._next_frame.
+                pb = active[0]
+                try:
+                    frame = pb._reader.next_frame()
+                except Exception:
+                    frame = None
+                if frame is None:
+                    frame = pb._next_frame()
+                    if frame is None:
+                        continue
+                append_frame(frame)
+                append_owner(i)
+                g = pb._gain
+                append_gain(g)
+                if g != 1.0:
+                    unity = False
+                continue
+            multi = True
             for pb in tuple(active):
                 frame = pb._next_frame()
                 if frame is None:
                     continue
-                frames.append(frame)
-                owners.append(i)
+                append_frame(frame)
+                append_owner(i)
                 g = pb._gain
-                gains.append(g)
+                append_gain(g)
                 if g != 1.0:
                     unity = False
 
         # 2. Mix and apply volume for all sessions at once.
-        if frames:
-            stacked = np.stack(frames)
-            rows = np.asarray(owners, dtype=np.intp)
-            if unity and not multi:
-                mixed[rows] = stacked
-            else:
-                acc = stacked.astype(np.float32)
-                if not unity:
-                    acc *= np.asarray(gains, dtype=np.float32)[:, None]
-                if multi:
-                    total = np.zeros((n, FRAME_SAMPLES), dtype=np.float32)
-                    np.add.at(total, rows, acc)
-                    np.clip(np.rint(total), -32768, 32767, out=total)
-                    mixed[:] = total
+        count = len(frames)
+        if count == n and unity and not multi:
+            # Every session plays exactly one unity-gain frame (rows 0..n-1 in order): copy
+            # them straight into the mix buffer.
+            np.concatenate(frames, out=mixed.reshape(-1))
+        else:
+            mixed.fill(0)
+            if count:
+                stacked = np.concatenate(frames).reshape(count, FRAME_SAMPLES)
+                rows = np.asarray(owners, dtype=np.intp)
+                if unity and not multi:
+                    mixed[rows] = stacked
                 else:
-                    np.clip(np.rint(acc), -32768, 32767, out=acc)
-                    mixed[rows] = acc
+                    acc = stacked.astype(np.float32)
+                    if not unity:
+                        acc *= np.asarray(gains, dtype=np.float32)[:, None]
+                    if multi:
+                        total = np.zeros((n, FRAME_SAMPLES), dtype=np.float32)
+                        np.add.at(total, rows, acc)
+                        np.clip(np.rint(total), -32768, 32767, out=total)
+                        mixed[:] = total
+                    else:
+                        np.clip(np.rint(acc), -32768, 32767, out=acc)
+                        mixed[rows] = acc
 
-        # 3. Encode every session's frame in one gather.
+        # 3. Encode every session's frame in one gather, written straight into the packets
+        # (mode="clip" lets np.take write into the strided view without a temporary; every
+        # index is in range anyway).
         u16 = mixed.view(np.uint16)
         payloads = self._packets[:n, HEADER.size :]
         if self._mixed_laws:
-            payloads[:] = g711.COMBINED_ENCODE[u16 + self._law_offsets[:n]]
+            np.take(g711.COMBINED_ENCODE, u16 + self._law_offsets[:n], out=payloads, mode="clip")
         elif self._all_alaw:
-            payloads[:] = g711.ALAW_ENCODE[u16]
+            np.take(g711.ALAW_ENCODE, u16, out=payloads, mode="clip")
         else:
-            payloads[:] = g711.ULAW_ENCODE[u16]
+            np.take(g711.ULAW_ENCODE, u16, out=payloads, mode="clip")
 
-        # 4. Headers in place, then one sendto per session.
-        mv = self._packets_mv
+        # 4. Headers in place, then one sendto per session. Every packet leaves before any
+        # listener runs: listeners (recording, detectors) cost far more than a send, and running
+        # them in between would delay the packets of every later session in the list.
+        packets = self._packet_views
         pack_into = HEADER.pack_into
+        listening: list[int] = []
         for i, s in enumerate(sessions):
             remote = s._latched or s._configured_remote
             if remote is None:  # latched address cleared by a reconfigure mid-tick
@@ -833,24 +888,36 @@ class MediaEngine:
                     s._ts = (s._ts + FRAME_SAMPLES) & _TS_MASK
                     s.packets_sent += 1
                     continue
-            off = i * PACKET_SIZE
+            packet = packets[i]
+            seq = s._seq
+            ts = s._ts
             if s._marker:
-                pack_into(mv, off, 0x80, 0x80 | s._pt, s._seq, s._ts, s.ssrc)
+                pack_into(packet, 0, 0x80, 0x80 | s._pt, seq, ts, s.ssrc)
                 s._marker = False
             else:
-                pack_into(mv, off, 0x80, s._pt, s._seq, s._ts, s.ssrc)
+                pack_into(packet, 0, 0x80, s._pt, seq, ts, s.ssrc)
             try:
-                s._sendto(mv[off : off + PACKET_SIZE], remote)
+                s._sendto(packet, remote)
             except OSError:  # EAGAIN on a full buffer, unreachable host: drop this one packet
                 s.stats_send_errors += 1
-            s._seq = (s._seq + 1) & _SEQ_MASK
-            s._ts = (s._ts + FRAME_SAMPLES) & _TS_MASK
+            s._seq = (seq + 1) & _SEQ_MASK
+            s._ts = (ts + FRAME_SAMPLES) & _TS_MASK
             s.packets_sent += 1
             s.octets_sent += FRAME_SAMPLES
             if s._listeners:
-                frame = mixed[i].copy()
-                for cb in tuple(s._listeners):
-                    s._call_listener(cb, frame, "outbound")
+                listening.append(i)
+
+        # 5. Outbound frames to listeners, each an owning copy of its row (a listener may keep
+        # it: a view into one shared batch would pin the whole batch per kept frame).
+        for i in listening:
+            s = sessions[i]
+            frame = mixed[i].copy()
+            for cb in tuple(s._listeners):
+                try:
+                    cb(frame, "outbound")
+                except Exception:
+                    log.exception("media listener failed; removing it")
+                    s.remove_listener(cb)
 
     async def _rtcp_loop(self) -> None:
         # Spread each session's SR over the interval instead of sending them all together.

@@ -209,6 +209,27 @@ class ReceiveStats:
 
     def update(self, seq: int, timestamp: int, arrival: float) -> bool:
         """Account for a packet with ``seq``/``timestamp`` arriving at ``arrival`` (seconds)."""
+        max_seq = self.max_seq
+        if seq == (max_seq + 1) & 0xFFFF and self.base_seq >= 0:
+            # Fast path, the next packet in order (nearly every packet): it cannot be a
+            # duplicate, since everything in _seen is at most extended_max.
+            if seq == 0:
+                self.cycles += SEQ_MOD
+            self.max_seq = seq
+            seen = self._seen
+            seen.add(self.cycles + seq)
+            if len(seen) > 512:
+                floor = self.cycles + seq - 256
+                self._seen = {s for s in seen if s >= floor}
+            self.received += 1
+            transit = int(arrival * self.clock_rate) - timestamp
+            previous = self._transit
+            if previous is not None:
+                d = transit - previous if transit >= previous else previous - transit
+                if d < TS_MOD // 2:
+                    self.jitter += (d - self.jitter) / 16.0
+            self._transit = transit
+            return True
         if self.base_seq < 0:
             self.base_seq = self.max_seq = seq
             self._seen = {seq}
