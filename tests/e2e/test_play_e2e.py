@@ -147,3 +147,51 @@ def _label(frame: np.ndarray) -> str:
         return "_"
     peak = peaks(frame, 1)[0]
     return "a" if abs(peak - 1000) < 100 else "b" if abs(peak - 2000) < 100 else "?"
+
+
+async def test_speak_direction_is_recorded_but_not_sent(
+    server: Server, far_end: FarEnd, receiver: Receiver
+) -> None:
+    import io
+
+    import httpx
+    import soundfile
+
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15559876543", to=far_end.uri, swml=HANG_ON)
+        await asyncio.wait_for(far_end.answered.wait(), 10)
+        await client.calling.record(
+            leg["id"],
+            control_id="rec",
+            record={"audio": {"format": "wav", "stereo": True, "direction": "both"}},
+            status_url=receiver.url("/rec"),
+        )
+        await client.calling.play(
+            leg["id"],
+            control_id="said",
+            play=[{"type": "ringtone", "params": {"name": "de", "duration": 0.8}}],  # 425 Hz
+            direction="speak",
+            status_url=receiver.url("/play"),
+        )
+        for _ in range(300):
+            if any(e["params"]["state"] == "finished" for e in receiver.events("/play")):
+                break
+            await asyncio.sleep(0.02)
+        heard_until = time.monotonic()
+        await client.calling.record_stop(leg["id"], control_id="rec")
+        for _ in range(300):
+            if any(e["params"]["state"] == "finished" for e in receiver.events("/rec")):
+                break
+            await asyncio.sleep(0.02)
+        await client.calling.end(leg["id"])
+    # The far end heard nothing of it ...
+    assert rms_db(far_end.audio(heard_until - 1.0, heard_until)) < 20
+    # ... but the leg's speak side (left channel) has the 425 Hz tone.
+    finished = next(e for e in receiver.events("/rec") if e["params"]["state"] == "finished")
+    async with httpx.AsyncClient() as http:
+        wav = await http.get(finished["params"]["url"], auth=(server.project, server.token))
+    data, _ = soundfile.read(io.BytesIO(wav.content), dtype="int16")
+    speak, listen = data[:, 0].astype(np.float64), data[:, 1].astype(np.float64)
+    assert rms_db(speak) > 50
+    assert abs(peaks(speak[np.abs(speak) > 0], 1)[0] - 425) < 10
+    assert rms_db(listen) < 20

@@ -386,3 +386,35 @@ async def test_rtcp_sender_report_is_sent() -> None:
 
 def test_silence_code_sanity() -> None:
     assert g711.ulaw_encode(np.zeros(1, np.int16))[0] == 0xFF
+
+
+@pytest.mark.parametrize(
+    ("direction", "far_end_hears", "spoken"),
+    [
+        ("listen", True, False),
+        ("speak", False, True),
+        ("both", True, True),
+    ],
+)
+async def test_play_direction_decides_who_hears_it(
+    engine: MediaEngine, direction: str, far_end_hears: bool, spoken: bool
+) -> None:
+    a, b = await pair(engine)
+    rx = Collector(b)
+    said = Collector(a, "speak")
+    sent = Collector(a, "outbound")
+    pb = a.play(sources.tone(1000, 0.4, level_dbfs=-10), direction=direction)  # type: ignore[arg-type]
+    assert await asyncio.wait_for(pb.done, 3) == "finished"
+    await asyncio.sleep(0.1)
+    assert (loud_frames(rx.audio()).size == 3200) is far_end_hears
+    assert (loud_frames(sent.audio()).size == 3200) is far_end_hears
+    heard = said.audio()
+    assert (heard.size == 3200) is spoken
+    if spoken:
+        assert peak_hz(heard) == pytest.approx(1000, abs=3)
+
+
+async def test_play_direction_is_validated(engine: MediaEngine) -> None:
+    a, _ = await pair(engine)
+    with pytest.raises(ValueError, match="direction"):
+        a.play(sources.silence(0.1), direction="sideways")  # type: ignore[arg-type]

@@ -356,3 +356,26 @@ def test_vad_on_speechlike_signal_silence_and_faint_noise() -> None:
 
 def test_sensitivity_mapping() -> None:
     assert [webrtc_mode(s) for s in (0, 24, 25, 44, 50, 74, 75, 100)] == [3, 3, 2, 2, 1, 1, 0, 0]
+
+
+def test_speak_side_playback_is_mixed_into_the_speak_channel(tmp_path: Path) -> None:
+    n = 20
+    a, b = frames(A_HZ, n), frames(B_HZ, n)
+    rec = Recorder(tmp_path / "r.wav", direction="both", stereo=True)
+    for i in range(n):
+        rec.feed(np.zeros(FRAME_SAMPLES, np.int16), "outbound")
+        rec.feed(b[i], "speak")  # what a speak-direction play said this tick
+        rec.feed(a[i] // 2, "inbound")
+    data, _ = read(rec.finish().path)
+    expected = np.concatenate(a) // 2 + np.concatenate(b)
+    assert np.array_equal(data[:, 0], np.clip(expected, -32768, 32767))
+    assert not data[:, 1].any()  # nothing was sent to the far end
+
+
+def test_a_listen_only_recording_ignores_the_speak_side(tmp_path: Path) -> None:
+    rec = Recorder(tmp_path / "r.wav", direction="listen")
+    for f in frames(B_HZ, 10):
+        rec.feed(np.zeros(FRAME_SAMPLES, np.int16), "outbound")
+        rec.feed(f, "speak")
+    data, _ = read(rec.finish().path)
+    assert not np.asarray(data).any()

@@ -50,10 +50,13 @@ from callplane.media.sources import FRAME_SAMPLES, Frame, FrameReader, Source
 
 log = logging.getLogger(__name__)
 
-Direction = Literal["inbound", "outbound"]
-"""``inbound`` = audio received from the remote party; ``outbound`` = audio we send to it."""
+Direction = Literal["inbound", "outbound", "speak"]
+"""``inbound`` = audio received from the remote party; ``outbound`` = audio we send to it (once
+per tick); ``speak`` = what `speak`-direction playbacks said this tick (not sent: it is this
+leg's own speech, for recordings of its speak side), right after that tick's ``outbound``."""
 
 FrameListener = Callable[[Frame, Direction], None]
+PlayDirection = Literal["listen", "speak", "both"]
 DtmfCallback = Callable[[str, int], None]
 PlaybackState = Literal["playing", "paused", "finished", "stopped", "error"]
 
@@ -97,6 +100,7 @@ class Playback:
     """
 
     __slots__ = (
+        "_far",
         "_gain",
         "_index",
         "_loop",
@@ -104,6 +108,8 @@ class Playback:
         "_reader",
         "_session",
         "_sources",
+        "_speaks",
+        "direction",
         "done",
         "error",
         "state",
@@ -117,8 +123,14 @@ class Playback:
         volume_db: float,
         loop: int,
         done: asyncio.Future[str],
+        direction: PlayDirection = "listen",
     ) -> None:
         self._session = session
+        self.direction: PlayDirection = direction
+        # `listen`: the far end hears it; `speak`: it is spoken *by* this leg (what a bridged
+        # peer or a recording of the leg's speak side hears), not sent to the far end.
+        self._far = direction in ("listen", "both")
+        self._speaks = direction in ("speak", "both")
         self._sources = list(sources)
         self._index = 0
         self._plays = 0
@@ -310,7 +322,11 @@ class RtpSession:
     # -- playback ------------------------------------------------------------------------------
 
     def play(
-        self, source: Source | Sequence[Source], volume_db: float = 0.0, loop: int = 1
+        self,
+        source: Source | Sequence[Source],
+        volume_db: float = 0.0,
+        loop: int = 1,
+        direction: PlayDirection = "listen",
     ) -> Playback:
         """Start playing a source or a playlist of sources in order, ``loop`` times (0 = forever).
 
@@ -324,7 +340,11 @@ class RtpSession:
             raise ValueError("nothing to play: empty playlist")
         if loop < 0:
             raise ValueError(f"loop must be >= 0 (0 = forever), got {loop}")
-        pb = Playback(self, sources, volume_db, loop, self._engine._loop().create_future())
+        if direction not in ("listen", "speak", "both"):
+            raise ValueError(f"direction must be listen, speak or both, got {direction!r}")
+        pb = Playback(
+            self, sources, volume_db, loop, self._engine._loop().create_future(), direction
+        )
         self._playbacks.add(pb)
         self._active.append(pb)
         return pb
@@ -797,11 +817,12 @@ class MediaEngine:
         append_gain = gains.append
         unity = True
         multi = False
+        spoken: list[tuple[int, Frame, float]] = []  # (session row, frame, gain) of `speak` plays
         for i, s in enumerate(sessions):
             active = s._active
             if not active:
                 continue
-            if len(active) == 1:
+            if len(active) == 1 and active[0]._far and not active[0]._speaks:
                 # Fast path (one playback): read the frame straight from its reader; the end
                 # of a source, playlists, loops and errors go through Playback._next_frame.
                 pb = active[0]
@@ -825,6 +846,10 @@ class MediaEngine:
                 frame = pb._next_frame()
                 if frame is None:
                     continue
+                if pb._speaks:
+                    spoken.append((i, frame, pb._gain))
+                    if not pb._far:
+                        continue
                 append_frame(frame)
                 append_owner(i)
                 g = pb._gain
@@ -915,6 +940,32 @@ class MediaEngine:
             for cb in tuple(s._listeners):
                 try:
                     cb(frame, "outbound")
+                except Exception:
+                    log.exception("media listener failed; removing it")
+                    s.remove_listener(cb)
+
+        # 6. What the sessions' `speak` playbacks said this tick, after the tick's outbound
+        # frame, so a listener can put it in the same tick.
+        if spoken:
+            self._deliver_spoken(sessions, spoken)
+
+    @staticmethod
+    def _deliver_spoken(
+        sessions: Sequence[RtpSession], spoken: list[tuple[int, Frame, float]]
+    ) -> None:
+        by_row: dict[int, npt.NDArray[np.float32]] = {}
+        for i, frame, gain in spoken:
+            acc = by_row.get(i)
+            scaled = frame.astype(np.float32) * gain
+            by_row[i] = scaled if acc is None else acc + scaled
+        for i, acc in by_row.items():
+            s = sessions[i]
+            if not s._listeners:
+                continue
+            frame = np.clip(np.rint(acc), -32768, 32767).astype(np.int16)
+            for cb in tuple(s._listeners):
+                try:
+                    cb(frame, "speak")
                 except Exception:
                     log.exception("media listener failed; removing it")
                     s.remove_listener(cb)

@@ -66,7 +66,7 @@ from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE, Frame, Source, t
 RecordFormat = Literal["wav", "mp3"]
 RecordDirection = Literal["speak", "listen", "both"]
 PauseBehavior = Literal["skip", "silence"]
-FrameDirection = Literal["inbound", "outbound"]
+FrameDirection = Literal["inbound", "outbound", "speak"]
 StopReason = Literal["no_input", "end_silence", "max_length"]
 
 FORMATS: tuple[str, ...] = ("wav", "mp3")
@@ -266,6 +266,10 @@ class Recorder:
         self._ring_size = n
         self._out = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
         self._in = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
+        # Audio played into the leg's speak side (`play` direction speak/both), per tick slot;
+        # mixed into the speak channel when the slot is written.
+        self._spoken = np.zeros((n, FRAME_SAMPLES), dtype=np.int16)
+        self._any_spoken = np.zeros(n, dtype=bool)
         self._modes = np.zeros(n, dtype=np.int8)
         self._mode = _MODE_RECORD
         self._clock = 0  # slots opened by the clock (ticks seen)
@@ -315,8 +319,18 @@ class Recorder:
             return  # a listener not yet removed after finish(): ignore, never raise
         if direction == "outbound":
             self._tick(frame)
+        elif direction == "speak":
+            self._speak(frame)
         else:
             self._inbound(frame)
+
+    def _speak(self, frame: Frame) -> None:
+        """Played into the speak side this tick: belongs to the slot the tick just opened."""
+        if not self._keep_in or self._clock == 0:
+            return
+        idx = (self._clock - 1) % self._ring_size
+        self._spoken[idx] = frame
+        self._any_spoken[idx] = True
 
     def _tick(self, frame: Frame | None) -> None:
         idx = self._clock % self._ring_size
@@ -393,7 +407,11 @@ class Recorder:
             mode = int(self._modes[idx])
             length = partial_samples if t == end_slot - 1 else FRAME_SAMPLES
             if mode != _MODE_SKIP:
+                if self._any_spoken[idx]:
+                    both = self._in[idx].astype(np.int32) + self._spoken[idx]
+                    self._in[idx] = np.clip(both, -32768, 32767)
                 self._write_slot(idx, mode == _MODE_SILENCE, length)
+            self._any_spoken[idx] = False
             self._in[idx] = 0
             self._out[idx] = 0
             self._modes[idx] = _MODE_RECORD

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from callplane.engine.audio import AudioResolver, PlayItemError, swml_sound_to_item
 from callplane.engine.calls import CallStatus
@@ -17,7 +17,7 @@ from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
-    from callplane.media.engine import Playback
+    from callplane.media.engine import Playback, PlayDirection
 
 log = logging.getLogger("callplane.engine.play")
 
@@ -47,8 +47,10 @@ class PlayOperation(Operation):
         language: str,
         voice: str | None,
         gender: str,
+        direction: PlayDirection = "listen",
     ) -> None:
         super().__init__(call, control_id, status_url, emit)
+        self._direction: PlayDirection = direction
         self._items = items
         self._volume = volume
         self._loop = loop
@@ -80,7 +82,9 @@ class PlayOperation(Operation):
         if session is None:
             self.move("error", reason="the call has no media session")
             return
-        playback = session.play(playlist, volume_db=self._volume, loop=self._loop)
+        playback = session.play(
+            playlist, volume_db=self._volume, loop=self._loop, direction=self._direction
+        )
         self._playback = playback
         self.move("playing")
         if self._pause_requested:
@@ -138,6 +142,7 @@ def start_play(
     language: str = "en-US",
     voice: str | None = None,
     gender: str = "female",
+    direction: PlayDirection = "listen",
 ) -> PlayOperation:
     op = PlayOperation(
         call,
@@ -150,6 +155,7 @@ def start_play(
         language=language,
         voice=voice,
         gender=gender,
+        direction=direction,
     )
     register(call, op)
     op.start(services.audio)
@@ -170,6 +176,9 @@ async def _play(services: Services, call: Call, p: dict[str, Any]) -> None:
         language=str(p.get("language") or "en-US"),
         voice=p.get("voice"),
         gender=str(p.get("gender") or "female"),
+        # `listen` (the default): the far end hears it; `speak`: this leg says it (a recording
+        # of its speak side has it; the far end does not hear it); `both`.
+        direction=cast("PlayDirection", p.get("direction") or "listen"),
     )
 
 

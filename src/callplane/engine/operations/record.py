@@ -250,6 +250,8 @@ class RecordOperation(Operation):
             self._detach()
             asyncio.get_running_loop().call_soon(self._fail, f"cannot write: {exc}")
             return
+        if direction == "speak":
+            return  # our own playback on the speak side: in the file, but not the party's voice
         paused = rec.paused
         if direction == "inbound":
             # One speech frame makes the tick speech: skip the detector after that.
