@@ -123,6 +123,30 @@ async def test_voicemail_greeting_and_beep_is_machine_then_ready_with_beep(
     ]
 
 
+@pytest.mark.parametrize("wait_for_beep", [False, True])
+async def test_wait_for_beep_holds_ready_until_the_beep(
+    server: Server, receiver: Receiver, far_end: FarEnd, wait_for_beep: bool
+) -> None:
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await answered_call(client, server, far_end)
+        await client.calling.detect(
+            call_id,
+            control_id="vm",
+            detect={"type": "machine", "params": {"wait_for_beep": wait_for_beep}},
+            status_url=receiver.url("/amd"),
+        )
+        # The greeting ends, 1.5 s of silence (longer than end_silence_timeout), then the beep.
+        greeting = flite(GREETING, voice="slt")
+        await far_end.play(
+            pcm(concat(silence(0.3), greeting, silence(1.5), sine(1000, 0.4, -18), silence(0.6)))
+        )
+        await wait_events(receiver, "/amd")
+        await client.calling.end(call_id)
+    ready = [p for p in detect_params(receiver, "/amd") if p["params"]["event"] == "READY"]
+    # Without waiting, READY comes at the silence, with no beep heard yet; with it, at the beep.
+    assert ready == [{"type": "machine", "params": {"event": "READY", "beep": wait_for_beep}}]
+
+
 async def test_silence_is_unknown_after_initial_timeout(
     server: Server, receiver: Receiver, far_end: FarEnd
 ) -> None:

@@ -363,6 +363,9 @@ def _amd(p: Mapping[str, Any], *, detect_message_end: bool, timeout: float) -> A
         ),
         detect_interruptions=_flag(p.get("detect_interruptions"), False),
         detect_message_end=_flag(p.get("detect_message_end"), detect_message_end),
+        # Not in the reference's schema but in RELAY's detect_answering_machine: READY waits for
+        # the beep (up to the detector's beep_timeout) instead of the end of the greeting.
+        wait_for_beep=_flag(p.get("wait_for_beep"), False),
         # The operation's wall-clock timer is authoritative; this only keeps the detector's own
         # end consistent with it (0 = no limit).
         timeout=timeout if timeout > 0 else math.inf,
