@@ -44,12 +44,7 @@ def test_signalwire_sdk_dials_plays_and_ends(
             client.calling.play_volume(leg["id"], control_id="sdk-1", volume=99.0)
         assert refused.value.status_code == 422
         with pytest.raises(signalwire_rest.SignalWireRestError) as not_built:
-            client.calling.tap(
-                leg["id"],
-                control_id="t",
-                tap={"type": "audio", "params": {"direction": "both"}},
-                device={"type": "rtp", "params": {"addr": "127.0.0.1", "port": 9}},
-            )
+            client.calling.ai_message(leg["id"], role="system", message_text="Be brief.")
         assert not_built.value.status_code == 501
         assert "not supported by callplane yet" in str(not_built.value.body)
         client.calling.end(leg["id"], reason="hangup")
