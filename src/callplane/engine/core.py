@@ -31,9 +31,9 @@ from callplane.engine.calls import (
 from callplane.engine.config import EngineConfig
 from callplane.engine.events import EventSink
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Operation, require_answered
+from callplane.engine.operations.base import require_answered
 from callplane.engine.operations.record import recover_recordings
-from callplane.engine.services import Services
+from callplane.engine.services import Reporting, Services
 from callplane.engine.swml.document import SwmlDocument, load_document
 from callplane.engine.swml.errors import SwmlError, SwmlFetchError
 from callplane.engine.swml.interpreter import SwmlInterpreter
@@ -231,7 +231,7 @@ class CallEngine:
 
     # ------------------------------------------------------------------ events
 
-    def _emit_operation(self, op: Operation, params: dict[str, Any]) -> None:
+    def _emit_operation(self, op: Reporting, params: dict[str, Any]) -> None:
         self._events.emit(op.call, op.event_type, params, webhook_url=op.status_url)
 
     def _record_event(self, call: Call, event_type: str, params: dict[str, Any]) -> None:

@@ -9,15 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from callplane.engine.audio import AudioResolver
     from callplane.engine.calls import Call
     from callplane.engine.config import EngineConfig
-    from callplane.engine.operations.base import Operation
     from callplane.providers.asr import SpeechRecognizer
     from callplane.store import Store
+
+
+class Reporting(Protocol):
+    """What the engine needs of an operation to deliver its events (operations.base.Operation)."""
+
+    @property
+    def call(self) -> Call: ...
+
+    @property
+    def event_type(self) -> str: ...
+
+    @property
+    def status_url(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -26,7 +38,7 @@ class Services:
     store: Store
     audio: AudioResolver
     # Store an operation's event and send it to the operation's status_url.
-    emit: Callable[[Operation, dict[str, Any]], None]
+    emit: Callable[[Reporting, dict[str, Any]], None]
     # Store a call event that is not an operation's (e.g. calling.user_event); no webhook.
     record_event: Callable[[Call, str, dict[str, Any]], None]
     answer: Callable[[Call], Awaitable[None]]
