@@ -47,7 +47,12 @@ class EventSink:
         Delivery is ordered per call: the call id is the outbox's ordering key.
         """
         payload = self.envelope(call, event_type, params)
+        self.deliver(call, payload, webhook_url)
+        return payload
+
+    def deliver(self, call: Call, payload: dict[str, Any], webhook_url: str | None) -> None:
+        """A payload whose shape the caller built (e.g. §7.4's transcript callbacks, which have
+        no event_channel): stored with the call, and sent when a URL is given."""
         self._store.append_event(call.id, payload)
         if webhook_url:
             self._outbox.enqueue(webhook_url, payload, ordering_key=call.id)
-        return payload

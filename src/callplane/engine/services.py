@@ -41,6 +41,8 @@ class Services:
     emit: Callable[[Reporting, dict[str, Any]], None]
     # Store a call event that is not an operation's (e.g. calling.user_event); no webhook.
     record_event: Callable[[Call, str, dict[str, Any]], None]
+    # Store a payload built by the caller with the call and send it to the URL, if any.
+    deliver: Callable[[Call, dict[str, Any], str | None], None]
     answer: Callable[[Call], Awaitable[None]]
     hang_up: Callable[[Call, str], Awaitable[None]]
     # Speech recognition for collect and prompt; None = not installed (speech answers 501).
