@@ -63,8 +63,6 @@ SUPPORTED_CODECS = ("PCMU", "PCMA")
 # Commands of reference §3 and the feature they need: until an operation module registers the
 # command, it answers 501, never a fake 200.
 NOT_YET = {
-    "calling.tap": "media tapping",
-    "calling.tap.stop": "media tapping",
     "calling.stream": "media streaming",
     "calling.stream.stop": "media streaming",
     "calling.denoise": "noise reduction",
