@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -81,6 +82,12 @@ class Operation:
 
 
 OpT = TypeVar("OpT", bound=Operation)
+
+
+def control_id_of(params: Mapping[str, Any]) -> str:
+    """The command's control_id: required by the reference, optional in the SDK's signatures
+    and missing from its examples (reference §9.2), so one is generated when absent."""
+    return str(params.get("control_id") or uuid.uuid4())
 
 
 def require_answered(call: Call, action: str) -> None:

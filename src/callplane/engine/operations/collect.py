@@ -54,7 +54,14 @@ from callplane.engine.audio import PlayItemError, swml_sound_to_item
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
 from callplane.engine.keypad import KeyPresses
-from callplane.engine.operations.base import Emit, Operation, lookup, register, require_answered
+from callplane.engine.operations.base import (
+    Emit,
+    Operation,
+    control_id_of,
+    lookup,
+    register,
+    require_answered,
+)
 from callplane.engine.operations.play import start_play
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
@@ -508,7 +515,7 @@ async def _collect(services: Services, call: Call, p: dict[str, Any]) -> None:
         services,
         call,
         # Optional in the SDK (reference §9 #2): generate one, as play does.
-        control_id=str(p.get("control_id") or uuid.uuid4()),
+        control_id=control_id_of(p),
         status_url=p.get("status_url"),
         digits=_digits_config(p.get("digits")),
         speech=speech,

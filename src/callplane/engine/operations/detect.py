@@ -67,7 +67,14 @@ import numpy as np
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
 from callplane.engine.keypad import KeyPresses
-from callplane.engine.operations.base import Emit, Operation, lookup, register, require_answered
+from callplane.engine.operations.base import (
+    Emit,
+    Operation,
+    control_id_of,
+    lookup,
+    register,
+    require_answered,
+)
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError
 from callplane.media.dsp import (
@@ -397,7 +404,7 @@ async def _detect(services: Services, call: Call, p: dict[str, Any]) -> None:
     op = DetectOperation(
         call,
         # The client docs' examples omit control_id; the reference requires one.
-        str(p.get("control_id") or uuid.uuid4()),
+        control_id_of(p),
         p.get("status_url"),
         services.emit,
         finished_type=kind,

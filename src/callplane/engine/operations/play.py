@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 from callplane.engine.audio import AudioResolver, PlayItemError, swml_sound_to_item
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Emit, Operation, lookup, register, require_answered
+from callplane.engine.operations.base import (
+    Emit,
+    Operation,
+    control_id_of,
+    lookup,
+    register,
+    require_answered,
+)
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
 
@@ -167,8 +174,7 @@ async def _play(services: Services, call: Call, p: dict[str, Any]) -> None:
     start_play(
         services,
         call,
-        # The client docs' play example has no control_id; the reference requires one.
-        control_id=str(p.get("control_id") or uuid.uuid4()),
+        control_id=control_id_of(p),
         items=list(p["play"]),
         status_url=p.get("status_url"),
         volume=float(p.get("volume") or 0.0),

@@ -58,7 +58,14 @@ import soundfile
 
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Emit, Operation, lookup, register, require_answered
+from callplane.engine.operations.base import (
+    Emit,
+    Operation,
+    control_id_of,
+    lookup,
+    register,
+    require_answered,
+)
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
 from callplane.media.recorder import (
@@ -495,8 +502,7 @@ async def _record(services: Services, call: Call, p: dict[str, Any]) -> None:
     start_record(
         services,
         call,
-        # Required by the reference, optional in the SDK (§9.2): generate one when missing.
-        control_id=str(p.get("control_id") or uuid.uuid4()),
+        control_id=control_id_of(p),
         settings=settings,
         status_url=p.get("status_url"),
     )

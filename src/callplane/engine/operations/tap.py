@@ -82,7 +82,6 @@ import logging
 import random
 import socket
 import struct
-import uuid
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -94,7 +93,14 @@ import numpy as np
 from callplane._version import __version__
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Emit, Operation, lookup, register, require_answered
+from callplane.engine.operations.base import (
+    Emit,
+    Operation,
+    control_id_of,
+    lookup,
+    register,
+    require_answered,
+)
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError
 from callplane.media import g711
@@ -643,8 +649,7 @@ async def _tap(services: Services, call: Call, p: dict[str, Any]) -> None:
     start_tap(
         services,
         call,
-        # Required by the reference, optional in the SDK (§9.2): generate one when missing.
-        control_id=str(p.get("control_id") or uuid.uuid4()),
+        control_id=control_id_of(p),
         settings=settings,
         status_url=p.get("status_url"),
     )
@@ -712,7 +717,7 @@ async def swml_tap(services: Services, call: Call, params: dict[str, Any]) -> di
         await services.answer(call)
     if call.media is None:
         raise SwmlError("tap needs an answered call with media")
-    control_id = str(params.get("control_id") or uuid.uuid4())
+    control_id = control_id_of(params)
     try:
         op = start_tap(
             services,

@@ -87,7 +87,14 @@ import numpy as np
 
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Emit, Operation, lookup, register, require_answered
+from callplane.engine.operations.base import (
+    Emit,
+    Operation,
+    control_id_of,
+    lookup,
+    register,
+    require_answered,
+)
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
 from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE
@@ -382,7 +389,7 @@ async def _transcribe(services: Services, call: Call, p: dict[str, Any]) -> None
         services,
         call,
         # Optional in the SDK (reference §9 #2): generate one, as play does.
-        control_id=str(p.get("control_id") or uuid.uuid4()),
+        control_id=control_id_of(p),
         status_url=p.get("status_url"),
     )
 
