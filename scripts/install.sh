@@ -8,7 +8,7 @@ profile="${1:-server}"
 
 debs=(sox flite espeak-ng libsndfile1)
 if [ "$profile" = test ]; then
-    debs+=(sip-tester baresip tshark)
+    debs+=(sip-tester baresip)
 fi
 
 missing=()
