@@ -44,78 +44,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from benchkit import (
+    LOOPBACK,
+    PROJECT,
+    TOKEN,
+    free_port,
+    free_port_pair,
+    print_folded_stacks,
+)
+from benchkit import ServerProcess as Server
 from callplane import AsyncRestClient, RestClient
 
-LOOPBACK = "127.0.0.1"
-PROJECT = "bench-project"
-TOKEN = "bench-token"
 HANGUP_SWML = {"version": "1.0.0", "sections": {"main": [{"hangup": {}}]}}
 # Keeps the call up until calling.end (sleep -1 = forever).
 HOLD_SWML = {"version": "1.0.0", "sections": {"main": [{"sleep": -1}]}}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def free_port_pair() -> int:
-    """An even UDP port whose odd neighbour is free too (sipp's -mp uses both)."""
-    for _ in range(200):
-        port = free_port(socket.SOCK_DGRAM)
-        port -= port % 2
-        try:
-            with (
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a,
-                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b,
-            ):
-                a.bind((LOOPBACK, port))
-                b.bind((LOOPBACK, port + 1))
-                return port
-        except OSError:
-            continue
-    raise RuntimeError("no free even/odd UDP port pair")
-
-
-def free_udp_block(size: int) -> int:
-    """The low end of `size` consecutive free UDP ports (for --rtp-ports), starting even."""
-    for base in range(41000 + (os.getpid() % 20) * 400, 60000, size):
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + size, 7):  # a sample; the engine skips busy ports
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((LOOPBACK, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free UDP block for RTP")
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, in seconds (its threads included)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def own_cpu() -> float:
@@ -297,85 +242,6 @@ class Receiver:
 # ---------------------------------------------------------------------------------- processes
 
 
-class Server:
-    """`callplane serve --log-level warning` as a subprocess."""
-
-    def __init__(self, data_dir: Path, *, profile_to: Path | None = None) -> None:
-        self.data_dir = data_dir
-        self.http_port = free_port()
-        self.sip_port = free_port(socket.SOCK_DGRAM)
-        self.rtp_low = free_udp_block(400)
-        self.profile_to = profile_to
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.http_port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "server.log"
-
-    def start(self) -> Server:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        python = [sys.executable]
-        if self.profile_to is not None:
-            python += ["-m", "cProfile", "-o", str(self.profile_to)]
-        args = [
-            *python,
-            "-m",
-            "callplane.cli",
-            "serve",
-            "--http",
-            self.host,
-            "--sip",
-            f"{LOOPBACK}:{self.sip_port}",
-            "--rtp-ports",
-            f"{self.rtp_low}-{self.rtp_low + 399}",
-            "--data",
-            str(self.data_dir),
-            "--project",
-            PROJECT,
-            "--token",
-            TOKEN,
-            "--log-level",
-            "warning",
-        ]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._healthy, 30, f"callplane to start (log: {self.log_path})")
-        return self
-
-    def _healthy(self) -> bool:
-        import httpx
-
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"callplane exited: {self.log_path.read_text()[-3000:]}")
-        try:
-            return httpx.get(f"http://{self.host}/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 class Sipp:
     """`sipp -sn uas -m CALLS` on 127.0.0.1: answers every INVITE at once, keeps it until BYE."""
 
@@ -461,37 +327,12 @@ class Spy:
             self.proc.wait()
 
     def report(self, title: str, top: int = 18) -> None:
-        if not self.out.exists():
-            print(f"  [py-spy] no samples for {title} (is py-spy installed? ptrace allowed?)")
-            return
-        own: dict[str, int] = {}
-        incl: dict[str, int] = {}
-        total = 0
-        for line in self.out.read_text(errors="replace").splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            if not stack or not count_text.isdigit():
-                continue
-            count = int(count_text)
-            frames = [f for f in stack.split(";") if not f.startswith("process ")]
-            if not frames:
-                continue
-            total += count
-            own[frames[-1]] = own.get(frames[-1], 0) + count
-            for frame in set(frames):
-                incl[frame] = incl.get(frame, 0) + count
-        if not total:
-            print(f"  [py-spy] no samples for {title}")
-            return
-        print(f"\n[py-spy] {title}: {total} samples of the running server, by own time")
-        for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-            print(f"  {100 * count / total:5.1f} %  {frame[:150]}")
-        print(
-            "  ... and inclusive (frames of callplane, httpx/httpcore, uvicorn, starlette, sqlite)"
+        print_folded_stacks(
+            self.out,
+            title,
+            keep=("callplane/", "httpx/", "httpcore/", "uvicorn/", "starlette/", "sqlite"),
+            top=top,
         )
-        keep = ("callplane/", "httpx/", "httpcore/", "uvicorn/", "starlette/", "sqlite")
-        chosen = [kv for kv in incl.items() if any(k in kv[0] for k in keep)]
-        for frame, count in sorted(chosen, key=lambda kv: -kv[1])[:top]:
-            print(f"  {100 * count / total:5.1f} %  {frame[:150]}")
 
 
 @contextlib.contextmanager

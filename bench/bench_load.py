@@ -41,12 +41,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import select
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -56,10 +54,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-LOOPBACK = "127.0.0.1"
-PROJECT = "bench-project"
-TOKEN = "bench-token"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from benchkit import (
+    CLK_TCK,
+    LOOPBACK,
+    PROJECT,
+    TOKEN,
+    cpu_seconds,
+    die_with_parent,
+    print_folded_stacks,
+)
+from benchkit import ServerProcess as Server
+
 SO_TIMESTAMPNS = 35
 SO_RXQ_OVFL = 40
 SO_RCVBUFFORCE = 33
@@ -362,41 +367,6 @@ async def farend_main(sockets: int, max_seconds: float) -> None:
 # ============================================================================== bench process
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
-
-
-def free_udp_block(size: int) -> int:
-    """The low end of `size` consecutive UDP ports, mostly free (a sample is probed)."""
-    for base in range(40000, 62000 - size, size):
-        socks: list[socket.socket] = []
-        try:
-            for port in range(base, base + size, 5):
-                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(s)
-                s.bind((LOOPBACK, port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free UDP block for RTP")
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def machine_busy() -> float:
     """CPU seconds the whole machine spent busy (all cores) since boot, from /proc/stat."""
     with open("/proc/stat") as f:
@@ -409,82 +379,6 @@ def udp_counters() -> dict[str, int]:
     with open("/proc/net/snmp") as f:
         rows = [line.split() for line in f if line.startswith("Udp:")]
     return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
-
-
-class Server:
-    def __init__(self, data_dir: Path, rtp_ports: int, nice: int = 0) -> None:
-        self.data_dir = data_dir
-        self.nice = nice
-        self.http_port = free_port()
-        self.sip_port = free_port(socket.SOCK_DGRAM)
-        self.rtp_low = free_udp_block(rtp_ports)
-        self.rtp_high = self.rtp_low + rtp_ports - 1
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def host(self) -> str:
-        return f"{LOOPBACK}:{self.http_port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir / "server.log"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> Server:
-        import httpx
-
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            *(["nice", "-n", str(self.nice)] if self.nice else []),
-            sys.executable,
-            "-m",
-            "callplane.cli",
-            "serve",
-            "--http",
-            self.host,
-            "--sip",
-            f"{LOOPBACK}:{self.sip_port}",
-            "--rtp-ports",
-            f"{self.rtp_low}-{self.rtp_high}",
-            "--data",
-            str(self.data_dir),
-            "--project",
-            PROJECT,
-            "--token",
-            TOKEN,
-            "--log-level",
-            "warning",
-        ]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"callplane exited: {self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{self.host}/health", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        raise TimeoutError("callplane did not start")
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.pid)
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class FarEndProc:
@@ -501,7 +395,7 @@ class FarEndProc:
             ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.sip_port = int(self._read(30)["sip_port"])
 
@@ -554,7 +448,7 @@ class Spy:
         self.err = out.with_suffix(".err")
         with self.err.open("wb") as err:
             self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_die_with_parent
+                cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=die_with_parent
             )
 
     def report(self, top: int = 30) -> None:
@@ -566,28 +460,7 @@ class Spy:
             print("  [py-spy] no samples (is py-spy installed? ptrace allowed?)")
             print("  " + self.err.read_text(errors="replace")[-1500:])
             return
-        own: dict[str, int] = {}
-        incl: dict[str, int] = {}
-        total = 0
-        for line in self.out.read_text(errors="replace").splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            if not stack or not count_text.isdigit():
-                continue
-            count = int(count_text)
-            frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-            if not frames:
-                continue
-            total += count
-            own[frames[-1]] = own.get(frames[-1], 0) + count
-            for frame in set(frames):
-                incl[frame] = incl.get(frame, 0) + count
-        print(f"\n[py-spy] {total} samples of the running server ({self.out}), by own time")
-        for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-            print(f"  {100 * count / total:5.1f} %  {frame[:160]}")
-        print("  ... inclusive (callplane frames)")
-        chosen = [kv for kv in incl.items() if "callplane/" in kv[0]]
-        for frame, count in sorted(chosen, key=lambda kv: -kv[1])[:top]:
-            print(f"  {100 * count / total:5.1f} %  {frame[:160]}")
+        print_folded_stacks(self.out, f"the running server ({self.out})", top=top)
 
 
 async def dial_all(
@@ -636,7 +509,7 @@ async def end_all(server: Server, ids: list[str], concurrency: int) -> int:
 
 def run_one(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     data = tmp / f"data-{n}"
-    server = Server(data, args.rtp_ports, args.server_nice)
+    server = Server(data, rtp_ports=args.rtp_ports, nice=args.server_nice)
     farend: FarEndProc | None = None
     result: dict[str, Any] = {"n": n, "record": args.record}
     hold = int(args.settle + args.window + n / 10 + 60)
