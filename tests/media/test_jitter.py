@@ -4,10 +4,12 @@ popped audio is checked sample by sample against what was sent."""
 from __future__ import annotations
 
 import random
+import tracemalloc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -80,16 +82,20 @@ def run(
     return out, flags, delays
 
 
+def ramp_steps(x: Frame) -> npt.NDArray[np.int64]:
+    """How far the ramp advanced from each sample to the next (1 = contiguous)."""
+    return np.mod(np.diff(x.astype(np.int64)), 32000)
+
+
 def assert_contiguous(out: Frame) -> None:
     """``out`` is one unbroken stretch of the ramp."""
     assert out.all()
-    assert (np.diff(out.astype(np.int64)) % 32000 == 1).all()
+    assert (ramp_steps(out) == 1).all()
 
 
 def assert_in_order(out: Frame) -> None:
     """What played is the ramp moving forward only: gaps, but no repeats or reversals."""
-    played = out[out != 0].astype(np.int64)
-    steps = np.diff(played) % 32000
+    steps = ramp_steps(out[out != 0])
     assert ((steps >= 1) & (steps < 16000)).all()
 
 
@@ -325,6 +331,40 @@ def test_a_packet_larger_than_the_buffer_keeps_its_tail() -> None:
     assert_plays(out, src[2 * F :], 0)
 
 
+def test_a_burst_beyond_max_frames_drops_the_oldest_audio() -> None:
+    jb = JitterBuffer(target_frames=1, max_frames=3)
+    src = ramp(6 * F)
+    results = [jb.push(i, i * F, src[i * F : (i + 1) * F]) for i in range(6)]
+    assert results == [True] * 6
+    assert jb.delay_ms == 60
+    # Frames 0..2 made room for 3..5 (the slot before frame 0, the target delay, held nothing).
+    assert jb.stats.overflow_dropped == 3 * F
+    out = np.concatenate([jb.pop() for _ in range(4)])
+    assert_plays(out, src[3 * F :], 0)
+
+
+def test_pop_into_allocates_nothing() -> None:
+    jb = JitterBuffer(target_frames=1)
+    _, packets = stream(4.0)
+    out = np.empty(F, dtype=np.int16)
+    for p in packets[:10]:
+        jb.push(p.seq, p.ts, p.samples)
+    jb.pop_into(out)
+    tracemalloc.start()
+    try:
+        base, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        played = 0
+        for _ in range(15):  # 9 frames with audio, then silent ones
+            played += jb.pop_into(out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert played == 9
+    # A 160-sample array alone is 320 bytes of data; a few counters' int/float objects are not.
+    assert peak - base < 320
+
+
 @pytest.mark.parametrize("jump", [8000 * 5, -8000 * 5, 2**31 - 1, -(2**31)])
 def test_huge_timestamp_jump_resyncs(jump: int) -> None:
     jb = JitterBuffer(target_frames=2)
@@ -411,14 +451,20 @@ ops = st.lists(
     st.one_of(
         st.tuples(
             st.just("push"),
-            st.integers(-5, 70000),  # seq step
-            st.integers(-20000, 20000) | st.integers(0, TS_MOD - 1),  # ts step or absolute
-            st.integers(0, 700),
+            st.sampled_from([1, 1, 1, 2, 0, -1]) | st.integers(-5, 70000),  # seq step
+            # ts step: mostly a packet or two, sometimes anything (jumps, wraparound)
+            st.one_of(
+                *[st.sampled_from([0, 80, 160, 160, 160, 240, 480, -80, -160, 320])] * 6,
+                st.integers(-20000, 20000),
+                st.integers(0, TS_MOD - 1),
+            ),
+            st.sampled_from([80, 160, 160, 240, 480]) | st.integers(0, 700),  # samples
         ),
-        st.tuples(st.just("pop"), st.just(0), st.just(0), st.just(0)),
+        *[st.tuples(st.just("pop"), st.just(0), st.just(0), st.just(0))] * 2,
         st.tuples(st.just("reset"), st.just(0), st.just(0), st.just(0)),
     ),
-    max_size=120,
+    min_size=5,
+    max_size=200,
 )
 
 
@@ -435,19 +481,97 @@ def test_any_sequence_of_operations_is_safe(
     seq = ts = 0
     out = np.empty(F, dtype=np.int16)
     pops = 0
+    resyncs = 0
+    resync_pop = -1000
     for op, a, b, n in ops:
         if op == "push":
             seq = (seq + a) % SEQ_MOD
             ts = (ts + b) % TS_MOD
-            jb.push(seq, ts, ramp(n, ts))
+            jb.push(seq, ts, ((ts + np.arange(n)) % TS_MOD % 32000 + 1).astype(np.int16))
         elif op == "pop":
+            at = jb.playout_timestamp
+            shrunk = jb.stats.shrunk
             had = jb.pop_into(out)
             pops += 1
-            assert out.shape == (F,)
+            if at is not None:
+                at += (
+                    jb.stats.shrunk - shrunk
+                ) * F  # a shrink skips the frame at the playout point
             assert had == bool(out.any())
+            if at is None:
+                assert not had
+            elif pops - resync_pop > jb.max_frames:
+                # Every sample played sits at its own timestamp (pushed content is a function
+                # of the timestamp): nothing is shifted, reordered or mixed up. Only audio
+                # buffered across a resync moves, to where the new timeline begins.
+                want = ((at + np.arange(F)) % TS_MOD % 32000 + 1).astype(np.int16)
+                audio = out != 0
+                np.testing.assert_array_equal(out[audio], want[audio])
         else:
             jb.reset()
+        if jb.stats.resyncs != resyncs:
+            resyncs = jb.stats.resyncs
+            resync_pop = pops
         assert 0 <= jb.delay_ms <= jb.max_frames * 20
     s = jb.stats
     assert s.played + s.concealed <= pops
     assert s.max_delay_ms <= jb.max_frames * 20
+
+
+def ts_content(ts: int, n: int) -> Frame:
+    """Samples whose values are a function of their own RTP timestamp."""
+    return ((ts + np.arange(n)) % TS_MOD % 32000 + 1).astype(np.int16)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_network_every_played_sample_is_at_its_timestamp(seed: int) -> None:
+    """A long random walk through a hostile network (mixed ptimes, loss, duplicates, reordering,
+    delay steps, stalls, bursts, jumps): the depth stays bounded and every sample played is the
+    one sent for that timestamp, except for audio carried across a resync."""
+    rng = random.Random(seed)
+    target = rng.randint(0, 3)
+    jb = JitterBuffer(target_frames=target, max_frames=target + rng.randint(1, 8))
+    out = np.empty(F, dtype=np.int16)
+    seq, ts, sent_ms, extra_ms = rng.randrange(SEQ_MOD), rng.randrange(TS_MOD), 0.0, 0.0
+    arrivals: list[tuple[float, int, int, Frame]] = []
+    for _ in range(3000):
+        n = rng.choice([80, 160, 160, 160, 240, 320, 480])
+        r = rng.random()
+        if r < 0.003:
+            ts = rng.randrange(TS_MOD)  # a jump / restart
+        elif r < 0.006:
+            extra_ms += rng.uniform(-40, 80)  # the path's delay changes
+            extra_ms = max(0.0, extra_ms)
+        elif r < 0.008:
+            sent_ms += rng.uniform(100, 600)  # sender paused, timestamps did not
+        arrival = sent_ms + extra_ms + rng.uniform(0, 30)
+        if rng.random() > 0.03:  # 3 % loss
+            arrivals.append((arrival, seq, ts, ts_content(ts, n)))
+        if rng.random() < 0.02:  # duplicates
+            arrivals.append((arrival + rng.uniform(0, 50), seq, ts, ts_content(ts, n)))
+        seq = (seq + 1) % SEQ_MOD
+        ts = (ts + n) % TS_MOD
+        sent_ms += n / 8
+    arrivals.sort(key=lambda a: a[0])
+    resyncs, resync_pop, played = 0, -1000, 0
+    j = 0
+    for k in range(int(arrivals[-1][0] / 20) + 20):
+        while j < len(arrivals) and arrivals[j][0] < k * 20 + 10:
+            _, pseq, pts, samples = arrivals[j]
+            jb.push(pseq, pts, samples)
+            j += 1
+        if jb.stats.resyncs != resyncs:
+            resyncs, resync_pop = jb.stats.resyncs, k
+        at = jb.playout_timestamp
+        shrunk = jb.stats.shrunk
+        had = jb.pop_into(out)
+        assert jb.delay_ms <= jb.max_frames * 20
+        assert had == bool(out.any())
+        if at is not None and k - resync_pop > jb.max_frames:
+            at += (jb.stats.shrunk - shrunk) * F  # a shrink skips the frame at the playout point
+            want = ts_content(at, F)
+            audio = out != 0
+            np.testing.assert_array_equal(out[audio], want[audio])
+            played += had
+    assert played > 1000
+    print(f"seed {seed} target {target}: {jb.stats}")

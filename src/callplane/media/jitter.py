@@ -130,6 +130,11 @@ class JitterBuffer:
         return self._end / _SAMPLES_PER_MS
 
     @property
+    def playout_timestamp(self) -> int | None:
+        """RTP timestamp of the next sample pop_into will write; None before a stream anchors."""
+        return self._play_ts if self._anchored else None
+
+    @property
     def target_frames(self) -> int:
         return self._target
 
