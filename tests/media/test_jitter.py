@@ -251,26 +251,38 @@ def test_timestamp_and_sequence_wraparound() -> None:
 # -- late packets ---------------------------------------------------------------------------------
 
 
-def test_wholly_late_packet_with_audio_buffered_is_dropped() -> None:
+def test_wholly_late_packet_with_audio_buffered_is_dropped_and_the_delay_grows() -> None:
     jb = JitterBuffer(target_frames=1)
     src, packets = stream(1.0)
-    packets[5].arrival_ms = 5 * 20 + 35  # after the pop at 130 that needed it
-    out, _, _ = run(jb, packets, 52)
-    expected = src.copy()
-    expected[5 * F : 6 * F] = 0
+    packets[5].arrival_ms = 5 * 20 + 35  # after the pop at 130 that needed it; 6 is buffered
+    out, _, delays = run(jb, packets, 53)
+    # Frame 5 is lost; then one held (silent) frame, and the rest one frame later.
+    expected = np.concatenate([src[: 5 * F], np.zeros(2 * F, np.int16), src[6 * F :]])
     assert_plays(out, expected, 1)
-    assert jb.stats.late == 1 and jb.stats.adapted == 0
+    assert jb.stats.late == 1 and jb.stats.held == 1 and jb.stats.adapted == 0
+    assert delays[20] == 40
 
 
 def test_partly_late_packet_keeps_the_part_not_yet_played() -> None:
     jb = JitterBuffer(target_frames=1)
     src, packets = stream(1.2, 40)
-    packets[3].arrival_ms += 30  # its first frame's pop (at 150) has passed: keep the second
-    out, _, _ = run(jb, packets, 64)
-    expected = src.copy()
-    expected[6 * F : 7 * F] = 0
+    packets[3].arrival_ms += 30  # after its first frame's pop (150), and after packet 4
+    packets[4].arrival_ms = 149.5
+    out, _, _ = run(jb, packets, 65)
+    expected = np.concatenate([src[: 6 * F], np.zeros(2 * F, np.int16), src[7 * F :]])
     assert_plays(out, expected, 1)
-    assert jb.stats.late_trimmed == 1 and jb.stats.late == 0
+    assert jb.stats.late_trimmed == 1 and jb.stats.late == 0 and jb.stats.held == 1
+
+
+def test_partly_late_packet_in_underrun_reanchors_and_plays_whole() -> None:
+    jb = JitterBuffer(target_frames=1)
+    src, packets = stream(1.2, 40)
+    for p in packets[3:]:
+        p.arrival_ms += 30  # the path got 30 ms slower: packet 3's first frame is due first
+    out, _, _ = run(jb, packets, 65)
+    expected = np.concatenate([src[: 6 * F], np.zeros(F, np.int16), src[6 * F :]])
+    assert_plays(out, expected, 1)
+    assert jb.stats.adapted == 1 and jb.stats.late_trimmed == jb.stats.late == 0
 
 
 def test_late_stream_in_underrun_reanchors_and_delay_grows() -> None:
@@ -407,24 +419,29 @@ def test_reset_starts_a_new_stream() -> None:
 # -- network models -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("ptime", [10, 20, 30, 60])
 @pytest.mark.parametrize("target", [1, 2])
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_jitter_15ms_loses_nothing_after_adaptation(target: int, seed: int) -> None:
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_jitter_15ms_loses_nothing_after_adaptation(
+    ptime: int, target: int, seed: int
+) -> None:
     rng = random.Random(seed)
-    src, packets = stream(60.0)
+    src, packets = stream(60.0, ptime)
     for p in packets:
         p.arrival_ms += rng.uniform(-15, 15) + 15  # +15: nothing arrives before it is sent
     jb = JitterBuffer(target_frames=target)
-    out, _, delays = run(jb, packets, 3000 + 10)
-    print(f"target {target} seed {seed}: max delay {max(delays)} ms, {jb.stats}")
-    s = jb.stats
-    assert s.played == 3000 and s.late == s.shrunk == s.overflow_dropped == 0
-    assert s.adapted <= 1
-    # After the first two seconds every frame plays: the output is the source, unbroken.
+    out, _, delays = run(jb, packets, src.size // F + 10)
+    print(f"ptime {ptime} target {target} seed {seed}: max delay {max(delays)} ms, {jb.stats}")
+    assert jb.stats.shrunk == jb.stats.overflow_dropped == 0
+    # After the first two seconds (adaptation) not a sample is lost or repeated: the audio
+    # played is the rest of the source, in order...
     last = int(np.flatnonzero(out)[-1])
-    assert_contiguous(out[100 * F : last + 1])
+    tail = out[100 * F : (last // F + 1) * F]
+    assert_contiguous(tail[tail != 0])
     assert out[last] == src[-1]
-    assert max(delays[100:]) <= 60
+    # ...with at most one silent frame: a rare late re-anchor inserts it, losing nothing.
+    assert (~tail.reshape(-1, F).any(axis=1)).sum() <= 1
+    assert max(delays[100:]) <= 100
 
 
 @pytest.mark.parametrize("clock", [1.005, 0.995])

@@ -10,8 +10,10 @@ the clock (one :meth:`JitterBuffer.pop_into` per 20 ms), pushes happen between t
 Delay policy, in short:
 
 * the first packet of a stream plays ``target_frames`` ticks after the next pop;
-* a packet wholly late while nothing is buffered ahead (an underrun) means the network delay grew:
-  the buffer re-anchors so that packet plays next;
+* a late packet while nothing is buffered ahead (an underrun) means the network delay grew: the
+  buffer re-anchors so that packet plays next; any other late packet loses the part already
+  played, and the playout point then holds still for as many frames as it was late (silence),
+  so the delay grows to meet the jitter;
 * a timestamp more than a second outside the window (a stream restart, a jump) re-anchors: the new
   timeline starts right after the audio already buffered;
 * the depth never exceeds ``max_frames``: a packet beyond it is a jump (more than a second away:
@@ -60,6 +62,7 @@ class JitterStats:
     overflow_dropped: int = 0  # samples of audio dropped to keep the depth within max_frames
     shrunk: int = 0  # frames skipped because the depth stayed above target for a second
     adapted: int = 0  # re-anchors on a late packet during an underrun (delay grew)
+    held: int = 0  # silent frames inserted to grow the delay after a late loss (also concealed)
     resyncs: int = 0  # re-anchors on a timestamp jump or a stream restart
     max_delay_ms: float = 0.0  # largest depth seen after a pop
     mean_delay_ms: float = 0.0  # mean depth after pops, over pops since the stream started
@@ -78,6 +81,7 @@ class JitterBuffer:
         "_filled_frames",
         "_filled_np",
         "_frame",
+        "_hold",
         "_max_frames",
         "_max_seq",
         "_play_ts",
@@ -118,6 +122,7 @@ class JitterBuffer:
         self._frame = 0  # ring frame index of the playout point
         self._play_ts = 0  # RTP timestamp of the playout point
         self._end = 0  # offset past the furthest received sample ahead of the playout point
+        self._hold = 0  # pops left that play silence without advancing (the delay is growing)
         self._max_seq = 0
         self._win_min = cap
         self._win_n = 0
@@ -175,21 +180,25 @@ class JitterBuffer:
             else:
                 if newer > 0:
                     self._max_seq = seq
-                if offset + n <= 0:
-                    # Wholly late. With audio still buffered ahead (or an old sequence number:
-                    # a reordered or repeated packet) it is one straggler; in an underrun it is
-                    # the stream itself running later than before, so the delay grows to meet it.
-                    if self._end > 0 or newer <= 0:
-                        stats.late += 1
-                        return False
-                    if -offset > cap:
-                        stats.resyncs += 1
+                if offset < 0:
+                    # Late. In an underrun (nothing buffered ahead) a packet newer than all
+                    # before it is the stream itself running later than before: re-anchor so it
+                    # plays whole, next. Otherwise it is a straggler (or an old copy): what was
+                    # already played is lost, and the delay grows so the next one is in time.
+                    if self._end == 0 and newer > 0:
+                        if -offset > cap:
+                            stats.resyncs += 1
+                        else:
+                            stats.adapted += 1
+                        # Nothing is buffered, so the ring is empty: moving the playout point
+                        # anywhere is just a new timestamp for it.
+                        self._play_ts = timestamp
+                        offset = 0
                     else:
-                        stats.adapted += 1
-                    # Nothing is buffered, so the ring is empty: moving the playout point
-                    # anywhere is just a new timestamp for it.
-                    self._play_ts = timestamp
-                    offset = 0
+                        self._grow(-offset)
+                        if offset + n <= 0:
+                            stats.late += 1
+                            return False
         stop = offset + n
         if offset < 0:
             stats.late_trimmed += 1
@@ -229,6 +238,14 @@ class JitterBuffer:
         frame held any received audio. Must not allocate (hot path: once per session per tick)."""
         if not self._anchored:
             out.fill(0)
+            return False
+        if self._hold:
+            # Growing the delay: a silent frame, and the playout point stays where it is.
+            self._hold -= 1
+            out.fill(0)
+            if self._active:
+                self.stats.concealed += 1
+                self.stats.held += 1
             return False
         end = self._end
         if end < self._win_min:
@@ -294,8 +311,18 @@ class JitterBuffer:
         self._filled_np.fill(0)
         self._frame = 0
         self._end = 0
+        self._hold = 0
         self._win_min = self._cap
         self._win_n = 0
+
+    def _grow(self, lateness: int) -> None:
+        """Hold the playout point for enough pops that audio this late would have been in time,
+        within max_frames."""
+        frames = -(-lateness // FRAME_SAMPLES)
+        room = self._max_frames - 1 - -(-self._end // FRAME_SAMPLES)
+        hold = min(frames, room)
+        if hold > self._hold:
+            self._hold = hold
 
     def _skip(self, frames: int) -> int:
         """Advance the playout point by ``frames`` without playing them; returns how many
