@@ -246,6 +246,7 @@ def test_timestamp_and_sequence_wraparound() -> None:
     out, _, _ = run(jb, packets, 103)
     assert_plays(out, src, 2)
     assert jb.stats.resyncs == jb.stats.late == 0
+    assert jb.playout_timestamp == (TS_MOD - 37 * F - 13 + (103 - 2) * F) % TS_MOD
 
 
 # -- late packets ---------------------------------------------------------------------------------
@@ -390,6 +391,18 @@ def test_huge_timestamp_jump_resyncs(jump: int) -> None:
     assert_plays(out[: 52 * F], src, 2)
     assert_plays(out[52 * F :], src2, 0)
     assert jb.stats.late == 0 and jb.stats.concealed == 106 - 2 - 100  # only after the end
+
+
+def test_a_restart_plays_after_the_audio_already_buffered() -> None:
+    jb = JitterBuffer(target_frames=1)
+    a, b = ramp(4 * F), ramp(2 * F, 20_000)
+    for i in range(4):  # a burst: four frames of the old stream waiting
+        assert jb.push(100 + i, 5000 + i * F, a[i * F : (i + 1) * F])
+    for i in range(2):  # the sender restarted: new sequence and timestamp bases
+        assert jb.push(7 + i, 3_000_000_000 + i * F, b[i * F : (i + 1) * F])
+    assert jb.stats.resyncs == 1
+    out = np.concatenate([jb.pop() for _ in range(8)])
+    assert_plays(out, np.concatenate([a, b]), 1)
 
 
 def test_very_late_straggler_is_not_a_restart() -> None:

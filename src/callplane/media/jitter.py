@@ -36,6 +36,8 @@ JUMP_SAMPLES = SAMPLE_RATE  # 1 s
 # An older sequence number within this distance of the newest one is a straggler of the same
 # stream (RFC 3550 A.1's MAX_MISORDER), so a huge backward timestamp on it is not a restart.
 MAX_MISORDER = 100
+# The longest packet expected (120 ms): how far apart in timestamp two sequence numbers can be.
+MAX_PACKET_SAMPLES = 960
 # Pops over which the minimum depth is watched before shrinking the delay by one frame (1 s).
 SHRINK_WINDOW = 50
 
@@ -168,8 +170,14 @@ class JitterBuffer:
             offset = ts_delta(timestamp, self._play_ts)
             newer = seq_delta(seq, self._max_seq)
             if offset < -JUMP_SAMPLES or offset > cap + JUMP_SAMPLES:
-                if offset < 0 and -MAX_MISORDER <= newer <= 0:
-                    stats.late += 1  # a straggler delayed by seconds, not a restart
+                if (
+                    offset < 0
+                    and -MAX_MISORDER <= newer <= 0
+                    and -offset <= (1 - newer) * MAX_PACKET_SAMPLES + cap
+                ):
+                    # A straggler delayed by seconds, not a restart: its sequence number is a
+                    # little behind the newest and its timestamp as far behind as that explains.
+                    stats.late += 1
                     return False
                 # A new timeline: it starts where the audio buffered from the old one ends (or
                 # after the target delay), so a restart neither cuts nor overlaps anything.
