@@ -33,6 +33,11 @@ class Bridge:
         self.peer = peer
         self._group: MixGroup = media.mix_group()
         self.ended: asyncio.Future[BridgeEnd] = asyncio.get_running_loop().create_future()
+        # An operation (connect, transfer) owns the bridge and decides what each party does when
+        # it ends. Once the owner's leg is replaced (a REFER from its far end) nobody does: a
+        # party that hangs up then takes the other one down with it.
+        self.owned = False
+        self.owner_left: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._join(owner)
         self._join(peer)
         owner.bridge = peer.bridge = self
@@ -72,6 +77,9 @@ class Bridge:
         old.bridge = None
         if old is self.owner:
             self.owner = new
+            self.owned = False
+            if not self.owner_left.done():
+                self.owner_left.set_result(None)
         else:
             self.peer = new
         self._join(new)

@@ -33,7 +33,7 @@ from callplane.engine.config import EngineConfig
 from callplane.engine.events import EventSink
 from callplane.engine.facade import CommandError
 from callplane.engine.legs import SUPPORTED_CODECS, LegFactory
-from callplane.engine.operations import connect
+from callplane.engine.operations import connect, refer
 from callplane.engine.operations.base import require_answered
 from callplane.engine.operations.record import recover_recordings
 from callplane.engine.services import PeerDial, Reporting, Services
@@ -50,6 +50,7 @@ from callplane.sip.endpoint import (
     Failed,
     IncomingCall,
     OutgoingCall,
+    Referred,
     Ringing,
     SipEndpoint,
 )
@@ -76,7 +77,6 @@ NOT_YET = {
     "calling.live_translate": "live translation",
     "calling.send_fax.stop": "fax",
     "calling.receive_fax.stop": "fax",
-    "calling.refer": "SIP REFER",
     "calling.ai_sidecar": "AI sidecars",
     "calling.ai_sidecar.poke": "AI sidecars",
     "calling.ai_sidecar.ask": "AI sidecars",
@@ -436,6 +436,8 @@ class CallEngine:
                     self._spawn(call, self._send_digits(call, str(p["send_digits"])))
                 if call.dialed_for is None:  # a bridge's peer leg runs no SWML of its own
                     self._start_swml(call)
+            elif isinstance(event, Referred):
+                self._spawn(call, refer.follow_refer(self.services, call, event))
             elif isinstance(event, Failed):
                 await self._finish(call, *self._failure_outcome(call, event))
                 return
@@ -526,7 +528,9 @@ class CallEngine:
     async def _follow_incoming(self, call: Call, incoming: IncomingCall) -> None:
         while True:
             event = await incoming.events.get()
-            if isinstance(event, Ended | Failed):
+            if isinstance(event, Referred):
+                self._spawn(call, refer.follow_refer(self.services, call, event))
+            elif isinstance(event, Ended | Failed):
                 reason = (
                     "cancel"
                     if isinstance(event, Ended) and event.reason == "cancel"
@@ -617,6 +621,8 @@ class CallEngine:
         if call.bridge is not None:
             bridge = call.bridge
             bridge.end("owner_hangup" if call is bridge.owner else "peer_hangup")
+            if not bridge.owned:
+                self._spawn_detached(self.hang_up(bridge.other(call), "hangup"))
         operations_done = []
         for op in list(call.operations.values()):
             try:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from callplane.engine.swml.errors import SwmlError
-from callplane.media.engine import MediaDirection, MediaEngine, RtpSession
+from callplane.media.engine import MediaEngine, RtpSession
 from callplane.sip import sdp
 from callplane.sip.endpoint import IncomingCall, SipCall
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("callplane.engine.legs")
 
 SUPPORTED_CODECS = ("PCMU", "PCMA")
-_DIRECTIONS: tuple[MediaDirection, ...] = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 
 @dataclass
@@ -44,14 +43,11 @@ class Leg:
     def apply(self, chosen: sdp.ChosenMedia) -> None:
         """Point the RTP session at what was negotiated."""
         self.chosen = chosen
-        direction: MediaDirection = "sendrecv"
-        if chosen.direction in _DIRECTIONS:
-            direction = cast("MediaDirection", chosen.direction)
         self.media.configure(
             remote=(chosen.remote_ip, chosen.remote_port),
             payload_type=chosen.payload_type,
             telephone_event_pt=chosen.telephone_event_pt,
-            direction=direction,
+            direction=chosen.direction,
         )
 
     def preferred_codecs(self) -> list[str]:

@@ -7,12 +7,13 @@ from callplane.engine.operations import (
     digits,
     play,
     record,
+    refer,
     tap,
     transcribe,
 )
 from callplane.engine.services import CommandHandler, SwmlMethod
 
-_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect)
+_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer)
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
 SWML_METHODS: dict[str, SwmlMethod] = {k: v for m in _MODULES for k, v in m.SWML_METHODS.items()}

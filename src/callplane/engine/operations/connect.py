@@ -260,16 +260,28 @@ class ConnectOperation(Operation):
         bridge = self._early or self._services.bridge(call, peer)
         self._early = None
         bridge.set_both_ways()
+        bridge.owned = True
         self.bridge = bridge
         self.peer = peer
         self._to("connected", peer)
-        try:
-            how = await asyncio.wait_for(asyncio.shield(bridge.ended), self._max_duration)
-        except TimeoutError:
+        ends: set[asyncio.Future[Any]] = {bridge.ended, bridge.owner_left}
+        done, _ = await asyncio.wait(
+            ends,
+            timeout=self._max_duration,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if bridge.ended in done:
+            how = bridge.ended.result()
+        elif done:
+            # Our caller REFERred its place in the bridge to someone else: the bridge goes on
+            # without us, and our script goes on (the caller usually hangs up now).
+            how = "replaced"
+        else:
             bridge.end("max_duration")
             how = "max_duration"
-        if how in ("owner_hangup", "max_duration") and not peer.is_terminal:
-            await self._services.hang_up(peer, "hangup")
+        current_peer = bridge.peer
+        if how in ("owner_hangup", "max_duration") and not current_peer.is_terminal:
+            await self._services.hang_up(current_peer, "hangup")
         return how
 
     async def _cleanup(self) -> None:
@@ -283,11 +295,13 @@ class ConnectOperation(Operation):
     async def stop(self) -> None:
         """The caller's call is ending: cancel what still rings, hang up a bridged peer."""
         self._stopping = True
-        if self.bridge is not None and self.bridge.active:
-            self.bridge.end("owner_hangup")
+        bridge = self.bridge
+        if bridge is not None and bridge.owned and bridge.active:
+            peer = bridge.peer
+            bridge.end("owner_hangup")
+            if not peer.is_terminal:
+                await self._services.hang_up(peer, "hangup")
         await self._cleanup()
-        if self.peer is not None and not self.peer.is_terminal:
-            await self._services.hang_up(self.peer, "hangup")
 
 
 # ---------------------------------------------------------------------------------------------
