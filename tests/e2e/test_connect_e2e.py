@@ -260,3 +260,36 @@ async def test_rest_transfer_to_a_sip_uri_bridges_the_call(
         # The callee hangs up: the transferred call ends with it.
         await far_b.calls[0].bye()
         await asyncio.to_thread(server.wait_status, leg["id"], "ended")
+
+
+async def test_answer_on_bridge_answers_the_caller_only_when_the_callee_answers(
+    make_server: object, receiver: Receiver, far_b: FarEnd
+) -> None:
+    far_b.answer_delay = 2.0
+    route = receiver.serve_swml(
+        "/agent",
+        swml({"connect": {"to": far_b.uri, "answer_on_bridge": True}}),
+    )
+    server: Server = make_server(routes={"agent": route})  # type: ignore[operator]
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        # callplane calls its own route: the outbound leg is the caller of the connect.
+        leg = await client.calling.dial(
+            from_="+15551230000",
+            to="agent",
+            swml=swml({"sleep": -1}),
+            status_url=receiver.url("/status"),
+            status_events=["ringing", "answered"],
+        )
+        await asyncio.to_thread(server.wait_status, leg["id"], "answered", timeout=15)
+        answered_seen = time.monotonic()
+        assert far_b.answered_at is not None
+        await client.calling.end(leg["id"])
+    states = receiver.call_states("/status", leg["id"])
+    assert states[:2] == ["ringing", "answered"]
+    # No 200 reached the caller before the callee answered (the callee took 2 s to).
+    answered_hit = next(
+        h for h in receiver.hits if h.path == "/status" and "answered" in str(h.body)
+    )
+    answered_hit_mono = answered_hit.at - (time.time() - time.monotonic())  # Hit.at is wall time
+    assert answered_hit_mono >= far_b.answered_at - 0.05
+    assert answered_seen - far_b.answered_at < 2.0
