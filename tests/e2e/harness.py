@@ -253,6 +253,22 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def projects(self) -> list[dict[str, str]]:
+        """`callplane projects list --json` of this server's data directory."""
+        command = ["projects", "list", "--json", "--data", str(self.data_dir)]
+        out = subprocess.run(
+            [sys.executable, "-m", "callplane.cli", *command],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        ).stdout
+        return list(json.loads(out))
+
+    @property
+    def signing_key(self) -> str:
+        """The webhook signing key of this server's project."""
+        return next(p["signing_key"] for p in self.projects() if p["id"] == self.project)
+
     def post(self, body: dict[str, Any], **headers: str) -> httpx.Response:
         return httpx.post(
             f"{self.base_url}/api/calling/calls",
