@@ -164,6 +164,19 @@ class Receiver:
         )
 
 
+def projects_cli(
+    data_dir: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`callplane projects ARGS --data DATA_DIR`, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "callplane.cli", "projects", *args, "--data", str(data_dir)],
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 @dataclass
 class Server:
     """`callplane serve` as a subprocess, as a user runs it."""
@@ -255,14 +268,7 @@ class Server:
 
     def projects(self) -> list[dict[str, str]]:
         """`callplane projects list --json` of this server's data directory."""
-        command = ["projects", "list", "--json", "--data", str(self.data_dir)]
-        out = subprocess.run(
-            [sys.executable, "-m", "callplane.cli", *command],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        ).stdout
-        return list(json.loads(out))
+        return list(json.loads(projects_cli(self.data_dir, "list", "--json").stdout))
 
     @property
     def signing_key(self) -> str:
