@@ -60,8 +60,9 @@ TokenLookup = Callable[[str], str | None]
 def authenticate(header: str | None, tokens: TokenLookup) -> str | None:
     """The project id an ``Authorization: Basic ...`` header proves, or None.
 
-    The token comparison is constant-time and happens even for an unknown project, so timing
-    reveals neither whether the project exists nor how much of the token matched.
+    The token comparison is constant-time and runs for an unknown project too, so timing does
+    not tell how much of a token matched, nor (beyond one indexed lookup) whether the project
+    exists.
     """
     if not header:
         return None
@@ -69,11 +70,10 @@ def authenticate(header: str | None, tokens: TokenLookup) -> str | None:
     if scheme.lower() != "basic":
         return None
     try:
-        decoded = base64.b64decode(value.strip(), validate=True)
-        user = decoded.partition(b":")[0].decode("utf-8")
+        raw_user, sep, password = base64.b64decode(value.strip(), validate=True).partition(b":")
+        user = raw_user.decode("utf-8")
     except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         return None
-    _, sep, password = decoded.partition(b":")
     if not sep or not user:
         return None
     token = tokens(user)
