@@ -118,6 +118,8 @@ def test_kill_9_mid_call_then_restart_with_another_project_completes_every_proje
 
         # The finished event names the same url, and its duration is the file's.
         assert finished["url"] == url and finished["record"]["url"] == url
+        assert finished["start_time"] == started[0]["params"]["start_time"]
+        assert finished["control_id"] == started[0]["params"]["control_id"]
         assert finished["record"]["audio"] == {
             "format": "wav",
             "direction": "both",
