@@ -35,7 +35,7 @@ from callplane.engine.facade import CommandError
 from callplane.engine.legs import SUPPORTED_CODECS, LegFactory
 from callplane.engine.operations import connect, refer
 from callplane.engine.operations.base import require_answered
-from callplane.engine.operations.record import recover_recordings
+from callplane.engine.operations.record import RecordOperation, recover_recordings
 from callplane.engine.services import PeerDial, Reporting, Services
 from callplane.engine.swml.document import SwmlDocument, load_document
 from callplane.engine.swml.errors import SwmlError, SwmlFetchError
@@ -165,15 +165,20 @@ class CallEngine:
 
     def _recover_orphans(self) -> None:
         """Calls that were live when the previous process died cannot be resumed: their SIP
-        dialog and media are gone. End them so their subscribers get the `ended` they expect."""
-        for status in CallStatus:
-            if status in TERMINAL:
-                continue
-            for row in self._store.list_calls(self.config.project_id, status.value):
-                call = Call.from_row(row)
-                log.warning("call %s was %s when callplane stopped; ending it", call.id, status)
-                recover_recordings(self._store, call.id)
-                self._conclude(call, CallStatus.ENDED, "error")
+        dialog and media are gone. End them, whichever project they belong to, so their
+        subscribers get the `ended` they expect; they end at the previous process's last
+        heartbeat (their duration excludes the downtime), after the `finished` of the
+        recordings the crash cut short."""
+        alive_at = self._store.last_alive()
+        live = [status.value for status in CallStatus if status not in TERMINAL]
+        for row in self._store.list_calls_in(live):
+            call = Call.from_row(row)
+            log.warning("call %s was %s when callplane stopped; ending it", call.id, call.status)
+            if alive_at is not None:
+                call.ended_at = max(alive_at, call.answered_at or alive_at)
+            for status_url, params in recover_recordings(self._store, call.id):
+                self._events.emit(call, RecordOperation.event_type, params, webhook_url=status_url)
+            self._conclude(call, CallStatus.ENDED, "error")
 
     # ------------------------------------------------------------------ Engine facade
 
@@ -252,7 +257,8 @@ class CallEngine:
         if status is CallStatus.ANSWERED:
             call.answered_at = time.time()
         if status in TERMINAL:
-            call.ended_at = time.time()
+            if call.ended_at is None:  # a crash's orphan comes with its last sign of life
+                call.ended_at = time.time()
             call.end_reason = end_reason
         self._store.save_call(call.to_row())
         call_state = "ended" if status in TERMINAL else status.value
