@@ -43,11 +43,9 @@ import asyncio
 import contextlib
 import json
 import os
-import select
 import shutil
 import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,20 +53,21 @@ from pathlib import Path
 from typing import Any
 
 from benchkit import (
-    CLK_TCK,
     LOOPBACK,
-    PROJECT,
-    TOKEN,
-    cpu_seconds,
-    die_with_parent,
-    print_folded_stacks,
+    SO_RXQ_OVFL,
+    SO_TIMESTAMPNS,
+    FarEndProc,
+    Spy,
+    analyse,
+    bind_rtp_pair,
+    dial_all,
+    end_all,
+    machine_busy,
+    reply,
+    stdin_commands,
+    udp_counters,
 )
 from benchkit import ServerProcess as Server
-
-SO_TIMESTAMPNS = 35
-SO_RXQ_OVFL = 40
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
 
 
 def play_swml(record: bool, seconds: int) -> dict[str, Any]:
@@ -83,17 +82,6 @@ def play_swml(record: bool, seconds: int) -> dict[str, Any]:
 # ============================================================================== far end process
 
 
-def _big_buffers(sock: socket.socket) -> None:
-    for force, plain, size in (
-        (SO_RCVBUFFORCE, socket.SO_RCVBUF, 16 << 20),
-        (SO_SNDBUFFORCE, socket.SO_SNDBUF, 4 << 20),
-    ):
-        try:  # root may exceed rmem_max / wmem_max
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except OSError:
-            sock.setsockopt(socket.SOL_SOCKET, plain, size)
-
-
 class FarEnd:
     """SIP UAS + RTP echo on `sockets` shared UDP sockets, recording kernel arrival times."""
 
@@ -104,7 +92,7 @@ class FarEnd:
         self.rtp: list[socket.socket] = []
         self.sinks: list[socket.socket] = []  # port+1 of each, to swallow RTCP
         for _ in range(sockets):
-            rtp, rtcp = self._bind_pair()
+            rtp, rtcp = bind_rtp_pair()
             self.rtp.append(rtp)
             self.sinks.append(rtcp)
         self.answered = 0
@@ -117,31 +105,6 @@ class FarEnd:
         self.drops = [0] * sockets  # SO_RXQ_OVFL counters (cumulative, per socket)
         self.drops_at_start = [0] * sockets
         self.cols: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
-
-    @staticmethod
-    def _bind_pair() -> tuple[socket.socket, socket.socket]:
-        for _ in range(200):
-            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            probe.bind((LOOPBACK, 0))
-            port = probe.getsockname()[1]
-            probe.close()
-            port -= port % 2
-            a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                a.bind((LOOPBACK, port))
-                b.bind((LOOPBACK, port + 1))
-            except OSError:
-                a.close()
-                b.close()
-                continue
-            for s in (a, b):
-                s.setblocking(False)
-            _big_buffers(a)
-            a.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            a.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
-            return a, b
-        raise RuntimeError("no free even/odd UDP port pair")
 
     async def start(self) -> int:
         loop = asyncio.get_running_loop()
@@ -251,260 +214,29 @@ class FarEnd:
             s.close()
 
 
-def analyse(ssrc_l: list[int], seq_l: list[int], ts_l: list[int], t_l: list[int]) -> dict[str, Any]:
-    """Per-stream spacing, lateness and loss from arrival records (any order across streams)."""
-    import numpy as np
-
-    if not t_l:
-        return {"packets": 0, "streams": 0}
-    ssrc = np.array(ssrc_l, dtype=np.uint32)
-    seq = np.array(seq_l, dtype=np.int64)
-    ts = np.array(ts_l, dtype=np.int64)
-    arr = np.array(t_l, dtype=np.int64)
-    order = np.lexsort((arr, ssrc))
-    ssrc, seq, ts, arr = ssrc[order], seq[order], ts[order], arr[order]
-    starts = np.flatnonzero(np.r_[True, ssrc[1:] != ssrc[:-1]])
-    ends = np.r_[starts[1:], ssrc.size]
-    gaps: list[Any] = []
-    lateness: list[Any] = []
-    lost = expected = dup_or_reorder = 0
-    streams = 0
-    for a, b in zip(starts, ends, strict=True):
-        if b - a < 10:
-            continue
-        streams += 1
-        t = arr[a:b]
-        gaps.append(np.diff(t))
-        dseq = (np.diff(seq[a:b]) + 32768) % 65536 - 32768  # signed, wrap-aware
-        ext_seq = np.r_[0, np.cumsum(dseq)]
-        span = int(ext_seq.max() - ext_seq.min()) + 1
-        unique = np.unique(ext_seq).size
-        expected += span
-        lost += span - unique
-        dup_or_reorder += int(np.count_nonzero(dseq <= 0))
-        dts = (np.diff(ts[a:b]) + (1 << 31)) % (1 << 32) - (1 << 31)
-        ideal = np.r_[0, np.cumsum(dts)] * (1e9 / 8000)  # ns since the stream's first packet
-        offset = t - ideal
-        lateness.append(offset - offset.min())
-    if not gaps:
-        return {"packets": int(arr.size), "streams": 0}
-    g = np.concatenate(gaps) / 1e6  # ms
-    lat = np.concatenate(lateness) / 1e6
-    duration = (arr.max() - arr.min()) / 1e9
-    return {
-        "packets": int(arr.size),
-        "streams": streams,
-        "pps_per_stream": float(arr.size / streams / duration) if duration else 0.0,
-        "spacing_p50": float(np.percentile(g, 50)),
-        "spacing_p99": float(np.percentile(g, 99)),
-        "spacing_p1": float(np.percentile(g, 1)),
-        "spacing_max": float(g.max()),
-        "dev_p50": float(np.percentile(np.abs(g - 20.0), 50)),
-        "dev_p99": float(np.percentile(np.abs(g - 20.0), 99)),
-        "gaps_over_40ms": int(np.count_nonzero(g > 40.0)),
-        "lateness_p50": float(np.percentile(lat, 50)),
-        "lateness_p99": float(np.percentile(lat, 99)),
-        "lateness_max": float(lat.max()),
-        "late_over_20ms": int(np.count_nonzero(lat > 20.0)),
-        "lost": lost,
-        "expected": expected,
-        "dup_or_reorder": dup_or_reorder,
-    }
-
-
 async def farend_main(sockets: int, max_seconds: float) -> None:
     """Commands on stdin (one per line): status | begin | end | quit. Answers: JSON lines."""
     farend = FarEnd(sockets)
     port = await farend.start()
-    print(json.dumps({"sip_port": port}), flush=True)
-    loop = asyncio.get_running_loop()
-    lines: asyncio.Queue[str] = asyncio.Queue()
-    stdin_fd = sys.stdin.fileno()
-    os.set_blocking(stdin_fd, False)
-    pending = b""
-
-    def on_stdin() -> None:
-        nonlocal pending
-        try:
-            chunk = os.read(stdin_fd, 4096)
-        except BlockingIOError:
-            return
-        if not chunk:
-            lines.put_nowait("quit")
-            loop.remove_reader(stdin_fd)
-            return
-        pending += chunk
-        while b"\n" in pending:
-            line, _, pending = pending.partition(b"\n")
-            lines.put_nowait(line.decode().strip())
-
-    loop.add_reader(stdin_fd, on_stdin)
-    deadline = loop.time() + max_seconds
+    reply({"sip_port": port})
     try:
-        while True:
-            try:
-                async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                    cmd = await lines.get()
-            except TimeoutError:
-                break
+        async for cmd in stdin_commands(max_seconds):
             if cmd == "status":
-                print(json.dumps(farend.status()), flush=True)
+                reply(farend.status())
             elif cmd == "begin":
                 farend.begin()
-                print(json.dumps({"ok": True}), flush=True)
+                reply({"ok": True})
             elif cmd.startswith("end"):
-                print(json.dumps(farend.end(cmd[3:].strip())), flush=True)
+                reply(farend.end(cmd[3:].strip()))
             elif cmd == "quit":
                 break
     finally:
-        with contextlib.suppress(Exception):
-            loop.remove_reader(stdin_fd)
         cpu = os.times()
         await farend.stop()
-        print(json.dumps({"bye": True, "cpu": cpu.user + cpu.system}), flush=True)
+        reply({"bye": True, "cpu": cpu.user + cpu.system})
 
 
 # ============================================================================== bench process
-
-
-def machine_busy() -> float:
-    """CPU seconds the whole machine spent busy (all cores) since boot, from /proc/stat."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / CLK_TCK
-
-
-def udp_counters() -> dict[str, int]:
-    with open("/proc/net/snmp") as f:
-        rows = [line.split() for line in f if line.startswith("Udp:")]
-    return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
-
-
-class FarEndProc:
-    def __init__(self, sockets: int, max_seconds: float) -> None:
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--farend",
-                "--farend-sockets",
-                str(sockets),
-                "--max-seconds",
-                str(max_seconds),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            preexec_fn=die_with_parent,
-        )
-        self.sip_port = int(self._read(30)["sip_port"])
-
-    @property
-    def uri(self) -> str:
-        return f"sip:load@{LOOPBACK}:{self.sip_port}"
-
-    def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError("far end did not answer")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("far end exited")
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    def ask(self, cmd: str, timeout: float = 60) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(cmd.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self._read(timeout)
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self) -> dict[str, Any]:
-        result: dict[str, Any] = {}
-        if self.proc.poll() is None:
-            with contextlib.suppress(Exception):
-                result = self.ask("quit", timeout=10)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return result
-
-
-class Spy:
-    """`py-spy record --nonblocking` of the server for a fixed duration (raw folded stacks)."""
-
-    def __init__(self, pid: int, out: Path, seconds: float, native: bool) -> None:
-        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-        cmd = [exe, "record", "-p", str(pid), "-r", "250", "-d", str(int(seconds)), "-f", "raw"]
-        # --native needs to stop the process for each sample (it then perturbs the timing).
-        cmd += ["-o", str(out), *(["--native"] if native else ["--nonblocking"])]
-        self.out = out
-        self.err = out.with_suffix(".err")
-        with self.err.open("wb") as err:
-            self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=die_with_parent
-            )
-
-    def report(self, top: int = 30) -> None:
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        if not self.out.exists():
-            print("  [py-spy] no samples (is py-spy installed? ptrace allowed?)")
-            print("  " + self.err.read_text(errors="replace")[-1500:])
-            return
-        print_folded_stacks(self.out, f"the running server ({self.out})", top=top)
-
-
-async def dial_all(
-    server: Server, to: str, n: int, swml: dict[str, Any], concurrency: int
-) -> tuple[list[str], list[str]]:
-    from callplane import AsyncRestClient
-
-    ids: list[str] = []
-    errors: list[str] = []
-    async with AsyncRestClient(PROJECT, TOKEN, server.host) as client:
-        remaining = n
-
-        async def worker() -> None:
-            nonlocal remaining
-            while remaining > 0:
-                remaining -= 1
-                try:
-                    leg = await client.calling.dial(from_="+15551230000", to=to, swml=swml)
-                    ids.append(leg["id"])
-                except Exception as exc:
-                    errors.append(repr(exc)[:200])
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return ids, errors
-
-
-async def end_all(server: Server, ids: list[str], concurrency: int) -> int:
-    from callplane import AsyncRestClient
-
-    failed = 0
-    async with AsyncRestClient(PROJECT, TOKEN, server.host) as client:
-        queue = list(ids)
-
-        async def worker() -> None:
-            nonlocal failed
-            while queue:
-                call_id = queue.pop()
-                try:
-                    await client.calling.end(call_id)
-                except Exception:
-                    failed += 1  # already ended (e.g. the SWML finished) counts here
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return failed
 
 
 def run_one(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -516,13 +248,18 @@ def run_one(n: int, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     swml = play_swml(args.record, hold)
     try:
         server.start()
-        farend = FarEndProc(args.farend_sockets, max_seconds=hold + 120)
+        farend = FarEndProc(
+            __file__,
+            ["--farend-sockets", str(args.farend_sockets), "--max-seconds", str(hold + 120)],
+        )
         cpu_idle0, t_idle0 = server.cpu(), time.monotonic()
         time.sleep(1.0)
         result["idle_cpu_share"] = (server.cpu() - cpu_idle0) / (time.monotonic() - t_idle0)
 
         t0 = time.monotonic()
-        ids, errors = asyncio.run(dial_all(server, farend.uri, n, swml, args.dial_concurrency))
+        ids, errors = asyncio.run(
+            dial_all(server, n, lambda _: (farend.uri("load"), swml), args.dial_concurrency)
+        )
         result["dial_errors"] = len(errors)
         if errors:
             print(f"  {len(errors)} dial errors, e.g. {errors[0]}")

@@ -1,17 +1,22 @@
 """What the whole-server benchmarks share: loopback ports, process CPU, a `callplane serve`
-subprocess, and reading py-spy's folded stacks."""
+subprocess, far ends in another process (their RTP sockets, their stdin commands, the analysis of
+what they received), dialing and ending calls in bulk, and py-spy (sampling, folded stacks)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import json
 import os
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,11 @@ LOOPBACK = "127.0.0.1"
 PROJECT = "bench-project"
 TOKEN = "bench-token"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SO_TIMESTAMPNS = 35
+SO_RXQ_OVFL = 40
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
 
 
 def die_with_parent() -> None:
@@ -213,3 +223,293 @@ def print_folded_stacks(
     chosen = [kv for kv in inclusive.items() if any(k in kv[0] for k in keep)]
     for frame, count in sorted(chosen, key=lambda kv: -kv[1])[:top]:
         print(f"  {100 * count / total:5.1f} %  {frame[:160]}")
+
+
+# ============================================================================== machine counters
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent busy (all cores) since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLK_TCK
+
+
+def udp_counters() -> dict[str, int]:
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
+
+
+# ============================================================================== far end side
+
+
+def big_buffers(sock: socket.socket) -> None:
+    for force, plain, size in (
+        (SO_RCVBUFFORCE, socket.SO_RCVBUF, 16 << 20),
+        (SO_SNDBUFFORCE, socket.SO_SNDBUF, 4 << 20),
+    ):
+        try:  # root may exceed rmem_max / wmem_max
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, plain, size)
+
+
+def bind_rtp_pair() -> tuple[socket.socket, socket.socket]:
+    """A far end's RTP socket on a free even port (non-blocking, big buffers, kernel receive
+    timestamps and receive-queue drop counts as ancillary data) and the socket on port+1 that
+    swallows RTCP."""
+    for _ in range(200):
+        port = free_port(socket.SOCK_DGRAM)
+        port -= port % 2
+        a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            a.bind((LOOPBACK, port))
+            b.bind((LOOPBACK, port + 1))
+        except OSError:
+            a.close()
+            b.close()
+            continue
+        for s in (a, b):
+            s.setblocking(False)
+        big_buffers(a)
+        a.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        a.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
+        return a, b
+    raise RuntimeError("no free even/odd UDP port pair")
+
+
+async def stdin_commands(max_seconds: float) -> AsyncIterator[str]:
+    """A far end's commands from the bench, one per line on stdin; ends with "quit" when stdin
+    closes, and stops after `max_seconds` whatever happens (so no far end outlives a bench)."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    stdin_fd = sys.stdin.fileno()
+    os.set_blocking(stdin_fd, False)
+    pending = b""
+
+    def on_stdin() -> None:
+        nonlocal pending
+        try:
+            chunk = os.read(stdin_fd, 4096)
+        except BlockingIOError:
+            return
+        if not chunk:
+            lines.put_nowait("quit")
+            loop.remove_reader(stdin_fd)
+            return
+        pending += chunk
+        while b"\n" in pending:
+            line, _, pending = pending.partition(b"\n")
+            lines.put_nowait(line.decode().strip())
+
+    loop.add_reader(stdin_fd, on_stdin)
+    deadline = loop.time() + max_seconds
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    cmd = await lines.get()
+            except TimeoutError:
+                return
+            yield cmd
+    finally:
+        with contextlib.suppress(Exception):
+            loop.remove_reader(stdin_fd)
+
+
+def reply(answer: dict[str, Any]) -> None:
+    """A far end's answer to one command: one JSON line on stdout."""
+    print(json.dumps(answer), flush=True)
+
+
+def analyse(ssrc_l: list[int], seq_l: list[int], ts_l: list[int], t_l: list[int]) -> dict[str, Any]:
+    """Per-stream spacing, lateness and loss from arrival records (any order across streams)."""
+    import numpy as np
+
+    if not t_l:
+        return {"packets": 0, "streams": 0}
+    ssrc = np.array(ssrc_l, dtype=np.uint32)
+    seq = np.array(seq_l, dtype=np.int64)
+    ts = np.array(ts_l, dtype=np.int64)
+    arr = np.array(t_l, dtype=np.int64)
+    order = np.lexsort((arr, ssrc))
+    ssrc, seq, ts, arr = ssrc[order], seq[order], ts[order], arr[order]
+    starts = np.flatnonzero(np.r_[True, ssrc[1:] != ssrc[:-1]])
+    ends = np.r_[starts[1:], ssrc.size]
+    gaps: list[Any] = []
+    lateness: list[Any] = []
+    lost = expected = dup_or_reorder = 0
+    streams = 0
+    for a, b in zip(starts, ends, strict=True):
+        if b - a < 10:
+            continue
+        streams += 1
+        t = arr[a:b]
+        gaps.append(np.diff(t))
+        dseq = (np.diff(seq[a:b]) + 32768) % 65536 - 32768  # signed, wrap-aware
+        ext_seq = np.r_[0, np.cumsum(dseq)]
+        span = int(ext_seq.max() - ext_seq.min()) + 1
+        unique = np.unique(ext_seq).size
+        expected += span
+        lost += span - unique
+        dup_or_reorder += int(np.count_nonzero(dseq <= 0))
+        dts = (np.diff(ts[a:b]) + (1 << 31)) % (1 << 32) - (1 << 31)
+        ideal = np.r_[0, np.cumsum(dts)] * (1e9 / 8000)  # ns since the stream's first packet
+        offset = t - ideal
+        lateness.append(offset - offset.min())
+    if not gaps:
+        return {"packets": int(arr.size), "streams": 0}
+    g = np.concatenate(gaps) / 1e6  # ms
+    lat = np.concatenate(lateness) / 1e6
+    duration = (arr.max() - arr.min()) / 1e9
+    return {
+        "packets": int(arr.size),
+        "streams": streams,
+        "pps_per_stream": float(arr.size / streams / duration) if duration else 0.0,
+        "spacing_p50": float(np.percentile(g, 50)),
+        "spacing_p99": float(np.percentile(g, 99)),
+        "spacing_p1": float(np.percentile(g, 1)),
+        "spacing_max": float(g.max()),
+        "dev_p50": float(np.percentile(np.abs(g - 20.0), 50)),
+        "dev_p99": float(np.percentile(np.abs(g - 20.0), 99)),
+        "gaps_over_40ms": int(np.count_nonzero(g > 40.0)),
+        "lateness_p50": float(np.percentile(lat, 50)),
+        "lateness_p99": float(np.percentile(lat, 99)),
+        "lateness_max": float(lat.max()),
+        "late_over_20ms": int(np.count_nonzero(lat > 20.0)),
+        "lost": lost,
+        "expected": expected,
+        "dup_or_reorder": dup_or_reorder,
+    }
+
+
+# ============================================================================== bench side
+
+
+class FarEndProc:
+    """A far end running as `script --farend ARGS...` in another process, driven by one-line
+    commands on its stdin; its first line announces {"sip_port": N}, then it answers each
+    command with one JSON line."""
+
+    def __init__(self, script: str, args: list[str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, script, "--farend", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            preexec_fn=die_with_parent,
+        )
+        self.sip_port = int(self._read(30)["sip_port"])
+
+    def uri(self, user: str) -> str:
+        return f"sip:{user}@{LOOPBACK}:{self.sip_port}"
+
+    def _read(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise TimeoutError("far end did not answer")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("far end exited")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def ask(self, cmd: str, timeout: float = 60) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._read(timeout)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        if self.proc.poll() is None:
+            with contextlib.suppress(Exception):
+                result = self.ask("quit", timeout=10)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return result
+
+
+class Spy:
+    """`py-spy record --nonblocking` of the server for a fixed duration (raw folded stacks)."""
+
+    def __init__(self, pid: int, out: Path, seconds: float, native: bool) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        cmd = [exe, "record", "-p", str(pid), "-r", "250", "-d", str(int(seconds)), "-f", "raw"]
+        # --native needs to stop the process for each sample (it then perturbs the timing).
+        cmd += ["-o", str(out), *(["--native"] if native else ["--nonblocking"])]
+        self.out = out
+        self.err = out.with_suffix(".err")
+        with self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=die_with_parent
+            )
+
+    def report(self, top: int = 30) -> None:
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        if not self.out.exists():
+            print("  [py-spy] no samples (is py-spy installed? ptrace allowed?)")
+            print("  " + self.err.read_text(errors="replace")[-1500:])
+            return
+        print_folded_stacks(self.out, f"the running server ({self.out})", top=top)
+
+
+async def dial_all(
+    server: ServerProcess,
+    n: int,
+    dial: Callable[[int], tuple[str, dict[str, Any]]],
+    concurrency: int,
+) -> tuple[list[str], list[str]]:
+    """Dials calls 0..n-1, `concurrency` at a time; `dial(i)` gives call i's `to` and SWML.
+    Returns the call ids and the errors."""
+    from callplane import AsyncRestClient
+
+    ids: list[str] = []
+    errors: list[str] = []
+    async with AsyncRestClient(PROJECT, TOKEN, server.host) as client:
+        todo = iter(range(n))
+
+        async def worker() -> None:
+            for i in todo:
+                to, swml = dial(i)
+                try:
+                    leg = await client.calling.dial(from_="+15551230000", to=to, swml=swml)
+                    ids.append(leg["id"])
+                except Exception as exc:
+                    errors.append(repr(exc)[:200])
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return ids, errors
+
+
+async def end_all(server: ServerProcess, ids: list[str], concurrency: int) -> int:
+    """calling.end on every call; returns how many failed (already ended ones count)."""
+    from callplane import AsyncRestClient
+
+    failed = 0
+    async with AsyncRestClient(PROJECT, TOKEN, server.host) as client:
+        queue = list(ids)
+
+        async def worker() -> None:
+            nonlocal failed
+            while queue:
+                call_id = queue.pop()
+                try:
+                    await client.calling.end(call_id)
+                except Exception:
+                    failed += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return failed
