@@ -358,10 +358,18 @@ class BridgeFarEnd:
         self.drops_at_start = list(self.drops)
         self.recording = True
 
-    def end(self) -> dict[str, Any]:
+    def end(self, dump: str = "") -> dict[str, Any]:
         import numpy as np
 
         self.recording = False
+        if dump:
+            arrays: dict[str, Any] = {
+                name: np.array(col, dtype=np.int64)
+                for name, col in zip(("ssrc", "seq", "ts", "arrival_ns"), self.cols, strict=True)
+            }
+            for talker, heard in self.delays_by_leg.items():
+                arrays[f"delay_ns_{talker}"] = np.array(heard, dtype=np.int64)
+            np.savez(dump, **arrays)
         now = time.time_ns()
         for leg in self.legs.values():
             # Marks sent too recently to have arrived are neither heard nor missed.
@@ -430,8 +438,8 @@ async def farend_main(sockets: int, mark_every: int, max_seconds: float) -> None
             elif cmd == "begin":
                 farend.begin()
                 reply({"ok": True})
-            elif cmd == "end":
-                reply(farend.end())
+            elif cmd.startswith("end"):
+                reply(farend.end(cmd[3:].strip()))
             elif cmd == "quit":
                 break
     finally:
@@ -465,6 +473,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             ],
         )
         far = farend
+        cpu_idle0, t_idle0 = server.cpu(), time.monotonic()
+        time.sleep(1.0)
+        result["idle_cpu_share"] = (server.cpu() - cpu_idle0) / (time.monotonic() - t_idle0)
 
         def dial(i: int) -> tuple[str, dict[str, Any]]:
             return far.uri(f"a-{i}"), connect_swml(far.uri(f"b-{i}"))
@@ -496,7 +507,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         farend.ask("begin")
         cpu0, fcpu0, w0, m0 = server.cpu(), farend.cpu(), time.monotonic(), machine_busy()
         time.sleep(args.seconds)
-        stats = farend.ask("end")
+        stats = farend.ask(f"end {tmp / 'arrivals.npz'}" if args.keep else "end")
         cpu1, fcpu1, w1, m1 = server.cpu(), farend.cpu(), time.monotonic(), machine_busy()
         snmp1 = udp_counters()
         wall = w1 - w0
@@ -591,7 +602,12 @@ def main() -> int:
     ap.add_argument("--py-spy", action="store_true", help="profile the server during the window")
     ap.add_argument("--native", action="store_true", help="with --py-spy: native frames too")
     ap.add_argument("--json", type=Path, help="also write the result here")
-    ap.add_argument("--keep", action="store_true", help="keep the temp dir (server data, py-spy)")
+    ap.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temp dir: server data, py-spy, the far end's arrivals and every mark's"
+        " delay per talking leg (arrivals.npz)",
+    )
     args = ap.parse_args()
     if args.farend:
         coro = farend_main(args.farend_sockets, args.mark_every, args.max_seconds)
