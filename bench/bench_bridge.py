@@ -560,8 +560,10 @@ def summary(r: dict[str, Any]) -> str:
         [
             f"  legs answered {legs} of {2 * r['pairs']}, streams measured {r.get('streams', 0)},"
             f" window {f('window_s', '.1f')} s",
-            f"  server CPU      {f('cpu_ms_per_leg_s', '.3f')} ms per leg-second"
-            f" ({f('server_cpu_share', '.0%')} of a core for {legs} legs)",
+            f"  server CPU      {f('cpu_ms_per_leg_s', '.3f')} ms per leg-second ="
+            f" {r.get('cpu_ms_per_leg_s', 0) / 10:.3f} % of a core per leg;"
+            f" {f('server_cpu_share', '.0%')} of a core for {legs} legs"
+            f" (idle server: {f('idle_cpu_share', '.1%')})",
             f"  received        spacing p50 {f('spacing_p50')} / p99 {f('spacing_p99')} /"
             f" max {f('spacing_max')} ms, jitter p99 {f('dev_p99')} ms",
             f"                  lateness p99 {f('lateness_p99')} / max {f('lateness_max')} ms,"
