@@ -12,10 +12,11 @@
 2. dials every pair's A leg (AsyncRestClient, --dial-concurrency in flight) with inline SWML
    `{"connect": {"to": "sip:b-<i>@far end"}}`: A's script dials B and bridges the two, so audio
    goes A -> callplane -> B and back through one mix group in the media clock.
-3. From its answer on, every far-end leg sends a stream of 20 ms PCMU packets of a quiet tone
-   (-30 dBFS), paced on an absolute schedule; the legs' phases are spread over the 20 ms so the
-   server sees packets all through its tick. Once every --mark-every packets a leg sends a MARK
-   instead: one packet of a loud tone (-6 dBFS), which nothing else in the bridge comes near.
+3. From its answer on (--rtp-after: that long after its 200 OK), every far-end leg sends a
+   stream of 20 ms PCMU packets of a quiet tone (-30 dBFS), paced on an absolute schedule; the
+   legs' phases are spread over the 20 ms so the server sees packets all through its tick. Once
+   every --mark-every packets a leg sends a MARK instead: one packet of a loud tone (-6 dBFS),
+   which nothing else in the bridge comes near.
    Every arrival is stamped with the kernel's receive time (SO_TIMESTAMPNS: on loopback that is
    taken inside the server's sendto()).
 4. After --settle seconds it measures a window of --seconds:
@@ -146,7 +147,7 @@ class BridgeFarEnd:
     """Both parties of every pair: SIP UAS, paced RTP senders, and receivers that record
     arrivals and time the marks."""
 
-    def __init__(self, sockets: int, mark_every: int) -> None:
+    def __init__(self, sockets: int, mark_every: int, rtp_after: float) -> None:
         from callplane.sip.endpoint import SipEndpoint
 
         self.endpoint = SipEndpoint(LOOPBACK, 0, "bench-bridge-farend")
@@ -157,6 +158,7 @@ class BridgeFarEnd:
             self.rtp.append(rtp)
             self.sinks.append(rtcp)
         self.mark_every = mark_every
+        self.rtp_after = rtp_after
         self.quiet, self.loud, self.loud_pattern = _payloads()
         self.legs: dict[str, Leg] = {}
         self.by_remote: dict[tuple[str, int], Leg] = {}
@@ -220,7 +222,11 @@ class BridgeFarEnd:
         self.by_remote[leg.remote] = leg
         await call.answer(answer)
         self.answered += 1
-        self.slots[(pair * 3 + (role == "b")) % PHASES].append(leg)
+        slot = self.slots[(pair * 3 + (role == "b")) % PHASES]
+        if self.rtp_after > 0:
+            asyncio.get_running_loop().call_later(self.rtp_after, slot.append, leg)
+        else:
+            slot.append(leg)
         asyncio.get_running_loop().create_task(self._watch(leg))
 
     async def _watch(self, leg: Leg) -> None:
@@ -427,9 +433,9 @@ class BridgeFarEnd:
             s.close()
 
 
-async def farend_main(sockets: int, mark_every: int, max_seconds: float) -> None:
+async def farend_main(sockets: int, mark_every: int, rtp_after: float, max_seconds: float) -> None:
     """Commands on stdin (one per line): status | begin | end | quit. Answers: JSON lines."""
-    farend = BridgeFarEnd(sockets, mark_every)
+    farend = BridgeFarEnd(sockets, mark_every, rtp_after)
     reply({"sip_port": await farend.start()})
     try:
         async for cmd in stdin_commands(max_seconds):
@@ -468,6 +474,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 str(args.farend_sockets),
                 "--mark-every",
                 str(args.mark_every),
+                "--rtp-after",
+                str(args.rtp_after),
                 "--max-seconds",
                 str(args.settle + args.seconds + pairs / 2 + 180),
             ],
@@ -498,7 +506,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         result["bridged_legs"] = status.get("bridged_legs", 0)
         if status.get("answered", 0) < want:
             print(f"  warning: only {status.get('answered')} of {want} legs answered")
-        time.sleep(args.settle)
+        time.sleep(max(args.settle, args.rtp_after + 1.0))
 
         spy = None
         if args.py_spy:
@@ -556,6 +564,13 @@ def summary(r: dict[str, Any]) -> str:
         return format(v, spec) if isinstance(v, int | float) else "-"
 
     legs = r.get("legs", 0)
+    sent, missed = r.get("marks_sent", 0), r.get("marks_missed", 0)
+    warn = []
+    if sent and missed > sent / 100:
+        warn.append(
+            f"  WARNING: {missed} of {sent} marks never crossed the bridge: those streams are"
+            " not relayed (their delay is not in the figures above)"
+        )
     return "\n".join(
         [
             f"  legs answered {legs} of {2 * r['pairs']}, streams measured {r.get('streams', 0)},"
@@ -579,6 +594,7 @@ def summary(r: dict[str, Any]) -> str:
             f" {f('other_cpu_share', '.0%')}; far end sender late p99"
             f" {f('farend_send_late_p99')} ms, rx drops {r.get('farend_rx_drops', '-')},"
             f" UDP rcvbuf errors {r.get('udp_rcvbuf_errors', '-')}",
+            *warn,
         ]
     )
 
@@ -592,6 +608,14 @@ def main() -> int:
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after setup, unmeasured")
     ap.add_argument(
         "--mark-every", type=int, default=25, help="packets between marks on each leg (0: none)"
+    )
+    ap.add_argument(
+        "--rtp-after",
+        type=float,
+        default=0.0,
+        help="far-end legs start sending RTP this many seconds after their 200 OK (a phone"
+        " starts at once: 0); shows what the bridge costs when the server has its answers"
+        " processed before the first packet arrives",
     )
     ap.add_argument("--dial-concurrency", type=int, default=20)
     ap.add_argument("--farend-sockets", type=int, default=4)
@@ -612,7 +636,7 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.farend:
-        coro = farend_main(args.farend_sockets, args.mark_every, args.max_seconds)
+        coro = farend_main(args.farend_sockets, args.mark_every, args.rtp_after, args.max_seconds)
         try:
             import uvloop
         except ImportError:
