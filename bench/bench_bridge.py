@@ -76,7 +76,6 @@ from benchkit import (
 
 PTIME = 0.020
 SAMPLES = 160
-PHASES = 10  # send slots per 20 ms: legs' packets are spread 2 ms apart
 QUIET = 0.03  # of full scale: -30 dBFS
 LOUD = 0.5  # -6 dBFS
 LOUD_OVER = 8000  # a decoded sample above this is a mark; the quiet tone peaks near 1000
@@ -147,7 +146,7 @@ class BridgeFarEnd:
     """Both parties of every pair: SIP UAS, paced RTP senders, and receivers that record
     arrivals and time the marks."""
 
-    def __init__(self, sockets: int, mark_every: int, rtp_after: float) -> None:
+    def __init__(self, sockets: int, mark_every: int, rtp_after: float, phases: int) -> None:
         from callplane.sip.endpoint import SipEndpoint
 
         self.endpoint = SipEndpoint(LOOPBACK, 0, "bench-bridge-farend")
@@ -162,7 +161,8 @@ class BridgeFarEnd:
         self.quiet, self.loud, self.loud_pattern = _payloads()
         self.legs: dict[str, Leg] = {}
         self.by_remote: dict[tuple[str, int], Leg] = {}
-        self.slots: list[list[Leg]] = [[] for _ in range(PHASES)]
+        self.phases = phases
+        self.slots: list[list[Leg]] = [[] for _ in range(phases)]
         self.answered = 0
         self.ended = 0
         self.streams_seen: set[tuple[str, int]] = set()
@@ -222,7 +222,7 @@ class BridgeFarEnd:
         self.by_remote[leg.remote] = leg
         await call.answer(answer)
         self.answered += 1
-        slot = self.slots[(pair * 3 + (role == "b")) % PHASES]
+        slot = self.slots[(pair * 3 + (role == "b")) % self.phases]
         if self.rtp_after > 0:
             asyncio.get_running_loop().call_later(self.rtp_after, slot.append, leg)
         else:
@@ -242,10 +242,11 @@ class BridgeFarEnd:
     # ---------------------------------------------------------------- RTP out
 
     async def _send_loop(self) -> None:
-        """Slot k (every 2 ms) sends one packet for each leg of phase k % PHASES: an absolute
-        schedule, so a late wake-up sends the missed slots at once instead of drifting."""
+        """Slot k (every 20 ms / phases) sends one packet for each leg of phase k % phases: an
+        absolute schedule, so a late wake-up sends the missed slots at once instead of drifting."""
         loop = asyncio.get_running_loop()
-        slot_len = PTIME / PHASES
+        phases = self.phases
+        slot_len = PTIME / phases
         start = loop.time()
         done = 0
         pack_into = struct.pack_into
@@ -264,7 +265,7 @@ class BridgeFarEnd:
                 self.send_late.append(now - due)
             while done < upto:
                 done += 1
-                for leg in self.slots[done % PHASES]:
+                for leg in self.slots[done % phases]:
                     if leg.ended:
                         continue
                     mark = self.mark_every > 0 and leg.sent % self.mark_every == leg.mark_phase
@@ -433,9 +434,11 @@ class BridgeFarEnd:
             s.close()
 
 
-async def farend_main(sockets: int, mark_every: int, rtp_after: float, max_seconds: float) -> None:
+async def farend_main(
+    sockets: int, mark_every: int, rtp_after: float, phases: int, max_seconds: float
+) -> None:
     """Commands on stdin (one per line): status | begin | end | quit. Answers: JSON lines."""
-    farend = BridgeFarEnd(sockets, mark_every, rtp_after)
+    farend = BridgeFarEnd(sockets, mark_every, rtp_after, phases)
     reply({"sip_port": await farend.start()})
     try:
         async for cmd in stdin_commands(max_seconds):
@@ -476,6 +479,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 str(args.mark_every),
                 "--rtp-after",
                 str(args.rtp_after),
+                "--phases",
+                str(args.phases),
                 "--max-seconds",
                 str(args.settle + args.seconds + pairs / 2 + 180),
             ],
@@ -617,6 +622,13 @@ def main() -> int:
         " starts at once: 0); shows what the bridge costs when the server has its answers"
         " processed before the first packet arrives",
     )
+    ap.add_argument(
+        "--phases",
+        type=int,
+        default=10,
+        help="send slots per 20 ms the legs are spread over (1: every leg sends at the same"
+        " instant, as an echoing far end does)",
+    )
     ap.add_argument("--dial-concurrency", type=int, default=20)
     ap.add_argument("--farend-sockets", type=int, default=4)
     ap.add_argument(
@@ -636,7 +648,9 @@ def main() -> int:
     )
     args = ap.parse_args()
     if args.farend:
-        coro = farend_main(args.farend_sockets, args.mark_every, args.rtp_after, args.max_seconds)
+        coro = farend_main(
+            args.farend_sockets, args.mark_every, args.rtp_after, args.phases, args.max_seconds
+        )
         try:
             import uvloop
         except ImportError:
