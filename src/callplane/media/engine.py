@@ -287,7 +287,8 @@ class RtpSession:
         self._closed = False
         self._sends = True  # the negotiated direction lets us send (not recvonly / inactive)
         self.direction: MediaDirection = "sendrecv"
-        self.jitter = JitterBuffer()
+        # Start with no margin and let late packets grow it: a bridge then adds 0-20 ms, not 20-40.
+        self.jitter = JitterBuffer(target_frames=0)
         self._group: MixGroup | None = None
         self._active: list[Playback] = []  # playing, in start order (mixed together)
         self._playbacks: set[Playback] = set()  # playing or paused
@@ -475,7 +476,7 @@ class RtpSession:
         else:
             _, second, seq, ts, ssrc = _HEADER_UNPACK_FROM(data)
             pt = second & 0x7F
-            if pt == self._pt and self._latched_ssrc == ssrc:
+            if pt == self._pt and self._latched_ssrc == ssrc and self._configured:
                 # Fast path: audio in the negotiated codec on the latched stream.
                 if not self._rx.update(seq, ts, time.monotonic()):
                     return  # duplicate or hopelessly late
@@ -497,7 +498,9 @@ class RtpSession:
         self.packets_received += 1
         if pt == self._te_pt:
             self._on_telephone_event(payload, ts, now)
-        elif pt in (PCMU, PCMA) and payload:
+        elif pt in (PCMU, PCMA) and payload and self._configured:
+            # Before configure() the clock does not pop this session yet: audio queued now would
+            # only come out later as extra delay.
             table = g711.ULAW_DECODE if pt == PCMU else g711.ALAW_DECODE
             self.jitter.push(seq, ts, table[np.frombuffer(payload, dtype=np.uint8)])
         # Other payload types (comfort noise 13, unnegotiated codecs) are counted and ignored.
@@ -723,6 +726,7 @@ class MediaEngine:
         self._plan = MixPlan(())
         self._dirty = True
         self.tick_count = 0
+        self._scratch = np.zeros(FRAME_SAMPLES, dtype=np.int16)
         self._task: asyncio.Task[None] | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
@@ -922,8 +926,13 @@ class MediaEngine:
 
     def _skip(self, ticks: int) -> None:
         self.tick_count += ticks
+        scratch = self._scratch
         for s in self._clocked:
             s._ts = (s._ts + ticks * FRAME_SAMPLES) & _TS_MASK
+            # The far ends went on sending through the stall: move their playout points past
+            # the skipped ticks too, or the stall would stay in the calls as extra delay.
+            for _ in range(min(ticks, s.jitter.max_frames)):
+                s.jitter.pop_into(scratch)
 
     def _tick(self) -> None:
         """One 20 ms frame in and out for every clocked session."""
