@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,6 +44,7 @@ from .message import (
     parse_via,
     quote,
 )
+from .policy import InboundPolicy, IpNetwork
 from .sdp import SdpError, answer_reoffer
 from .transaction import (
     T1,
@@ -412,7 +413,7 @@ class SipCall:
             if resp.status in (401, 407) and self._credentials is not None:
                 hname = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
                 try:
-                    ch = _auth.parse_challenge(resp.headers.get(hname) or "")
+                    ch = _auth.best_challenge(resp.headers.get_all(hname))
                     if tries >= 3 or (tries >= 1 and not ch.stale):
                         return resp
                     user, pw = self._credentials
@@ -705,11 +706,8 @@ class OutgoingCall(SipCall):
         """§22.2: retry the INVITE with credentials, same Call-ID and From tag, CSeq + 1."""
         assert self._auth is not None and self._addr is not None
         hname = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
-        value = resp.headers.get(hname)
-        if value is None:
-            return False
         try:
-            ch = _auth.parse_challenge(value)
+            ch = _auth.best_challenge(resp.headers.get_all(hname))
         except SipParseError:
             return False
         # One retry per challenge; a second try only when the server says the nonce was stale.
@@ -796,7 +794,8 @@ class IncomingCall(SipCall):
 
     Attributes: request (the INVITE as a message.SipRequest), from_uri, to_uri, request_uri (str),
     from_display (str|None), headers (Mapping[str, str], first value of each header, lower-case
-    long names), remote_sdp = the INVITE's body (None for a late offer), source (ip, port).
+    long names), remote_sdp = the INVITE's body (None for a late offer), source (ip, port),
+    user (the digest user name an untrusted source authenticated as, else None).
     """
 
     def __init__(
@@ -805,8 +804,10 @@ class IncomingCall(SipCall):
         request: SipRequest,
         tx: ServerInviteTransaction,
         addr: tuple[str, int],
+        dialog: Dialog,
+        user: str | None = None,
     ) -> None:
-        super().__init__(endpoint, request.call_id, new_tag())
+        super().__init__(endpoint, request.call_id, dialog.local_tag)
         self.request = request
         fr, to = request.from_, request.to
         self.from_uri = fr.uri
@@ -821,7 +822,9 @@ class IncomingCall(SipCall):
         self.source = addr
         self._peer = addr
         self._tx = tx
-        self.dialog = Dialog.uas(request, self.local_tag, endpoint._contact())
+        self.dialog = dialog
+        # The digest user name the caller authenticated as (None: a trusted source).
+        self.user = user
         self._retx: _Retransmit | None = None
         self._bye_after_ack = False
 
@@ -1216,8 +1219,30 @@ class SipEndpoint:
         user_agent: str = "callplane",
         *,
         public_host: str | None = None,
+        trusted: Iterable[str | IpNetwork] | None = None,
+        users: Mapping[str, str] | None = None,
+        realm: str = "callplane",
+        max_calls: int | None = None,
+        rate: float | None = 20.0,
+        burst: float = 40.0,
     ) -> None:
-        """`public_host` overrides the address put in Via/Contact (defaults to `host`)."""
+        """`public_host` overrides the address put in Via/Contact (defaults to `host`).
+
+        Inbound policy for new INVITEs (sip.policy.InboundPolicy): sources in `trusted` (CIDRs,
+        default 127.0.0.0/8 and ::1) are accepted; others are challenged with digest (MD5 and
+        SHA-256, realm `realm`) against `users` {name: password}, or get 403 when there are
+        none.  More than `max_calls` concurrent calls (incoming and outgoing) or more than
+        `rate` new INVITEs a second from one source (bursts up to `burst`; None: no limit) -> 503
+        with Retry-After."""
+        self.policy = InboundPolicy(
+            trusted=trusted,
+            users=users,
+            realm=realm,
+            max_calls=max_calls,
+            rate=rate,
+            burst=burst,
+        )
+        self._active = 0  # calls not ended yet, both directions (for max_calls)
         self.host = host
         self.port = port
         self.user_agent = user_agent
@@ -1342,6 +1367,7 @@ class SipEndpoint:
         req = SipRequest("INVITE", target_uri, h, sdp_offer)
         call = OutgoingCall(self, req, target_uri, from_uri, auth)
         self._calls[(call.call_id, call.local_tag)] = call
+        self._active += 1
         if timeout is not None:
             call._ring_timer = asyncio.get_running_loop().call_later(timeout, call._on_ring_timeout)
         if outbound_proxy is not None:
@@ -1521,7 +1547,13 @@ class SipEndpoint:
         if entry is not None and entry.handle is not None:
             entry.handle.cancel()
 
+    @property
+    def active_calls(self) -> int:
+        """Calls of both directions that have not ended (what `max_calls` limits)."""
+        return self._active
+
     def _forget(self, call: SipCall) -> None:
+        self._active -= 1
         # Keep the call findable for a while so late retransmissions (2xx, BYE) are still
         # answered properly; then drop it.
         key = (call.call_id, call.local_tag)
@@ -1652,22 +1684,35 @@ class SipEndpoint:
             return
         if isinstance(msg, SipResponse):
             self._on_response(msg)
-        else:
-            self._fix_via(msg, addr)
-            self._on_request(msg, addr)
-
-    def _bad_request(self, data: bytes, addr: tuple[str, int], why: str) -> None:
-        """§8.2 / §16.3: answer a malformed request with 400 when its headers allow a response
-        at all (Via, From, To, Call-ID and CSeq must be readable); otherwise drop it."""
+            return
+        self._fix_via(msg, addr)
         try:
-            req = parse_message(data, strict=False)
-            if not isinstance(req, SipRequest) or req.method == "ACK":
-                return
-            _ = (req.top_via, req.from_, req.to, req.call_id, req.cseq)
+            self._on_request(msg, addr)
+        except SipParseError as e:
+            # A header parsed lazily (Contact, Refer-To, ...) was malformed.  The handlers
+            # parse before they keep state, so a 400 is all that is left to do.
+            log.debug("malformed %s from %s: %s", msg.method, addr, e)
+            self._bad_request(msg, addr, str(e))
+
+    def _bad_request(self, data: bytes | SipRequest, addr: tuple[str, int], why: str) -> None:
+        """§8.2 / §16.3: answer a malformed request with a stateless 400 when there is something
+        to answer: a request line and the Via, From, To, Call-ID and CSeq header lines (copied
+        as they are, so a From with a bad tag still gets its 400).  Nothing is kept: its
+        retransmission is answered the same way."""
+        try:
+            req = data if isinstance(data, SipRequest) else parse_message(data, strict=False)
         except SipParseError:
             return
+        if not isinstance(req, SipRequest) or req.method == "ACK":
+            return
+        if any(req.headers.get(n) is None for n in ("Via", "From", "To", "Call-ID", "CSeq")):
+            return
         reason = "Bad Request (" + "".join(c for c in why[:60] if c.isprintable()) + ")"
-        self._respond_stateless(req, addr, 400, reason)
+        resp = self._make_response(req, 400, reason)
+        to = req.headers.get("To") or ""
+        if ";tag=" not in to.replace(" ", "").lower():
+            resp.headers.set("To", f"{to};tag={new_tag()}")
+        self._sendto(resp.to_bytes(), addr)
 
     def _fix_via(self, req: SipRequest, addr: tuple[str, int]) -> None:
         # §18.2.1 + RFC 3581: note where the request really came from in the top Via.
@@ -1759,6 +1804,17 @@ class SipEndpoint:
         call._on_cancel()
 
     def _on_new_invite(self, req: SipRequest, addr: tuple[str, int]) -> None:
+        # Everything that can refuse the INVITE runs before any state exists, and refusals are
+        # stateless (a retransmission is simply refused again): a flood of bad, unauthenticated
+        # or excess INVITEs leaves nothing behind.
+        dialog = Dialog.uas(req, new_tag(), self._contact())  # SipParseError -> 400
+        adm = self.policy.check_invite(req, addr[0], self._now(), self._active)
+        if not adm.accepted:
+            resp = self._make_response(
+                req, adm.code, adm.reason, to_tag=dialog.local_tag, extra=adm.headers
+            )
+            self._sendto(resp.to_bytes(), addr)
+            return
         tx = ServerInviteTransaction(req)
         entry = self._add_server_tx(tx, addr)
         # §8.2.2.3: we support no extensions; refuse requests that require one.
@@ -1781,8 +1837,9 @@ class SipEndpoint:
         self._run_server(
             entry, tx.send_response(self._make_response(req, 100, "Trying"), self._now())
         )
-        call = IncomingCall(self, req, tx, addr)
+        call = IncomingCall(self, req, tx, addr, dialog, adm.user)
         self._calls[(call.call_id, call.local_tag)] = call
+        self._active += 1
         ikey = tx.key
         self._incoming_by_key[ikey] = call
         assert self._loop is not None
