@@ -1223,7 +1223,7 @@ class SipEndpoint:
         users: Mapping[str, str] | None = None,
         realm: str = "callplane",
         max_calls: int | None = None,
-        rate: float | None = 20.0,
+        rate: float | None = None,
         burst: float = 40.0,
     ) -> None:
         """`public_host` overrides the address put in Via/Contact (defaults to `host`).
@@ -1232,8 +1232,8 @@ class SipEndpoint:
         default 127.0.0.0/8 and ::1) are accepted; others are challenged with digest (MD5 and
         SHA-256, realm `realm`) against `users` {name: password}, or get 403 when there are
         none.  More than `max_calls` concurrent calls (incoming and outgoing) or more than
-        `rate` new INVITEs a second from one source (bursts up to `burst`; None: no limit) -> 503
-        with Retry-After."""
+        `rate` new INVITEs a second from one source (bursts up to `burst`) -> 503 with
+        Retry-After.  max_calls and rate default to no limit (`callplane serve` sets both)."""
         self.policy = InboundPolicy(
             trusted=trusted,
             users=users,
