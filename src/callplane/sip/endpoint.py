@@ -390,13 +390,15 @@ class SipCall:
         content_type: str | None = None,
         extra: list[tuple[str, str]] | None = None,
         on_sent: Callable[[SipRequest], None] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> SipResponse:
         """Send an in-dialog request in a client transaction and return its final response
-        (a synthetic 408/503 when none came).  A 401/407 is answered once with the call's
-        credentials (again only for a stale nonce), as a new request with the next CSeq (§22.2).
-        A 2xx to INVITE is ACKed (§13.2.2.4), and its retransmissions are ACKed again.
+        (a synthetic 408/503 when none came).  A 401/407 is answered once with `credentials`
+        or else the call's own (again only for a stale nonce), as a new request with the next
+        CSeq (§22.2).  A 2xx to INVITE is ACKed (§13.2.2.4), its retransmissions again.
         `on_sent` sees each request before it goes out (the REFER handle needs its CSeq)."""
         ep = self._ep
+        creds = credentials or self._credentials
         auth_header: tuple[str, str] | None = None
         tries = 0
         while True:
@@ -410,13 +412,13 @@ class SipCall:
             if on_sent is not None:
                 on_sent(req)
             resp = await ep._transact(req, ep._dialog_addr(self))
-            if resp.status in (401, 407) and self._credentials is not None:
+            if resp.status in (401, 407) and creds is not None:
                 hname = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
                 try:
                     ch = _auth.best_challenge(resp.headers.get_all(hname))
                     if tries >= 3 or (tries >= 1 and not ch.stale):
                         return resp
-                    user, pw = self._credentials
+                    user, pw = creds
                     value = _auth.authorization(
                         ch, method=method, uri=req.uri, username=user, password=pw
                     )
@@ -497,9 +499,6 @@ class SipCall:
         if referred_by:
             rb = referred_by.strip()
             extra.append(("Referred-By", rb if "<" in rb else f"<{rb}>"))
-        saved = self._credentials
-        if auth is not None:
-            self._credentials = auth
 
         def register(req: SipRequest) -> None:
             # Registered before it is sent: a NOTIFY may overtake the 202 on UDP.
@@ -508,10 +507,7 @@ class SipCall:
             handle.cseq = req.cseq.seq
             self._refers_out[req.cseq.seq] = handle
 
-        try:
-            resp = await self._request("REFER", extra=extra, on_sent=register)
-        finally:
-            self._credentials = saved
+        resp = await self._request("REFER", extra=extra, on_sent=register, credentials=auth)
         handle._on_final_response(resp.status, resp.reason, notify_timeout)
         return handle
 
