@@ -79,14 +79,21 @@ async def test_reinvite_hold_and_resume_both_directions(
     before = inc.local_sdp
     assert before is not None and out.local_sdp is not None
     # a puts b on hold; b answers by itself (no hook): recvonly, version + 1
-    hold = with_direction(out.local_sdp, "sendonly")
-    answer = await out.reinvite(hold)
+    first_offer = out.local_sdp
+    answer = await out.reinvite(with_direction(first_offer, "sendonly"))
     assert offered_direction(answer) == "recvonly"
     v0 = int(parse_sdp(before).origin.split()[2])
     assert int(parse_sdp(answer).origin.split()[2]) == v0 + 1
+    # what went out: our o= line, version + 1 (RFC 3264 §8), though we passed it unchanged
+    hold = out.local_sdp
+    assert parse_sdp(hold).origin.split()[:2] == parse_sdp(first_offer).origin.split()[:2]
+    assert (
+        int(parse_sdp(hold).origin.split()[2]) == int(parse_sdp(first_offer).origin.split()[2]) + 1
+    )
+    assert offered_direction(hold) == "sendonly"
     assert await next_event(inc) == Reinvited(hold)
     assert inc.remote_sdp == hold and inc.local_sdp == answer
-    assert out.local_sdp == hold and out.remote_sdp == answer
+    assert out.remote_sdp == answer
     # b resumes the other way round; a's owner hook chooses the answer
     seen: list[bytes] = []
     mine = build_offer(HOST, 20200, session_id=5, session_version=9)
@@ -96,11 +103,19 @@ async def test_reinvite_hold_and_resume_both_directions(
         return mine
 
     out.on_offer = hook
+    assert inc.local_sdp is not None
     resume = build_offer(HOST, 20102)
-    assert await inc.reinvite(resume) == mine
+    got = await inc.reinvite(resume)
+    resume = inc.local_sdp  # as sent: inc's o= line, next version
     assert seen == [resume]
+    # the hook's answer went out as the next version of out's session
+    assert parse_sdp(got).media == parse_sdp(mine).media
+    assert parse_sdp(got).origin.split()[1:3] == [
+        parse_sdp(hold).origin.split()[1],
+        str(int(parse_sdp(hold).origin.split()[2]) + 1),
+    ]
     assert await next_event(out) == Reinvited(resume)
-    assert out.local_sdp == mine and inc.remote_sdp == mine
+    assert out.local_sdp == got and inc.remote_sdp == got
     # the hook refuses: 488, the old session stays, the dialog too
     out.on_offer = lambda o: None
     with pytest.raises(SipRequestError) as ei:

@@ -45,7 +45,7 @@ from .message import (
     quote,
 )
 from .policy import InboundPolicy, IpNetwork
-from .sdp import SdpError, answer_reoffer
+from .sdp import SdpError, answer_reoffer, continue_session
 from .transaction import (
     T1,
     Action,
@@ -356,10 +356,11 @@ class SipCall:
     def _answer_offer(self, offer: bytes) -> bytes | None:
         if self.on_offer is not None:
             try:
-                return self.on_offer(offer)
+                answer = self.on_offer(offer)
             except Exception:
                 log.exception("on_offer failed for %s", self.call_id)
                 return None
+            return None if answer is None else self._continue_session(answer)
         if self.local_sdp is None:
             return None
         try:
@@ -379,6 +380,15 @@ class SipCall:
                 self._late_offers.discard(seq)
                 if req.body:
                     self._emit(Reinvited(req.body))
+
+    def _continue_session(self, sdp: bytes) -> bytes:
+        """RFC 3264 §8 versioning of what we send next, relative to what we sent last."""
+        if not self.local_sdp or not sdp:
+            return sdp
+        try:
+            return continue_session(sdp, self.local_sdp)
+        except SdpError:
+            return sdp  # not ours to judge here; the far end will answer 488 if it must
 
     # -- requests we send in the dialog
 
@@ -442,11 +452,14 @@ class SipCall:
         after the RFC's random wait; 401/407 are answered with the call's credentials.  Any other
         final non-2xx (or no response: 408) raises SipRequestError and the dialog and the old
         session stay as they were.  On success `local_sdp` / `remote_sdp` are updated.
+        The o= line of `sdp` is replaced by ours with the version RFC 3264 §8 needs
+        (sdp.continue_session), so `sdp` may come straight from build_offer / with_direction.
         """
         if self.state != CallState.CONFIRMED or self.dialog is None:
             raise SipRequestError(481, "Call/Transaction Does Not Exist (call not confirmed)")
         if self._own_invite_pending:
             raise SipRequestError(491, "Request Pending")
+        sdp = self._continue_session(sdp)
         resp: SipResponse | None = None
         for attempt in range(2):
             self._own_invite_pending = True
@@ -493,7 +506,7 @@ class SipCall:
             handle._on_final_response(481, "Call/Transaction Does Not Exist (call not confirmed)")
             return handle
         value = refer_to.strip()
-        if not value.startswith("<") and "<" not in value:
+        if "<" not in value:
             value = f"<{value}>"
         extra = [("Refer-To", value)]
         if referred_by:
