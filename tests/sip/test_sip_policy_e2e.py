@@ -352,3 +352,40 @@ async def test_per_source_rate_limit_gives_503() -> None:
     finally:
         t.close()
         await e.stop(timeout=0.5)
+
+
+async def test_flood_of_unauthenticated_invites_leaves_no_state(guarded: SipEndpoint) -> None:
+    answering(guarded)
+    t, peer, port = await lenient_peer()
+    total, batch = 3000, 100
+    try:
+        for start in range(0, total, batch):
+            before = peer.queue.qsize()
+            for n in range(start, start + batch):
+                t.sendto(
+                    raw_request(
+                        "INVITE",
+                        port,
+                        guarded.port,
+                        branch=f"z9hG4bKf{n}",
+                        call_id=f"flood-{n}",
+                        body=offer(),
+                    ),
+                    (HOST, guarded.port),
+                )
+            seen = -1
+            while seen != peer.queue.qsize() < before + batch:
+                seen = peer.queue.qsize()
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        statuses: set[int] = set()
+        count = 0
+        while not peer.queue.empty():
+            r = peer.queue.get_nowait()
+            assert isinstance(r, SipResponse)
+            statuses.add(r.status)
+            count += 1
+        assert statuses == {401} and count >= total * 0.95
+        assert_no_state(guarded)
+    finally:
+        t.close()

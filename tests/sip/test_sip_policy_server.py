@@ -150,3 +150,12 @@ def test_bad_policy_flags_are_usage_errors(tmp_path: Path) -> None:
         )
         assert r.returncode == 2, args
         assert b"usage:" in r.stderr
+
+
+def test_default_max_calls_is_half_the_even_rtp_ports() -> None:
+    from callplane.server import ServerConfig
+
+    assert ServerConfig(rtp_ports=(20000, 20999)).effective_max_calls() == 250  # 500 even ports
+    assert ServerConfig(rtp_ports=(20001, 20004)).effective_max_calls() == 1  # 20002, 20004
+    assert ServerConfig(rtp_ports=(20000, 20001)).effective_max_calls() == 1  # never 0
+    assert ServerConfig(max_calls=7).effective_max_calls() == 7
