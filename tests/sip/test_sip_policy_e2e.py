@@ -389,3 +389,17 @@ async def test_flood_of_unauthenticated_invites_leaves_no_state(guarded: SipEndp
         assert_no_state(guarded)
     finally:
         t.close()
+
+
+async def test_invites_to_itself_are_not_rate_limited() -> None:
+    e = SipEndpoint(HOST, 0, "self", rate=1, burst=1)
+    await e.start()
+    got: asyncio.Queue[IncomingCall] = asyncio.Queue()
+    answering(e, got)
+    try:
+        calls = [e.invite(f"sip:me@{HOST}:{e.port}", f"sip:me@{HOST}", offer()) for _ in range(4)]
+        for c in calls:
+            await until(c, Answered)
+        assert e.active_calls == 8  # each call is two legs of this endpoint
+    finally:
+        await e.stop(timeout=0.5)

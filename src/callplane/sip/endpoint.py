@@ -1817,7 +1817,11 @@ class SipEndpoint:
         # stateless (a retransmission is simply refused again): a flood of bad, unauthenticated
         # or excess INVITEs leaves nothing behind.
         dialog = Dialog.uas(req, new_tag(), self._contact())  # SipParseError -> 400
-        adm = self.policy.check_invite(req, addr[0], self._now(), self._active)
+        # The engine calling one of its own routes sends INVITEs to itself: not a flood.
+        own = addr == (self.host, self.port)
+        adm = self.policy.check_invite(
+            req, addr[0], self._now(), self._active, rate_limited=not own
+        )
         if not adm.accepted:
             resp = self._make_response(
                 req, adm.code, adm.reason, to_tag=dialog.local_tag, extra=adm.headers

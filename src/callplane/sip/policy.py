@@ -216,9 +216,16 @@ class InboundPolicy:
         ]
 
     def check_invite(
-        self, req: SipRequest, source_ip: str, now: float, active_calls: int
+        self,
+        req: SipRequest,
+        source_ip: str,
+        now: float,
+        active_calls: int,
+        *,
+        rate_limited: bool = True,
     ) -> Admission:
-        if self.limiter is not None and not self.limiter.allow(source_ip, now):
+        """`rate_limited=False` skips the rate limit (the endpoint's INVITEs to itself)."""
+        if rate_limited and self.limiter is not None and not self.limiter.allow(source_ip, now):
             return Admission(503, "Service Unavailable (rate limited)", [("Retry-After", "1")])
         if self.max_calls is not None and active_calls >= self.max_calls:
             return Admission(503, "Service Unavailable (too many calls)", [("Retry-After", "5")])
