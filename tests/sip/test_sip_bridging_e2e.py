@@ -226,6 +226,20 @@ async def test_refer_rejected_then_second_refer_accepted(
     await task
 
 
+async def test_undecided_refer_is_rejected_with_480(
+    pair: tuple[SipEndpoint, SipEndpoint],
+) -> None:
+    a, b = pair
+    b.refer_decision_timeout = 0.3
+    out, inc = await connected(a, b)
+    h = await asyncio.wait_for(out.refer(f"sip:carol@{HOST}"), 3)
+    assert h.code == 480
+    ev = await next_event(inc)
+    assert isinstance(ev, Referred)
+    await ev.handle.accept()  # too late: nothing is sent
+    assert [p async for p in h] == [ReferProgress(480, "Temporarily Unavailable", True)]
+
+
 async def test_call_ending_finishes_refer_progress(
     pair: tuple[SipEndpoint, SipEndpoint],
 ) -> None:

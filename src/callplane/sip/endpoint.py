@@ -167,7 +167,8 @@ class Referred:
     """The far end sent a REFER (RFC 3515) in this dialog: it asks us to call `refer_to` (the
     Refer-To URI, `<...>` stripped, header parameters such as `?Replaces=` kept).  The engine
     decides with `handle.accept()` / `handle.reject()` and reports progress with
-    `handle.notify()`.  Undecided after 30 s, the REFER is rejected with 480."""
+    `handle.notify()`.  Undecided after `SipEndpoint.refer_decision_timeout` (30 s), the
+    REFER is rejected with 480."""
 
     refer_to: str
     referred_by: str | None
@@ -1038,7 +1039,7 @@ class IncomingRefer:
         self._event = "refer" if first else f"refer;id={request.cseq.seq}"
         self.state: Literal["pending", "accepted", "rejected", "terminated"] = "pending"
         self._guard: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            30.0, self._undecided
+            call._ep.refer_decision_timeout, self._undecided
         )
 
     def __repr__(self) -> str:
@@ -1252,6 +1253,9 @@ class SipEndpoint:
             burst=burst,
         )
         self._active = 0  # calls not ended yet, both directions (for max_calls)
+        # A received REFER the engine has not accepted or rejected by then gets 480 (the
+        # referrer's transaction gives up at 32 s anyway).
+        self.refer_decision_timeout = 30.0
         self.host = host
         self.port = port
         self.user_agent = user_agent
