@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -46,6 +47,47 @@ def _route(value: str) -> tuple[str, str]:
     return name, url
 
 
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value.strip(), strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an address or CIDR, got {value!r}") from None
+
+
+def _sip_user(value: str) -> tuple[str, str]:
+    name, sep, password = value.partition(":")
+    if not sep or not name.strip() or not password:
+        raise argparse.ArgumentTypeError(f"expected NAME:PASSWORD, got {value!r}")
+    return name.strip(), password
+
+
+def _sip_rate(value: str) -> tuple[float, float]:
+    """RATE or RATE/BURST new INVITEs a second per source; 0 turns the limit off."""
+    rate_s, sep, burst_s = value.partition("/")
+    try:
+        rate = float(rate_s)
+        burst = float(burst_s) if sep else max(1.0, 2 * rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected RATE[/BURST], got {value!r}") from None
+    if rate < 0 or burst < 1:
+        raise argparse.ArgumentTypeError(f"expected RATE >= 0 and BURST >= 1, got {value!r}")
+    return rate, burst
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in (_env(name, "") or "").split(",") if v.strip()]
+
+
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(f"CALLPLANE_{name}", default)
 
@@ -83,6 +125,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="inbound calls to SIP user or number NAME run the SWML at URL (repeatable)",
     )
     serve.add_argument("--trunk", default=_env("TRUNK"), metavar="SIP-URI")
+    serve.add_argument(
+        "--sip-trusted",
+        action="append",
+        type=_cidr,
+        default=[_cidr(v) for v in _env_list("SIP_TRUSTED")],
+        metavar="CIDR",
+        help="sources whose INVITEs need no digest credentials (repeatable; replaces the "
+        "default 127.0.0.0/8 and ::1)",
+    )
+    serve.add_argument(
+        "--sip-user",
+        action="append",
+        type=_sip_user,
+        default=[_sip_user(v) for v in _env_list("SIP_USERS")],
+        metavar="NAME:PASSWORD",
+        help="digest credentials other sources must present (repeatable); none: they get 403",
+    )
+    serve.add_argument(
+        "--max-calls",
+        type=_positive_int,
+        default=_positive_int(m) if (m := _env("MAX_CALLS")) else None,
+        metavar="N",
+        help="concurrent calls before INVITEs get 503 (default: half the RTP range's even ports)",
+    )
+    serve.add_argument(
+        "--sip-rate",
+        type=_sip_rate,
+        default=_sip_rate(_env("SIP_RATE", "20/40") or "20/40"),
+        metavar="RATE[/BURST]",
+        help="new INVITEs a second per source address before 503 (default 20/40; 0: no limit)",
+    )
     serve.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "info"),
@@ -169,6 +242,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         routes=dict(args.route),
         trunk=args.trunk,
         log_level=args.log_level,
+        sip_trusted=args.sip_trusted or None,
+        sip_users=dict(args.sip_user),
+        max_calls=args.max_calls,
+        sip_rate=args.sip_rate,
     )
     logging.basicConfig(
         level=args.log_level.upper(),

@@ -51,6 +51,16 @@ class ServerConfig:
     routes: dict[str, str] = field(default_factory=dict)
     trunk: str | None = None
     log_level: str = "info"
+    # Inbound SIP policy (sip.policy): None trusts loopback only; users answer digest.
+    sip_trusted: list[str] | None = None
+    sip_users: dict[str, str] = field(default_factory=dict)
+    max_calls: int | None = None  # None: half the RTP range's even ports
+    sip_rate: tuple[float, float] = (20.0, 40.0)  # new INVITEs/s per source, burst; 0: off
+
+    def effective_max_calls(self) -> int:
+        lo, hi = self.rtp_ports
+        even_ports = hi // 2 - (lo - 1) // 2
+        return self.max_calls or max(1, even_ports // 2)
 
 
 def prepare_data_dir(path: Path) -> None:
@@ -122,7 +132,16 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
     config.project, config.token = default["id"], default["token"]
     outbox = WebhookOutbox(store, signing_key=default["signing_key"])
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
-    sip = SipEndpoint(config.sip_host, config.sip_port, user_agent=f"callplane/{__version__}")
+    sip = SipEndpoint(
+        config.sip_host,
+        config.sip_port,
+        user_agent=f"callplane/{__version__}",
+        trusted=config.sip_trusted,
+        users=config.sip_users,
+        max_calls=config.effective_max_calls(),
+        rate=config.sip_rate[0] or None,
+        burst=config.sip_rate[1],
+    )
     media = MediaEngine(config.sip_host, config.rtp_ports)
     recognizer = _speech_recognizer()
     engine = CallEngine(

@@ -7,6 +7,7 @@ import pytest
 from callplane.sip.auth import (
     Challenge,
     authorization,
+    best_challenge,
     digest_response,
     parse_authorization,
     parse_challenge,
@@ -152,3 +153,17 @@ def test_random_cnonce() -> None:
         authorization(ch, method="INVITE", uri="sip:a@b", username="u", password="p")
     )
     assert a["cnonce"] != b["cnonce"] and len(a["cnonce"]) >= 8
+
+
+def test_best_challenge_prefers_the_strongest_supported() -> None:
+    md5 = 'Digest realm="r", nonce="n1", algorithm=MD5, qop="auth"'
+    sha = 'Digest realm="r", nonce="n2", algorithm=SHA-256, qop="auth"'
+    odd = 'Digest realm="r", nonce="n3", algorithm=SHA-1024'
+    only_int = 'Digest realm="r", nonce="n4", algorithm=SHA-256, qop="auth-int"'
+    assert best_challenge([md5, sha]).nonce == "n2"
+    assert best_challenge([sha, md5]).nonce == "n2"
+    assert best_challenge([odd, "Basic x", only_int, md5]).nonce == "n1"
+    with pytest.raises(SipParseError):
+        best_challenge([odd, only_int])
+    with pytest.raises(SipParseError):
+        best_challenge([])

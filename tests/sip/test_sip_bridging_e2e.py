@@ -18,8 +18,10 @@ from test_sip_endpoint_e2e import (
     until,
 )
 
+from callplane.sip.auth import verify_authorization
 from callplane.sip.endpoint import (
     Answered,
+    CallState,
     Ended,
     IncomingCall,
     OutgoingCall,
@@ -77,14 +79,21 @@ async def test_reinvite_hold_and_resume_both_directions(
     before = inc.local_sdp
     assert before is not None and out.local_sdp is not None
     # a puts b on hold; b answers by itself (no hook): recvonly, version + 1
-    hold = with_direction(out.local_sdp, "sendonly")
-    answer = await out.reinvite(hold)
+    first_offer = out.local_sdp
+    answer = await out.reinvite(with_direction(first_offer, "sendonly"))
     assert offered_direction(answer) == "recvonly"
     v0 = int(parse_sdp(before).origin.split()[2])
     assert int(parse_sdp(answer).origin.split()[2]) == v0 + 1
+    # what went out: our o= line, version + 1 (RFC 3264 §8), though we passed it unchanged
+    hold = out.local_sdp
+    assert parse_sdp(hold).origin.split()[:2] == parse_sdp(first_offer).origin.split()[:2]
+    assert (
+        int(parse_sdp(hold).origin.split()[2]) == int(parse_sdp(first_offer).origin.split()[2]) + 1
+    )
+    assert offered_direction(hold) == "sendonly"
     assert await next_event(inc) == Reinvited(hold)
     assert inc.remote_sdp == hold and inc.local_sdp == answer
-    assert out.local_sdp == hold and out.remote_sdp == answer
+    assert out.remote_sdp == answer
     # b resumes the other way round; a's owner hook chooses the answer
     seen: list[bytes] = []
     mine = build_offer(HOST, 20200, session_id=5, session_version=9)
@@ -94,11 +103,19 @@ async def test_reinvite_hold_and_resume_both_directions(
         return mine
 
     out.on_offer = hook
+    assert inc.local_sdp is not None
     resume = build_offer(HOST, 20102)
-    assert await inc.reinvite(resume) == mine
+    got = await inc.reinvite(resume)
+    resume = inc.local_sdp  # as sent: inc's o= line, next version
     assert seen == [resume]
+    # the hook's answer went out as the next version of out's session
+    assert parse_sdp(got).media == parse_sdp(mine).media
+    assert parse_sdp(got).origin.split()[1:3] == [
+        parse_sdp(hold).origin.split()[1],
+        str(int(parse_sdp(hold).origin.split()[2]) + 1),
+    ]
     assert await next_event(out) == Reinvited(resume)
-    assert out.local_sdp == mine and inc.remote_sdp == mine
+    assert out.local_sdp == got and inc.remote_sdp == got
     # the hook refuses: 488, the old session stays, the dialog too
     out.on_offer = lambda o: None
     with pytest.raises(SipRequestError) as ei:
@@ -180,7 +197,7 @@ async def test_refer_accepted_with_progress(pair: tuple[SipEndpoint, SipEndpoint
     assert await until(inc, Ended) == Ended("remote", "bye")
 
 
-async def test_refer_rejected_and_second_refer_uses_event_id(
+async def test_refer_rejected_then_second_refer_accepted(
     pair: tuple[SipEndpoint, SipEndpoint],
 ) -> None:
     a, b = pair
@@ -192,6 +209,7 @@ async def test_refer_rejected_and_second_refer_uses_event_id(
         await ev.handle.reject()
         ev2 = await next_event(inc)
         assert isinstance(ev2, Referred)
+        assert ev2.refer_to == f"sip:dave@{HOST}?Replaces=abc%40x"
         await ev2.handle.accept()
         await ev2.handle.notify(503, "Service Unavailable")
 
@@ -206,6 +224,20 @@ async def test_refer_rejected_and_second_refer_uses_event_id(
         ReferProgress(503, "Service Unavailable", True),
     ]
     await task
+
+
+async def test_undecided_refer_is_rejected_with_480(
+    pair: tuple[SipEndpoint, SipEndpoint],
+) -> None:
+    a, b = pair
+    b.refer_decision_timeout = 0.3
+    out, inc = await connected(a, b)
+    h = await asyncio.wait_for(out.refer(f"sip:carol@{HOST}"), 3)
+    assert h.code == 480
+    ev = await next_event(inc)
+    assert isinstance(ev, Referred)
+    await ev.handle.accept()  # too late: nothing is sent
+    assert [p async for p in h] == [ReferProgress(480, "Temporarily Unavailable", True)]
 
 
 async def test_call_ending_finishes_refer_progress(
@@ -446,3 +478,63 @@ async def ep() -> AsyncIterator[SipEndpoint]:
     await e.start()
     yield e
     await e.stop(timeout=1.0)
+
+
+async def test_reinvite_answers_digest_challenge_with_call_credentials(ep: SipEndpoint) -> None:
+    t, peer, port = await raw_peer()
+    try:
+        call = ep.invite(
+            f"sip:raw@{HOST}:{port}", f"sip:alice@{HOST}", offer(), auth=("alice", "s3cret")
+        )
+        inv = await asyncio.wait_for(peer.queue.get(), 2)
+        assert isinstance(inv, SipRequest)
+        answer = negotiate_answer(inv.body, HOST, 4002)[0]
+        t.sendto(response_to(inv, 200, "OK", answer, port=port), (HOST, ep.port))
+        await asyncio.wait_for(peer.queue.get(), 2)  # ACK
+        await until(call, Answered)
+        assert call.local_sdp is not None
+        task = asyncio.create_task(call.reinvite(with_direction(call.local_sdp, "inactive")))
+        re1 = await asyncio.wait_for(peer.queue.get(), 2)
+        assert isinstance(re1, SipRequest) and re1.method == "INVITE" and re1.to.tag == "uas1"
+        challenge = (
+            response_to(re1, 401, "Unauthorized", port=port)
+            .decode()
+            .replace(
+                "Content-Length: 0",
+                'WWW-Authenticate: Digest realm="r", nonce="n1", qop="auth"\r\nContent-Length: 0',
+            )
+            .encode()
+        )
+        t.sendto(challenge, (HOST, ep.port))
+        ack = await asyncio.wait_for(peer.queue.get(), 2)  # the transaction ACKs the 401
+        assert isinstance(ack, SipRequest) and ack.method == "ACK"
+        assert ack.top_via.branch == re1.top_via.branch
+        re2 = await asyncio.wait_for(peer.queue.get(), 2)
+        assert isinstance(re2, SipRequest) and re2.method == "INVITE"
+        assert re2.cseq.seq == re1.cseq.seq + 1
+        authz = re2.headers.get("Authorization") or ""
+        assert verify_authorization(
+            authz, method="INVITE", username="alice", password="s3cret", realm="r"
+        )
+        held = negotiate_answer(re2.body, HOST, 4002, direction="inactive")[0]
+        t.sendto(response_to(re2, 200, "OK", held, port=port), (HOST, ep.port))
+        ack2 = await asyncio.wait_for(peer.queue.get(), 2)
+        assert isinstance(ack2, SipRequest) and ack2.method == "ACK"
+        assert ack2.cseq.seq == re2.cseq.seq and ack2.top_via.branch != re2.top_via.branch
+        assert await asyncio.wait_for(task, 2) == held
+        assert call.remote_sdp == held and offered_direction(call.local_sdp) == "inactive"
+        # a 2xx retransmission (our ACK was lost) is ACKed again
+        t.sendto(response_to(re2, 200, "OK", held, port=port), (HOST, ep.port))
+        ack3 = await asyncio.wait_for(peer.queue.get(), 2)
+        assert isinstance(ack3, SipRequest) and ack3.to_bytes() == ack2.to_bytes()
+        # a final error is raised, and the dialog stays up
+        task2 = asyncio.create_task(call.reinvite(call.local_sdp))
+        re3 = await asyncio.wait_for(peer.queue.get(), 2)
+        assert isinstance(re3, SipRequest)
+        t.sendto(response_to(re3, 606, "Not Acceptable", port=port), (HOST, ep.port))
+        with pytest.raises(SipRequestError) as ei:
+            await asyncio.wait_for(task2, 2)
+        assert (ei.value.code, ei.value.reason) == (606, "Not Acceptable")
+        assert call.state == CallState.CONFIRMED and call.remote_sdp == held
+    finally:
+        t.close()

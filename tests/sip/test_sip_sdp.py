@@ -10,6 +10,7 @@ from callplane.sip.sdp import (
     answer_reoffer,
     build_offer,
     bump_version,
+    continue_session,
     mirror_direction,
     negotiate_answer,
     offered_direction,
@@ -309,3 +310,17 @@ def test_with_direction_and_bump_version() -> None:
     s = sdp("v=0", "o=x 1 2 IN IP4 127.0.0.1", "s=-", "a=inactive", "m=audio 4000 RTP/AVP 0")
     r = with_direction(s, "recvonly")
     assert b"a=inactive" not in r and offered_direction(r) == "recvonly"
+
+
+def test_continue_session_keeps_origin_and_versions() -> None:
+    prev = build_offer("127.0.0.1", 20000, session_id=11, session_version=4)
+    # a fresh offer (other session id, version 1) for a new port: our o= line, version 5
+    moved = continue_session(build_offer("127.0.0.1", 20010, session_id=99), prev)
+    sd = parse_sdp(moved)
+    assert sd.origin == "callplane 11 5 IN IP4 127.0.0.1" and sd.media[0].port == 20010
+    # the same description again (whatever version it says): unchanged, version 4
+    assert continue_session(bump_version(bump_version(prev)), prev) == prev
+    held = continue_session(with_direction(prev, "sendonly"), prev)
+    assert parse_sdp(held).origin.split()[2] == "5" and offered_direction(held) == "sendonly"
+    with pytest.raises(SdpError):
+        continue_session(prev, prev.replace(b" 4 IN", b" v IN"))

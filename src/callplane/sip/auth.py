@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 
 from .message import SipParseError, _split_outside, _unquote, quote
 
-__all__ = ["Challenge", "authorization", "digest_response", "parse_challenge"]
+__all__ = [
+    "Challenge",
+    "authorization",
+    "best_challenge",
+    "digest_response",
+    "parse_challenge",
+]
 
 _HASHES = {
     "MD5": hashlib.md5,
@@ -61,6 +67,25 @@ def parse_challenge(value: str) -> Challenge:
         opaque=params.get("opaque"),
         stale=params.get("stale", "").lower() == "true",
     )
+
+
+_PREFERENCE = ("SHA-512-256", "SHA-256", "MD5")
+
+
+def best_challenge(values: list[str]) -> Challenge:
+    """RFC 8760 §2.4: of several challenges (one header line each) pick the strongest
+    algorithm we support, whatever their order.  Raises SipParseError when none is usable."""
+    usable: list[Challenge] = []
+    for v in values:
+        try:
+            ch = parse_challenge(v)
+        except SipParseError:
+            continue
+        if ch.algorithm.removesuffix("-SESS") in _PREFERENCE and (not ch.qop or "auth" in ch.qop):
+            usable.append(ch)
+    if not usable:
+        raise SipParseError("no usable digest challenge")
+    return min(usable, key=lambda c: _PREFERENCE.index(c.algorithm.removesuffix("-SESS")))
 
 
 def _h(algorithm: str, data: str) -> str:

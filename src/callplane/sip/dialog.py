@@ -117,10 +117,16 @@ class Dialog:
 
     @classmethod
     def uas(cls, invite: SipRequest, local_tag: str, local_contact: str) -> Dialog:
-        """§12.1.1: UAS side, from the received INVITE and the To tag we put in responses."""
+        """§12.1.1: UAS side, from the received INVITE and the To tag we put in responses.
+        Raises SipParseError when a header the dialog needs (Contact, From, To, Record-Route)
+        does not parse, so a caller can refuse the INVITE before keeping any state."""
         contacts = invite.contacts
         fr = invite.from_
         to = invite.to
+        if contacts:
+            contacts[0].sip_uri  # noqa: B018 - in-dialog requests are sent to it
+        for rr in invite.headers.get_list("Record-Route"):
+            parse_name_addr(rr).sip_uri  # noqa: B018 - the route set must be usable
         return cls(
             call_id=invite.call_id,
             local_tag=local_tag,
@@ -217,11 +223,11 @@ class Dialog:
         seq = req.cseq.seq
         if self.remote_seq is not None and seq <= self.remote_seq:
             return 500
+        # Parse before changing anything: a bad Contact raises with the dialog untouched.
+        contacts = req.contacts if req.method in ("INVITE", "UPDATE") else []
         self.remote_seq = seq
-        if req.method in ("INVITE", "UPDATE"):
-            contacts = req.contacts
-            if contacts:
-                self.remote_target = contacts[0].uri
+        if contacts:
+            self.remote_target = contacts[0].uri
         return None
 
     def matches(self, msg: SipRequest | SipResponse) -> bool:

@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -44,7 +44,8 @@ from .message import (
     parse_via,
     quote,
 )
-from .sdp import SdpError, answer_reoffer
+from .policy import InboundPolicy, IpNetwork
+from .sdp import SdpError, answer_reoffer, continue_session
 from .transaction import (
     T1,
     Action,
@@ -166,7 +167,8 @@ class Referred:
     """The far end sent a REFER (RFC 3515) in this dialog: it asks us to call `refer_to` (the
     Refer-To URI, `<...>` stripped, header parameters such as `?Replaces=` kept).  The engine
     decides with `handle.accept()` / `handle.reject()` and reports progress with
-    `handle.notify()`.  Undecided after 30 s, the REFER is rejected with 480."""
+    `handle.notify()`.  Undecided after `SipEndpoint.refer_decision_timeout` (30 s), the
+    REFER is rejected with 480."""
 
     refer_to: str
     referred_by: str | None
@@ -355,10 +357,11 @@ class SipCall:
     def _answer_offer(self, offer: bytes) -> bytes | None:
         if self.on_offer is not None:
             try:
-                return self.on_offer(offer)
+                answer = self.on_offer(offer)
             except Exception:
                 log.exception("on_offer failed for %s", self.call_id)
                 return None
+            return None if answer is None else self._continue_session(answer)
         if self.local_sdp is None:
             return None
         try:
@@ -379,6 +382,15 @@ class SipCall:
                 if req.body:
                     self._emit(Reinvited(req.body))
 
+    def _continue_session(self, sdp: bytes) -> bytes:
+        """RFC 3264 §8 versioning of what we send next, relative to what we sent last."""
+        if not self.local_sdp or not sdp:
+            return sdp
+        try:
+            return continue_session(sdp, self.local_sdp)
+        except SdpError:
+            return sdp  # not ours to judge here; the far end will answer 488 if it must
+
     # -- requests we send in the dialog
 
     async def _request(
@@ -389,13 +401,15 @@ class SipCall:
         content_type: str | None = None,
         extra: list[tuple[str, str]] | None = None,
         on_sent: Callable[[SipRequest], None] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> SipResponse:
         """Send an in-dialog request in a client transaction and return its final response
-        (a synthetic 408/503 when none came).  A 401/407 is answered once with the call's
-        credentials (again only for a stale nonce), as a new request with the next CSeq (§22.2).
-        A 2xx to INVITE is ACKed (§13.2.2.4), and its retransmissions are ACKed again.
+        (a synthetic 408/503 when none came).  A 401/407 is answered once with `credentials`
+        or else the call's own (again only for a stale nonce), as a new request with the next
+        CSeq (§22.2).  A 2xx to INVITE is ACKed (§13.2.2.4), its retransmissions again.
         `on_sent` sees each request before it goes out (the REFER handle needs its CSeq)."""
         ep = self._ep
+        creds = credentials or self._credentials
         auth_header: tuple[str, str] | None = None
         tries = 0
         while True:
@@ -409,13 +423,13 @@ class SipCall:
             if on_sent is not None:
                 on_sent(req)
             resp = await ep._transact(req, ep._dialog_addr(self))
-            if resp.status in (401, 407) and self._credentials is not None:
+            if resp.status in (401, 407) and creds is not None:
                 hname = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
                 try:
-                    ch = _auth.parse_challenge(resp.headers.get(hname) or "")
+                    ch = _auth.best_challenge(resp.headers.get_all(hname))
                     if tries >= 3 or (tries >= 1 and not ch.stale):
                         return resp
-                    user, pw = self._credentials
+                    user, pw = creds
                     value = _auth.authorization(
                         ch, method=method, uri=req.uri, username=user, password=pw
                     )
@@ -439,11 +453,14 @@ class SipCall:
         after the RFC's random wait; 401/407 are answered with the call's credentials.  Any other
         final non-2xx (or no response: 408) raises SipRequestError and the dialog and the old
         session stay as they were.  On success `local_sdp` / `remote_sdp` are updated.
+        The o= line of `sdp` is replaced by ours with the version RFC 3264 §8 needs
+        (sdp.continue_session), so `sdp` may come straight from build_offer / with_direction.
         """
         if self.state != CallState.CONFIRMED or self.dialog is None:
             raise SipRequestError(481, "Call/Transaction Does Not Exist (call not confirmed)")
         if self._own_invite_pending:
             raise SipRequestError(491, "Request Pending")
+        sdp = self._continue_session(sdp)
         resp: SipResponse | None = None
         for attempt in range(2):
             self._own_invite_pending = True
@@ -490,15 +507,12 @@ class SipCall:
             handle._on_final_response(481, "Call/Transaction Does Not Exist (call not confirmed)")
             return handle
         value = refer_to.strip()
-        if not value.startswith("<") and "<" not in value:
+        if "<" not in value:
             value = f"<{value}>"
         extra = [("Refer-To", value)]
         if referred_by:
             rb = referred_by.strip()
             extra.append(("Referred-By", rb if "<" in rb else f"<{rb}>"))
-        saved = self._credentials
-        if auth is not None:
-            self._credentials = auth
 
         def register(req: SipRequest) -> None:
             # Registered before it is sent: a NOTIFY may overtake the 202 on UDP.
@@ -507,10 +521,7 @@ class SipCall:
             handle.cseq = req.cseq.seq
             self._refers_out[req.cseq.seq] = handle
 
-        try:
-            resp = await self._request("REFER", extra=extra, on_sent=register)
-        finally:
-            self._credentials = saved
+        resp = await self._request("REFER", extra=extra, on_sent=register, credentials=auth)
         handle._on_final_response(resp.status, resp.reason, notify_timeout)
         return handle
 
@@ -705,11 +716,8 @@ class OutgoingCall(SipCall):
         """§22.2: retry the INVITE with credentials, same Call-ID and From tag, CSeq + 1."""
         assert self._auth is not None and self._addr is not None
         hname = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
-        value = resp.headers.get(hname)
-        if value is None:
-            return False
         try:
-            ch = _auth.parse_challenge(value)
+            ch = _auth.best_challenge(resp.headers.get_all(hname))
         except SipParseError:
             return False
         # One retry per challenge; a second try only when the server says the nonce was stale.
@@ -796,7 +804,8 @@ class IncomingCall(SipCall):
 
     Attributes: request (the INVITE as a message.SipRequest), from_uri, to_uri, request_uri (str),
     from_display (str|None), headers (Mapping[str, str], first value of each header, lower-case
-    long names), remote_sdp = the INVITE's body (None for a late offer), source (ip, port).
+    long names), remote_sdp = the INVITE's body (None for a late offer), source (ip, port),
+    user (the digest user name an untrusted source authenticated as, else None).
     """
 
     def __init__(
@@ -805,8 +814,10 @@ class IncomingCall(SipCall):
         request: SipRequest,
         tx: ServerInviteTransaction,
         addr: tuple[str, int],
+        dialog: Dialog,
+        user: str | None = None,
     ) -> None:
-        super().__init__(endpoint, request.call_id, new_tag())
+        super().__init__(endpoint, request.call_id, dialog.local_tag)
         self.request = request
         fr, to = request.from_, request.to
         self.from_uri = fr.uri
@@ -821,7 +832,9 @@ class IncomingCall(SipCall):
         self.source = addr
         self._peer = addr
         self._tx = tx
-        self.dialog = Dialog.uas(request, self.local_tag, endpoint._contact())
+        self.dialog = dialog
+        # The digest user name the caller authenticated as (None: a trusted source).
+        self.user = user
         self._retx: _Retransmit | None = None
         self._bye_after_ack = False
 
@@ -1026,7 +1039,7 @@ class IncomingRefer:
         self._event = "refer" if first else f"refer;id={request.cseq.seq}"
         self.state: Literal["pending", "accepted", "rejected", "terminated"] = "pending"
         self._guard: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
-            30.0, self._undecided
+            call._ep.refer_decision_timeout, self._undecided
         )
 
     def __repr__(self) -> str:
@@ -1216,8 +1229,33 @@ class SipEndpoint:
         user_agent: str = "callplane",
         *,
         public_host: str | None = None,
+        trusted: Iterable[str | IpNetwork] | None = None,
+        users: Mapping[str, str] | None = None,
+        realm: str = "callplane",
+        max_calls: int | None = None,
+        rate: float | None = None,
+        burst: float = 40.0,
     ) -> None:
-        """`public_host` overrides the address put in Via/Contact (defaults to `host`)."""
+        """`public_host` overrides the address put in Via/Contact (defaults to `host`).
+
+        Inbound policy for new INVITEs (sip.policy.InboundPolicy): sources in `trusted` (CIDRs,
+        default 127.0.0.0/8 and ::1) are accepted; others are challenged with digest (MD5 and
+        SHA-256, realm `realm`) against `users` {name: password}, or get 403 when there are
+        none.  More than `max_calls` concurrent calls (incoming and outgoing) or more than
+        `rate` new INVITEs a second from one source (bursts up to `burst`) -> 503 with
+        Retry-After.  max_calls and rate default to no limit (`callplane serve` sets both)."""
+        self.policy = InboundPolicy(
+            trusted=trusted,
+            users=users,
+            realm=realm,
+            max_calls=max_calls,
+            rate=rate,
+            burst=burst,
+        )
+        self._active = 0  # calls not ended yet, both directions (for max_calls)
+        # A received REFER the engine has not accepted or rejected by then gets 480 (the
+        # referrer's transaction gives up at 32 s anyway).
+        self.refer_decision_timeout = 30.0
         self.host = host
         self.port = port
         self.user_agent = user_agent
@@ -1342,6 +1380,7 @@ class SipEndpoint:
         req = SipRequest("INVITE", target_uri, h, sdp_offer)
         call = OutgoingCall(self, req, target_uri, from_uri, auth)
         self._calls[(call.call_id, call.local_tag)] = call
+        self._active += 1
         if timeout is not None:
             call._ring_timer = asyncio.get_running_loop().call_later(timeout, call._on_ring_timeout)
         if outbound_proxy is not None:
@@ -1521,7 +1560,13 @@ class SipEndpoint:
         if entry is not None and entry.handle is not None:
             entry.handle.cancel()
 
+    @property
+    def active_calls(self) -> int:
+        """Calls of both directions that have not ended (what `max_calls` limits)."""
+        return self._active
+
     def _forget(self, call: SipCall) -> None:
+        self._active -= 1
         # Keep the call findable for a while so late retransmissions (2xx, BYE) are still
         # answered properly; then drop it.
         key = (call.call_id, call.local_tag)
@@ -1652,22 +1697,35 @@ class SipEndpoint:
             return
         if isinstance(msg, SipResponse):
             self._on_response(msg)
-        else:
-            self._fix_via(msg, addr)
-            self._on_request(msg, addr)
-
-    def _bad_request(self, data: bytes, addr: tuple[str, int], why: str) -> None:
-        """§8.2 / §16.3: answer a malformed request with 400 when its headers allow a response
-        at all (Via, From, To, Call-ID and CSeq must be readable); otherwise drop it."""
+            return
+        self._fix_via(msg, addr)
         try:
-            req = parse_message(data, strict=False)
-            if not isinstance(req, SipRequest) or req.method == "ACK":
-                return
-            _ = (req.top_via, req.from_, req.to, req.call_id, req.cseq)
+            self._on_request(msg, addr)
+        except SipParseError as e:
+            # A header parsed lazily (Contact, Refer-To, ...) was malformed.  The handlers
+            # parse before they keep state, so a 400 is all that is left to do.
+            log.debug("malformed %s from %s: %s", msg.method, addr, e)
+            self._bad_request(msg, addr, str(e))
+
+    def _bad_request(self, data: bytes | SipRequest, addr: tuple[str, int], why: str) -> None:
+        """§8.2 / §16.3: answer a malformed request with a stateless 400 when there is something
+        to answer: a request line and the Via, From, To, Call-ID and CSeq header lines (copied
+        as they are, so a From with a bad tag still gets its 400).  Nothing is kept: its
+        retransmission is answered the same way."""
+        try:
+            req = data if isinstance(data, SipRequest) else parse_message(data, strict=False)
         except SipParseError:
             return
+        if not isinstance(req, SipRequest) or req.method == "ACK":
+            return
+        if any(req.headers.get(n) is None for n in ("Via", "From", "To", "Call-ID", "CSeq")):
+            return
         reason = "Bad Request (" + "".join(c for c in why[:60] if c.isprintable()) + ")"
-        self._respond_stateless(req, addr, 400, reason)
+        resp = self._make_response(req, 400, reason)
+        to = req.headers.get("To") or ""
+        if ";tag=" not in to.replace(" ", "").lower():
+            resp.headers.set("To", f"{to};tag={new_tag()}")
+        self._sendto(resp.to_bytes(), addr)
 
     def _fix_via(self, req: SipRequest, addr: tuple[str, int]) -> None:
         # §18.2.1 + RFC 3581: note where the request really came from in the top Via.
@@ -1759,6 +1817,21 @@ class SipEndpoint:
         call._on_cancel()
 
     def _on_new_invite(self, req: SipRequest, addr: tuple[str, int]) -> None:
+        # Everything that can refuse the INVITE runs before any state exists, and refusals are
+        # stateless (a retransmission is simply refused again): a flood of bad, unauthenticated
+        # or excess INVITEs leaves nothing behind.
+        dialog = Dialog.uas(req, new_tag(), self._contact())  # SipParseError -> 400
+        # The engine calling one of its own routes sends INVITEs to itself: not a flood.
+        own = addr == (self.host, self.port)
+        adm = self.policy.check_invite(
+            req, addr[0], self._now(), self._active, rate_limited=not own
+        )
+        if not adm.accepted:
+            resp = self._make_response(
+                req, adm.code, adm.reason, to_tag=dialog.local_tag, extra=adm.headers
+            )
+            self._sendto(resp.to_bytes(), addr)
+            return
         tx = ServerInviteTransaction(req)
         entry = self._add_server_tx(tx, addr)
         # §8.2.2.3: we support no extensions; refuse requests that require one.
@@ -1781,8 +1854,9 @@ class SipEndpoint:
         self._run_server(
             entry, tx.send_response(self._make_response(req, 100, "Trying"), self._now())
         )
-        call = IncomingCall(self, req, tx, addr)
+        call = IncomingCall(self, req, tx, addr, dialog, adm.user)
         self._calls[(call.call_id, call.local_tag)] = call
+        self._active += 1
         ikey = tx.key
         self._incoming_by_key[ikey] = call
         assert self._loop is not None

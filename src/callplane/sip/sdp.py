@@ -18,6 +18,7 @@ __all__ = [
     "answer_reoffer",
     "build_offer",
     "bump_version",
+    "continue_session",
     "mirror_direction",
     "negotiate_answer",
     "offered_direction",
@@ -460,6 +461,24 @@ def _same_but_version(a: bytes, b: bytes) -> bool:
     oa[2] = ob[2] = "0"
     sa.origin, sb.origin = " ".join(oa), " ".join(ob)
     return sa.to_bytes() == sb.to_bytes()
+
+
+def continue_session(sdp: bytes, previous: bytes) -> bytes:
+    """`sdp` as the next description of the session `previous` belongs to (RFC 3264 §8): the
+    o= line of `previous` (same user, session id and address) with its version unchanged when
+    nothing else changed and incremented by one otherwise.  Lets callers build a re-offer or
+    answer with `build_offer` / `with_direction` without tracking versions themselves."""
+    sd, sp = parse_sdp(sdp), parse_sdp(previous)
+    prev = sp.origin.split()
+    if not prev[2].isdigit():
+        raise SdpError(f"bad o= session version {sp.origin!r}")
+    sd.origin = sp.origin
+    out = sd.to_bytes()
+    if out == previous or _same_but_version(out, previous):
+        return previous
+    prev[2] = str(int(prev[2]) + 1)
+    sd.origin = " ".join(prev)
+    return sd.to_bytes()
 
 
 def answer_reoffer(offer: bytes, previous: bytes) -> bytes:
