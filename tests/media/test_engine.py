@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from callplane.media import g711, sources
-from callplane.media.engine import MediaEngine, RtpSession
+from callplane.media.engine import MediaEngine, RtpSession, TickFrames
 from callplane.media.sources import Frame, FrameReader, Source
 
 PORTS = (40200, 40399)
@@ -41,8 +41,9 @@ class Collector:
         self.direction = direction
         session.add_listener(self)
 
-    def __call__(self, frame: Frame, direction: str) -> None:
-        if direction == self.direction:
+    def __call__(self, tick: TickFrames) -> None:
+        frame = getattr(tick, self.direction)
+        if frame is not None:
             self.frames.append(frame)
 
     def audio(self) -> np.ndarray:
@@ -418,3 +419,181 @@ async def test_play_direction_is_validated(engine: MediaEngine) -> None:
     a, _ = await pair(engine)
     with pytest.raises(ValueError, match="direction"):
         a.play(sources.silence(0.1), direction="sideways")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------------------------
+# The media graph: ticks for every listener, hold, mix groups, live sources
+
+
+class TickCounter:
+    def __init__(self, session: RtpSession) -> None:
+        self.ticks: list[TickFrames] = []
+        session.add_listener(self.ticks.append)
+
+
+async def test_listeners_get_one_tick_frames_every_tick_even_while_digits_are_sent(
+    engine: MediaEngine,
+) -> None:
+    a, _b = await pair(engine)
+    seen = TickCounter(a)
+    a.play(sources.tone(700, None, level_dbfs=-12))
+    await asyncio.sleep(0.2)
+    first = len(seen.ticks)
+    t0 = time.monotonic()
+    await a.send_digits("1234")
+    elapsed = time.monotonic() - t0
+    got = len(seen.ticks) - first
+    # Before the graph, outbound frames stopped for the whole of send_digits (~0.7 s).
+    assert got == pytest.approx(elapsed / 0.02, abs=3)
+    ticks = [t.tick for t in seen.ticks]
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # no tick missing
+    during = seen.ticks[first + 5 : first + 25]
+    assert all(peak_hz(t.outbound) == pytest.approx(700, abs=60) for t in during)
+
+
+async def test_inbound_is_one_frame_per_tick_and_silent_when_the_far_end_stops(
+    engine: MediaEngine,
+) -> None:
+    a, b = await pair(engine)
+    seen = TickCounter(b)
+    pb = a.play(sources.tone(1000, 0.5, level_dbfs=-10))
+    await asyncio.wait_for(pb.done, 3)
+    await a.close()  # the far end stops sending altogether
+    await asyncio.sleep(0.5)
+    heard = [t.heard for t in seen.ticks]
+    assert any(heard)
+    last_heard = max(i for i, h in enumerate(heard) if h)
+    quiet = seen.ticks[last_heard + 1 :]
+    assert len(quiet) >= 20  # ticks keep coming without any packet
+    assert not any(t.heard or t.inbound.any() for t in quiet)
+    assert all(t.inbound.size == 160 and t.outbound.size == 160 for t in seen.ticks)
+
+
+async def test_hold_stops_sending_and_unhold_resumes_on_the_wall_clock(engine: MediaEngine) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 40402))
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    async def packets_for(seconds: float) -> list[bytes]:
+        got: list[bytes] = []
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            try:
+                data, _ = await asyncio.wait_for(loop.sock_recvfrom(sock, 2048), left)
+            except TimeoutError:
+                break
+            got.append(data)
+        return got
+
+    try:
+        s = await engine.open_session()
+        s.configure(("127.0.0.1", 40402))
+        seen = TickCounter(s)
+        before = await packets_for(0.3)
+        s.set_direction("recvonly")  # the far end put us on hold (it sent a=sendonly)
+        await asyncio.sleep(0.02)
+        while True:  # what left before the hold took effect
+            try:
+                before.append(sock.recv(2048))
+            except BlockingIOError:
+                break
+        held = await packets_for(0.4)
+        ticks_on_hold = len(seen.ticks)
+        s.set_direction("sendrecv")
+        after = await packets_for(0.3)
+    finally:
+        sock.close()
+    assert len(before) >= 10 and held == [] and len(after) >= 10
+    assert len(seen.ticks) > ticks_on_hold  # listeners tick on through the hold
+    last = struct.unpack("!BBHII", before[-1][:12])
+    first = struct.unpack("!BBHII", after[0][:12])
+    assert first[1] & 0x80  # marker: a new talkspurt
+    assert first[2] == (last[2] + 1) % 65536  # no sequence gap: nothing was sent
+    gap_ticks = ((first[3] - last[3]) % 2**32) / 160
+    assert gap_ticks >= 0.4 / 0.02 - 2  # timestamps followed the wall clock through the hold
+
+
+async def test_bridge_each_party_hears_the_other_and_not_itself(engine: MediaEngine) -> None:
+    # far end A <-> leg A  ==bridge==  leg B <-> far end B
+    far_a, leg_a = await pair(engine)
+    far_b, leg_b = await pair(engine)
+    at_far_a = Collector(far_a)
+    at_far_b = Collector(far_b)
+    far_a.play(sources.tone(500, None, level_dbfs=-12))
+    far_b.play(sources.tone(1300, None, level_dbfs=-12))
+    bridge = engine.mix_group()
+    bridge.add(leg_a)
+    bridge.add(leg_b)
+    await asyncio.sleep(0.6)
+    heard_a = at_far_a.audio()[-4000:]
+    heard_b = at_far_b.audio()[-4000:]
+    assert peak_hz(heard_a) == pytest.approx(1300, abs=5)
+    assert peak_hz(heard_b) == pytest.approx(500, abs=5)
+    assert rms_db(heard_a) == pytest.approx(-15, abs=1.0)  # -12 dBFS peak sine: -15 dB RMS
+    # Mute B (it speaks no more): A hears silence; B still hears A.
+    bridge.set(leg_b, speaks=False)
+    at_far_a.clear()
+    at_far_b.clear()
+    await asyncio.sleep(0.4)
+    assert not at_far_a.audio()[-1600:].any()
+    assert peak_hz(at_far_b.audio()[-1600:]) == pytest.approx(500, abs=10)
+    bridge.close()
+    at_far_b.clear()
+    await asyncio.sleep(0.3)
+    assert not at_far_b.audio()[-1600:].any()  # unbridged: each leg alone again
+
+
+async def test_bridge_carries_speak_playbacks_to_the_peer(engine: MediaEngine) -> None:
+    far_a, leg_a = await pair(engine)
+    far_b, leg_b = await pair(engine)
+    at_far_a = Collector(far_a)
+    at_far_b = Collector(far_b)
+    bridge = engine.mix_group()
+    bridge.add(leg_a)
+    bridge.add(leg_b)
+    leg_a.play(sources.tone(900, None, level_dbfs=-12), direction="speak")
+    await asyncio.sleep(0.5)
+    assert peak_hz(at_far_b.audio()[-3200:]) == pytest.approx(900, abs=5)  # A's leg "said" it
+    assert not at_far_a.audio()[-3200:].any()  # not sent to A's far end
+
+
+async def test_three_party_mix_minus(engine: MediaEngine) -> None:
+    tones = (440, 1100, 1900)
+    fars, legs = [], []
+    for _ in tones:
+        far, leg = await pair(engine)
+        fars.append(far)
+        legs.append(leg)
+    collectors = [Collector(f) for f in fars]
+    for far, hz in zip(fars, tones, strict=True):
+        far.play(sources.tone(hz, None, level_dbfs=-18))
+    room = engine.mix_group()
+    for leg in legs:
+        room.add(leg)
+    await asyncio.sleep(0.6)
+    for k, col in enumerate(collectors):
+        x = col.audio()[-4000:].astype(np.float64)
+        spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+        power = {hz: spec[int(hz * x.size / 8000)] for hz in tones}
+        own = tones[k]
+        others = [hz for hz in tones if hz != own]
+        assert all(power[hz] > 50 * power[own] for hz in others), (k, power)
+
+
+async def test_live_source_plays_what_is_pushed_and_silence_when_dry(engine: MediaEngine) -> None:
+    a, _b = await pair(engine)
+    sent = Collector(a, "outbound")
+    live = sources.LiveSource("peer")
+    pb = a.play(live)
+    ramp = (np.arange(1600, dtype=np.int16) - 800) * 10
+    live.push(ramp[:1000])  # not a whole number of frames: re-cut
+    live.push(ramp[1000:])
+    await asyncio.sleep(0.5)
+    assert pb.state == "playing"  # dry, but not ended
+    audio = sent.audio()
+    start = int(np.flatnonzero(audio)[0])
+    assert np.array_equal(audio[start : start + 1600], ramp)
+    assert live.dry_frames > 0
+    live.close()
+    assert await asyncio.wait_for(pb.done, 1) == "finished"

@@ -1,13 +1,20 @@
-"""The media engine: RTP sessions driven by one 20 ms media clock.
+"""The media engine: RTP sessions driven by one 20 ms media clock, as a media graph.
 
 See docs/architecture.md ("engine -> media"). One clock task serves every session. Per tick it
-pulls the next frame of every active playback (a view into a precomputed matrix), mixes and
-applies volume for all sessions at once, encodes every session's frame with one vectorised G.711
-table lookup, writes the 12-byte headers in place with ``struct.pack_into`` and sends one packet
-per session with ``socket.sendto``; only once every packet is out do the outbound frame
-listeners (recording, detectors) run, so their cost never delays a send. Nothing per tick
-allocates per sample, and nothing per session runs more than a few Python statements: that is
-what lets one core hold hundreds of calls.
+
+1. pops exactly one inbound frame per session from the session's jitter buffer (packets are only
+   pushed there as they arrive: ordering, any ptime and loss are the buffer's business);
+2. pulls the next frame of every active playback (a view into a precomputed matrix, or a live
+   source fed from outside) and mixes them with volume for all sessions at once;
+3. adds, for sessions in a mix group (a bridge, later a conference), every other member's voice
+   (mix-minus, batched over all groups: `media.mix`);
+4. encodes every session's frame with one vectorised G.711 table lookup, writes the 12-byte
+   headers in place and sends one packet per session;
+5. only then hands every listener of a session one :class:`TickFrames` (inbound, outbound,
+   speak), every tick, so operations never see gaps and their timers count ticks.
+
+Nothing per tick allocates per sample, and nothing per session runs more than a few Python
+statements: that is what lets one core hold hundreds of calls.
 
 The clock runs on an absolute schedule (tick n is due at start + n * 20 ms): a late wake-up does
 not shift later ticks, it is caught up by sending the missed ticks at once.
@@ -33,6 +40,8 @@ import numpy.typing as npt
 
 from callplane.media import g711
 from callplane.media.dtmf import DtmfError, DtmfPacket, DtmfReceiver, TickAction, plan_digits
+from callplane.media.jitter import JitterBuffer
+from callplane.media.mix import MemberRow, MixPlan
 from callplane.media.rtp import (
     HEADER,
     ReceiverReport,
@@ -46,19 +55,33 @@ from callplane.media.rtp import (
     parse_rtcp,
     parse_rtp,
 )
-from callplane.media.sources import FRAME_SAMPLES, Frame, FrameReader, Source
+from callplane.media.sources import FRAME_SAMPLES, Frame, LiveSource, Reader, Source
 
 log = logging.getLogger(__name__)
 
-Direction = Literal["inbound", "outbound", "speak"]
-"""``inbound`` = audio received from the remote party; ``outbound`` = audio we send to it (once
-per tick); ``speak`` = what `speak`-direction playbacks said this tick (not sent: it is this
-leg's own speech, for recordings of its speak side), right after that tick's ``outbound``."""
 
-FrameListener = Callable[[Frame, Direction], None]
+@dataclass(slots=True)
+class TickFrames:
+    """One 20 ms tick of one RTP session, given to every listener once per tick, every tick
+    (RFC 4733 digit sending and hold included), after all of the tick's packets were sent.
+
+    The leg's own voice (the "speak" side of recordings, taps and detectors) is ``inbound`` plus
+    ``speak``; the "listen" side is ``outbound``. Frames are owned copies a listener may keep.
+    """
+
+    tick: int  # the media clock's tick number (50 per second), shared by all sessions
+    inbound: Frame  # from the far end, jitter-buffered; silence where nothing arrived
+    outbound: Frame  # what this leg sent (or, during digits or on hold, would have sent)
+    speak: Frame | None  # what speak-direction playbacks said on this leg (not sent)
+    heard: bool  # inbound held received audio (False: silence because nothing arrived)
+
+
+FrameListener = Callable[[TickFrames], None]
 PlayDirection = Literal["listen", "speak", "both"]
+MediaDirection = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 DtmfCallback = Callable[[str, int], None]
 PlaybackState = Literal["playing", "paused", "finished", "stopped", "error"]
+Playable = Source | LiveSource
 
 PCMU = 0
 PCMA = 8
@@ -119,7 +142,7 @@ class Playback:
     def __init__(
         self,
         session: RtpSession,
-        sources: Sequence[Source],
+        sources: Sequence[Playable],
         volume_db: float,
         loop: int,
         done: asyncio.Future[str],
@@ -135,7 +158,7 @@ class Playback:
         self._index = 0
         self._plays = 0
         self._loop = loop
-        self._reader: FrameReader = self._sources[0].reader()
+        self._reader: Reader = self._sources[0].reader()
         self.volume_db = float(volume_db)
         self._gain = _db_to_gain(volume_db)
         self.state: PlaybackState = "playing"
@@ -230,7 +253,9 @@ class RtpSession:
 
     Created by :meth:`MediaEngine.open_session`. Until :meth:`configure` is called it sends
     nothing; afterwards it sends one packet every 20 ms (silence when nothing plays) to the
-    configured address, or, once packets arrive, to their source (symmetric RTP, RFC 4961).
+    configured address, or, once packets arrive, to their source (symmetric RTP, RFC 4961),
+    unless its media direction (hold) says it must not send. Inbound audio goes through the
+    session's jitter buffer: one frame per tick.
     """
 
     def __init__(
@@ -259,6 +284,10 @@ class RtpSession:
         self._rtcp_remote: tuple[str, int] | None = None
         self._configured = False
         self._closed = False
+        self._sends = True  # the negotiated direction lets us send (not recvonly / inactive)
+        self.direction: MediaDirection = "sendrecv"
+        self.jitter = JitterBuffer()
+        self._group: MixGroup | None = None
         self._active: list[Playback] = []  # playing, in start order (mixed together)
         self._playbacks: set[Playback] = set()  # playing or paused
         self._listeners: list[FrameListener] = []
@@ -296,10 +325,12 @@ class RtpSession:
         remote: tuple[str, int] | None = None,
         payload_type: int = PCMU,
         telephone_event_pt: int | None = 101,
+        direction: MediaDirection = "sendrecv",
     ) -> None:
-        """Set the remote address (from SDP), the G.711 payload type (0 PCMU, 8 PCMA) and the
-        RFC 4733 payload type (None = not negotiated). May be called again (re-INVITE): a new
-        address also drops the latched one, so media follows the new SDP until packets arrive.
+        """Set the remote address (from SDP), the G.711 payload type (0 PCMU, 8 PCMA), the
+        RFC 4733 payload type (None = not negotiated) and our media direction. May be called
+        again (re-INVITE): a new address also drops the latched one, so media follows the new
+        SDP until packets arrive.
         """
         if payload_type not in (PCMU, PCMA):
             raise ValueError(f"payload type {payload_type} is not G.711 (0 or 8)")
@@ -317,13 +348,30 @@ class RtpSession:
         self._law_offset = 65536 if payload_type == PCMA else 0
         self._te_pt = telephone_event_pt
         self._configured = True
+        self.set_direction(direction)
         self._engine._membership_changed()
+
+    def set_direction(self, direction: MediaDirection) -> None:
+        """Our side of the SDP direction (RFC 3264 §6.1): ``recvonly`` and ``inactive`` (the far
+        end put us on hold) stop sending; the clock still ticks listeners and bridges, and RTP
+        timestamps keep running, so unhold resumes on the wall clock with a marker bit."""
+        if direction not in ("sendrecv", "sendonly", "recvonly", "inactive"):
+            raise ValueError(f"unknown media direction {direction!r}")
+        sends = direction in ("sendrecv", "sendonly")
+        if sends and not self._sends:
+            self._marker = True
+        self.direction = direction
+        self._sends = sends
+
+    @property
+    def sending(self) -> bool:
+        return self._sends and not self._closed
 
     # -- playback ------------------------------------------------------------------------------
 
     def play(
         self,
-        source: Source | Sequence[Source],
+        source: Playable | Sequence[Playable],
         volume_db: float = 0.0,
         loop: int = 1,
         direction: PlayDirection = "listen",
@@ -335,7 +383,7 @@ class RtpSession:
         """
         if self._closed:
             raise RuntimeError("session is closed")
-        sources = [source] if isinstance(source, Source) else list(source)
+        sources = [source] if isinstance(source, Source | LiveSource) else list(source)
         if not sources:
             raise ValueError("nothing to play: empty playlist")
         if loop < 0:
@@ -369,9 +417,8 @@ class RtpSession:
     # -- listeners and DTMF --------------------------------------------------------------------
 
     def add_listener(self, callback: FrameListener) -> None:
-        """Receive every 160-sample frame: ``inbound`` ones as packets arrive (decoded),
-        ``outbound`` ones once per tick (what is being sent, before encoding). Frames are
-        copies the listener may keep."""
+        """Receive one :class:`TickFrames` per tick, every tick, after the tick's packets left.
+        A listener that raises is removed (one broken operation must not stop the clock)."""
         self._listeners.append(callback)
 
     def remove_listener(self, callback: FrameListener) -> None:
@@ -429,19 +476,11 @@ class RtpSession:
             pt = second & 0x7F
             if pt == self._pt and self._latched_ssrc == ssrc:
                 # Fast path: audio in the negotiated codec on the latched stream.
-                now = time.monotonic()
-                if not self._rx.update(seq, ts, now):
+                if not self._rx.update(seq, ts, time.monotonic()):
                     return  # duplicate or hopelessly late
                 self.packets_received += 1
-                listeners = self._listeners
-                if listeners and len(data) > 12:
-                    frame = _DECODE[pt].take(np.frombuffer(data, _U8, offset=12))
-                    for cb in tuple(listeners):
-                        try:
-                            cb(frame, "inbound")
-                        except Exception:
-                            log.exception("media listener failed; removing it")
-                            self.remove_listener(cb)
+                if len(data) > 12:
+                    self.jitter.push(seq, ts, _DECODE[pt].take(np.frombuffer(data, _U8, offset=12)))
                 return
             payload = data[12:]
         if ssrc != self._latched_ssrc:
@@ -449,6 +488,7 @@ class RtpSession:
             self._latched_ssrc = ssrc
             self._latched = (str(addr[0]), int(addr[1]))
             self._rx = ReceiveStats()
+            self.jitter.reset()
             self._engine._membership_changed()
         now = time.monotonic()
         if not self._rx.update(seq, ts, now):
@@ -456,11 +496,9 @@ class RtpSession:
         self.packets_received += 1
         if pt == self._te_pt:
             self._on_telephone_event(payload, ts, now)
-        elif pt in (PCMU, PCMA) and self._listeners and payload:
+        elif pt in (PCMU, PCMA) and payload:
             table = g711.ULAW_DECODE if pt == PCMU else g711.ALAW_DECODE
-            frame = table[np.frombuffer(payload, dtype=np.uint8)]
-            for cb in tuple(self._listeners):
-                self._call_listener(cb, frame, "inbound")
+            self.jitter.push(seq, ts, table[np.frombuffer(payload, dtype=np.uint8)])
         # Other payload types (comfort noise 13, unnegotiated codecs) are counted and ignored.
 
     def _on_telephone_event(self, payload: bytes, ts: int, now: float) -> None:
@@ -491,13 +529,6 @@ class RtpSession:
                 cb(digit, duration)
             except Exception:
                 log.exception("on_dtmf callback failed")
-
-    def _call_listener(self, cb: FrameListener, frame: Frame, direction: Direction) -> None:
-        try:
-            cb(frame, direction)
-        except Exception:
-            log.exception("media listener failed; removing it")
-            self.remove_listener(cb)
 
     def _on_rtcp(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         try:
@@ -587,6 +618,8 @@ class RtpSession:
                 item.set_exception(RuntimeError("session closed before the digits were sent"))
         if self._dtmf_poll is not None:
             self._dtmf_poll.cancel()
+        if self._group is not None:
+            self._group.remove(self)
         self._engine._remove(self)
         for tr in self._transports:
             tr.close()
@@ -594,6 +627,77 @@ class RtpSession:
 
     def __repr__(self) -> str:
         return f"<RtpSession :{self.local_port} -> {self.remote} pt={self._pt}>"
+
+
+@dataclass
+class _Membership:
+    hears: bool = True
+    speaks: bool = True
+
+
+class MixGroup:
+    """Sessions that hear each other: a bridge of two legs, later a conference.
+
+    Each member's outbound gets the sum of the other members' voices (their inbound audio plus
+    their speak-direction playbacks) on top of its own playbacks, in the same tick the voices
+    were popped from the jitter buffers: a bridge adds no delay beyond them. ``hears=False``
+    (deaf) and ``speaks=False`` (muted) make one-way routes, e.g. a callee's early media relayed
+    to a caller who is not heard yet. A session is in at most one group at a time.
+    """
+
+    def __init__(self, engine: MediaEngine) -> None:
+        self._engine = engine
+        self._members: dict[RtpSession, _Membership] = {}
+        self.closed = False
+
+    @property
+    def sessions(self) -> list[RtpSession]:
+        return list(self._members)
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, session: object) -> bool:
+        return session in self._members
+
+    def add(self, session: RtpSession, *, hears: bool = True, speaks: bool = True) -> None:
+        """Join (or change how the session takes part); leaves any other group first."""
+        if self.closed:
+            raise RuntimeError("mix group is closed")
+        if session.closed:
+            raise RuntimeError("session is closed")
+        if session._group is not None and session._group is not self:
+            session._group.remove(session)
+        session._group = self
+        self._members[session] = _Membership(hears, speaks)
+        self._engine._membership_changed()
+
+    def set(
+        self, session: RtpSession, *, hears: bool | None = None, speaks: bool | None = None
+    ) -> None:
+        member = self._members[session]
+        if hears is not None:
+            member.hears = hears
+        if speaks is not None:
+            member.speaks = speaks
+        self._engine._membership_changed()
+
+    def remove(self, session: RtpSession) -> None:
+        if self._members.pop(session, None) is not None:
+            if session._group is self:
+                session._group = None
+            self._engine._membership_changed()
+
+    def close(self) -> None:
+        """Unbridge everyone: each session goes on alone."""
+        for session in list(self._members):
+            self.remove(session)
+        self.closed = True
+        self._engine._groups.discard(self)
+        self._engine._membership_changed()
+
+    def __repr__(self) -> str:
+        return f"<MixGroup {[s.local_port for s in self._members]}>"
 
 
 class MediaEngine:
@@ -612,14 +716,19 @@ class MediaEngine:
         self.port_range = (lo, hi)
         self._next_port = lo + (lo % 2)
         self._sessions: list[RtpSession] = []
-        self._sending: list[RtpSession] = []
+        # Configured, open sessions: the clock's rows this tick (sending or on hold).
+        self._clocked: list[RtpSession] = []
+        self._groups: set[MixGroup] = set()
+        self._plan = MixPlan(())
         self._dirty = True
+        self.tick_count = 0
         self._task: asyncio.Task[None] | None = None
         self._rtcp_task: asyncio.Task[None] | None = None
         self._event_loop: asyncio.AbstractEventLoop | None = None
         self.stats = ClockStats()
         self._capacity = 0
         self._mixed: npt.NDArray[np.int16] = np.zeros((0, FRAME_SAMPLES), dtype=np.int16)
+        self._inbound: npt.NDArray[np.int16] = np.zeros((0, FRAME_SAMPLES), dtype=np.int16)
         self._packets: npt.NDArray[np.uint8] = np.zeros((0, PACKET_SIZE), dtype=np.uint8)
         self._packets_mv = self._packets.reshape(-1).data
         self._packet_views: list[memoryview] = []
@@ -727,25 +836,41 @@ class MediaEngine:
     def _membership_changed(self) -> None:
         self._dirty = True
 
+    def mix_group(self) -> MixGroup:
+        """A new, empty mix group: every member hears every other member (mix-minus)."""
+        group = MixGroup(self)
+        self._groups.add(group)
+        return group
+
     def _refresh(self) -> None:
-        """Rebuild the per-tick session list and its per-session constant arrays."""
-        self._sending = [
-            s for s in self._sessions if s._configured and not s._closed and s.remote is not None
-        ]
-        n = len(self._sending)
+        """Rebuild the per-tick session list, its per-session constant arrays and the mix plan."""
+        self._clocked = [s for s in self._sessions if s._configured and not s._closed]
+        n = len(self._clocked)
         if n > self._capacity:
             cap = max(16, 1 << (n - 1).bit_length())
             self._capacity = cap
             self._mixed = np.zeros((cap, FRAME_SAMPLES), dtype=np.int16)
+            self._inbound = np.zeros((cap, FRAME_SAMPLES), dtype=np.int16)
             self._packets = np.zeros((cap, PACKET_SIZE), dtype=np.uint8)
             self._packets_mv = self._packets.reshape(-1).data
             mv = self._packets_mv
             # One memoryview per packet row, made once: no slice object per packet per tick.
             self._packet_views = [mv[i * PACKET_SIZE : (i + 1) * PACKET_SIZE] for i in range(cap)]
-        offsets = np.array([s._law_offset for s in self._sending], dtype=np.int32)
+        offsets = np.array([s._law_offset for s in self._clocked], dtype=np.int32)
         self._law_offsets = offsets.reshape(-1, 1)
         self._mixed_laws = bool(n) and offsets.min() != offsets.max()
         self._all_alaw = bool(n) and offsets.min() == 65536
+        row_of = {s: i for i, s in enumerate(self._clocked)}
+        self._plan = MixPlan(
+            [
+                [
+                    MemberRow(row_of[s], m.hears, m.speaks)
+                    for s, m in g._members.items()
+                    if s in row_of
+                ]
+                for g in self._groups
+            ]
+        )
         self._dirty = False
 
     # -- the clock -----------------------------------------------------------------------------
@@ -795,18 +920,24 @@ class MediaEngine:
             done = due
 
     def _skip(self, ticks: int) -> None:
-        for s in self._sending:
+        self.tick_count += ticks
+        for s in self._clocked:
             s._ts = (s._ts + ticks * FRAME_SAMPLES) & _TS_MASK
 
     def _tick(self) -> None:
-        """One 20 ms frame for every sending session."""
+        """One 20 ms frame in and out for every clocked session."""
         if self._dirty:
             self._refresh()
-        sessions = self._sending
+        sessions = self._clocked
         n = len(sessions)
+        self.tick_count += 1
         if n == 0:
             return
         mixed = self._mixed[:n]
+        inbound = self._inbound[:n]
+
+        # 0. One inbound frame per session from its jitter buffer.
+        heard = [s.jitter.pop_into(inbound[i]) for i, s in enumerate(sessions)]
 
         # 1. Gather: one frame view per active playback; owners[i] = its session row.
         frames: list[Frame] = []
@@ -882,8 +1013,13 @@ class MediaEngine:
                     else:
                         np.clip(np.rint(acc), -32768, 32767, out=acc)
                         mixed[rows] = acc
+        said = self._said(spoken) if spoken else {}
 
-        # 3. Encode every session's frame in one gather, written straight into the packets
+        # 3. Bridges and conferences: every member hears the others' voices (mix-minus).
+        if len(self._plan):
+            self._plan.mix_into(mixed, inbound, said)
+
+        # 4. Encode every session's frame in one gather, written straight into the packets
         # (mode="clip" lets np.take write into the strided view without a temporary; every
         # index is in range anyway).
         u16 = mixed.view(np.uint16)
@@ -895,15 +1031,20 @@ class MediaEngine:
         else:
             np.take(g711.ULAW_ENCODE, u16, out=payloads, mode="clip")
 
-        # 4. Headers in place, then one sendto per session. Every packet leaves before any
+        # 5. Headers in place, then one sendto per session. Every packet leaves before any
         # listener runs: listeners (recording, detectors) cost far more than a send, and running
         # them in between would delay the packets of every later session in the list.
         packets = self._packet_views
         pack_into = HEADER.pack_into
         listening: list[int] = []
         for i, s in enumerate(sessions):
+            if s._listeners:
+                listening.append(i)
             remote = s._latched or s._configured_remote
-            if remote is None:  # latched address cleared by a reconfigure mid-tick
+            if remote is None or not s._sends:
+                # On hold, or no address yet: nothing leaves, but the timestamp follows the
+                # clock so the stream resumes where wall time says.
+                s._ts = (s._ts + FRAME_SAMPLES) & _TS_MASK
                 continue
             if s._dtmf_plan:
                 dtmf = s._next_dtmf()
@@ -929,51 +1070,38 @@ class MediaEngine:
             s._ts = (ts + FRAME_SAMPLES) & _TS_MASK
             s.packets_sent += 1
             s.octets_sent += FRAME_SAMPLES
-            if s._listeners:
-                listening.append(i)
 
-        # 5. Outbound frames to listeners, each an owning copy of its row (a listener may keep
-        # it: a view into one shared batch would pin the whole batch per kept frame).
+        # 6. One TickFrames per listening session, each frame an owning copy of its row (a
+        # listener may keep it: a view into one shared batch would pin the whole batch).
+        tick = self.tick_count
         for i in listening:
             s = sessions[i]
-            frame = mixed[i].copy()
+            frames_of_tick = TickFrames(
+                tick, inbound[i].copy(), mixed[i].copy(), said.get(i), heard[i]
+            )
             for cb in tuple(s._listeners):
                 try:
-                    cb(frame, "outbound")
+                    cb(frames_of_tick)
                 except Exception:
                     log.exception("media listener failed; removing it")
                     s.remove_listener(cb)
 
-        # 6. What the sessions' `speak` playbacks said this tick, after the tick's outbound
-        # frame, so a listener can put it in the same tick.
-        if spoken:
-            self._deliver_spoken(sessions, spoken)
-
     @staticmethod
-    def _deliver_spoken(
-        sessions: Sequence[RtpSession], spoken: list[tuple[int, Frame, float]]
-    ) -> None:
+    def _said(spoken: list[tuple[int, Frame, float]]) -> dict[int, Frame]:
+        """What each session's speak-direction playbacks said this tick, by row."""
         by_row: dict[int, npt.NDArray[np.float32]] = {}
         for i, frame, gain in spoken:
             acc = by_row.get(i)
             scaled = frame.astype(np.float32) * gain
             by_row[i] = scaled if acc is None else acc + scaled
-        for i, acc in by_row.items():
-            s = sessions[i]
-            if not s._listeners:
-                continue
-            frame = np.clip(np.rint(acc), -32768, 32767).astype(np.int16)
-            for cb in tuple(s._listeners):
-                try:
-                    cb(frame, "speak")
-                except Exception:
-                    log.exception("media listener failed; removing it")
-                    s.remove_listener(cb)
+        return {
+            i: np.clip(np.rint(acc), -32768, 32767).astype(np.int16) for i, acc in by_row.items()
+        }
 
     async def _rtcp_loop(self) -> None:
         # Spread each session's SR over the interval instead of sending them all together.
         while True:
-            sessions = list(self._sending)
+            sessions = [s for s in self._clocked if s.sending and s.remote is not None]
             if not sessions:
                 await asyncio.sleep(1.0)
                 continue

@@ -12,9 +12,11 @@ Sources are also plain iterables of frames (``for frame in tone(1000, 1.0): ...`
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +31,12 @@ FloatArray = npt.NDArray[np.float64]
 # A repeating buffer longer than this is not worth precomputing; sources fall back to a
 # one-second cycle (tones) or render their finite length instead.
 _MAX_CYCLE_SAMPLES = 60 * SAMPLE_RATE
+
+
+class Reader(Protocol):
+    """What a playback reads: the next 160-sample frame, or None at the end."""
+
+    def next_frame(self) -> Frame | None: ...
 
 
 class FrameReader:
@@ -128,6 +136,82 @@ class Source:
 
     def __repr__(self) -> str:
         return f"<Source {self.name} duration={self.duration}>"
+
+
+class LiveSource:
+    """Audio pushed in from outside while it plays: a bridged peer, a WebSocket stream, a speech
+    synthesizer. It plays silence while it runs dry instead of ending, and ends once closed and
+    drained. Pushes of any length are re-cut into 160-sample frames; at most ``max_frames`` are
+    queued (the oldest are dropped), so a producer running ahead cannot build up delay.
+    """
+
+    def __init__(self, name: str = "live", max_frames: int = 50) -> None:
+        if max_frames < 1:
+            raise ValueError("max_frames must be >= 1")
+        self.name = name
+        self.duration: float | None = None
+        self.max_frames = max_frames
+        self._frames: deque[Frame] = deque()
+        self._partial = np.zeros(0, dtype=np.int16)
+        self._closed = False
+        self._silence = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+        self._silence.flags.writeable = False
+        self.dropped_frames = 0
+        self.dry_frames = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._frames)
+
+    def push(self, samples: npt.ArrayLike) -> None:
+        """Queue 8 kHz int16 samples (any length); ignored once closed."""
+        if self._closed:
+            return
+        x = np.asarray(samples, dtype=np.int16).reshape(-1)
+        if self._partial.size:
+            x = np.concatenate([self._partial, x])
+        whole = x.size // FRAME_SAMPLES
+        for k in range(whole):
+            self._frames.append(x[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES].copy())
+        self._partial = x[whole * FRAME_SAMPLES :].copy()
+        overflow = len(self._frames) - self.max_frames
+        if overflow > 0:
+            self.dropped_frames += overflow
+            for _ in range(overflow):
+                self._frames.popleft()
+
+    def close(self) -> None:
+        """No more audio: the playback ends once what is queued has played."""
+        self._closed = True
+
+    def clear(self) -> None:
+        """Drop everything queued (an interruption: barge-in, a stream's `clear`)."""
+        self._frames.clear()
+        self._partial = np.zeros(0, dtype=np.int16)
+
+    def reader(self) -> LiveSource:
+        # One queue, one consumer: a live source is read where it is played.
+        return self
+
+    def next_frame(self) -> Frame | None:
+        if self._frames:
+            return self._frames.popleft()
+        if self._closed:
+            if self._partial.size:
+                last = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+                last[: self._partial.size] = self._partial
+                self._partial = np.zeros(0, dtype=np.int16)
+                return last
+            return None
+        self.dry_frames += 1
+        return self._silence
+
+    def __repr__(self) -> str:
+        return f"<LiveSource {self.name} queued={len(self._frames)} closed={self._closed}>"
 
 
 def _frame_aligned_cycle(cycle: Frame) -> Frame:
