@@ -26,6 +26,7 @@ import logging
 import random
 import socket
 import struct
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -112,6 +113,7 @@ class RtpSink:
         self._ptime = ptime
         self._packet_samples = ptime * SAMPLE_RATE // 1000
         self._pending = bytearray()
+        self._scheduled: deque[tuple[asyncio.TimerHandle, bytes]] = deque()
         self.ssrc = random.getrandbits(32)
         self._seq = random.getrandbits(16)
         self._ts = random.getrandbits(32)
@@ -140,6 +142,9 @@ class RtpSink:
     def send(self, frame: Frame) -> None:
         if self._closed:
             return
+        # Packets of the previous frame still waiting for their slot (ptime 10, a media clock
+        # catching up after a stall) go first: never reordered behind this frame's packets.
+        self._flush_scheduled()
         self._pending += self._table[frame.view(np.uint16)].tobytes()
         n = self._packet_samples
         delay = 0.0
@@ -152,10 +157,22 @@ class RtpSink:
             self._seq = (self._seq + 1) & 0xFFFF
             self._ts = (self._ts + n) & 0xFFFF_FFFF
             if delay:
-                asyncio.get_running_loop().call_later(delay, self._sendto, packet)
+                handle = asyncio.get_running_loop().call_later(delay, self._send_scheduled)
+                self._scheduled.append((handle, packet))
             else:
                 self._sendto(packet)
             delay += self._ptime / 1000
+
+    def _send_scheduled(self) -> None:
+        if self._scheduled:
+            _, packet = self._scheduled.popleft()
+            self._sendto(packet)
+
+    def _flush_scheduled(self) -> None:
+        while self._scheduled:
+            handle, packet = self._scheduled.popleft()
+            handle.cancel()
+            self._sendto(packet)
 
     def _sendto(self, packet: bytes) -> None:
         if self._closed:
@@ -168,6 +185,8 @@ class RtpSink:
 
     def close(self) -> None:
         self._closed = True
+        while self._scheduled:
+            self._scheduled.popleft()[0].cancel()
         self._sock.close()
 
 
