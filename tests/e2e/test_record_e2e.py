@@ -509,6 +509,39 @@ async def test_server_shutdown_finalises_the_recording(
     assert ncc > 0.9 and -0.3 < offset < 0.3
 
 
+async def test_a_recording_keeps_wall_time_while_digits_are_sent(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    """Bug: while SWML `send_digits` sent RFC 4733 events, listeners got no outbound frames,
+    so a `listen` recording of "1234" came out about 0.6 s short. Its duration now matches
+    the wall time between its start and its end (the event's start_time / end_time)."""
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(
+            client,
+            far_end,
+            {
+                "record_call": {
+                    "control_id": "dtmf",
+                    "direction": "listen",
+                    "status_url": receiver.url("/rec"),
+                }
+            },
+            {"sleep": 300},
+            {"send_digits": {"digits": "1234"}},
+            {"sleep": 300},
+            {"stop_record_call": {}},
+            {"sleep": -1},
+        )
+        event = await final_event(receiver, "/rec")
+        await client.calling.end(call_id)
+    assert far_end.digits() == "1234"
+    p = event["params"]
+    assert p["state"] == "finished"
+    wall = p["end_time"] - p["start_time"]
+    assert wall > 1.2, wall  # 0.3 s + the digits (~0.8 s) + 0.3 s
+    assert abs(p["duration"] - wall) <= 0.06, (p["duration"], wall)
+
+
 # -- in process, driven by TickFrames alone --------------------------------------------------
 
 
