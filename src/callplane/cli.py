@@ -1,4 +1,6 @@
-"""`callplane serve`: run the server with embedded defaults; every flag has an environment twin."""
+"""`callplane serve`: run the server with embedded defaults; every flag has an environment twin.
+
+`callplane projects add|list|remove`: the projects (tenants) kept in the data directory."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from callplane._version import __version__
 
@@ -60,9 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port_range,
         metavar="LOW-HIGH",
     )
-    serve.add_argument("--data", default=_env("DATA", "data"), type=Path, metavar="DIR")
-    serve.add_argument("--project", default=_env("PROJECT", ""), metavar="ID")
-    serve.add_argument("--token", default=_env("TOKEN", ""), metavar="TOKEN")
+    _data_argument(serve)
+    serve.add_argument(
+        "--project",
+        default=_env("PROJECT", ""),
+        metavar="ID",
+        help="the default project (inbound SIP calls), by id or name; created if unknown",
+    )
+    serve.add_argument(
+        "--token", default=_env("TOKEN", ""), metavar="TOKEN", help="the default project's token"
+    )
     env_routes = [r for r in (_env("ROUTES", "") or "").split(",") if r.strip()]
     serve.add_argument(
         "--route",
@@ -78,29 +88,71 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
     )
+    _projects_parser(sub)
     return parser
 
 
-def _load_or_create_credentials(config: object) -> None:
-    """Keep generated credentials in the data directory so a restart keeps the same ones."""
-    from callplane.server import ServerConfig
+def _data_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=_env("DATA", "data"), type=Path, metavar="DIR")
 
-    assert isinstance(config, ServerConfig)
-    path = config.data_dir / "credentials.json"
-    if not config.project and not config.token and path.exists():
-        saved = json.loads(path.read_text())
-        config.project, config.token = saved["project"], saved["token"]
-        print(f"callplane: project {config.project}  token {config.token}  (from {path})")
-        return
-    if config.fill_credentials():
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"project": config.project, "token": config.token}))
-        path.chmod(0o600)
-        print(f"callplane: generated project {config.project}  token {config.token}  ({path})")
+
+def _projects_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    projects = sub.add_parser(
+        "projects", help="manage projects: each has its own API token and webhook signing key"
+    )
+    actions = projects.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="create a project; prints its token and signing key once")
+    add.add_argument("name")
+    add.add_argument("--json", action="store_true", help="print the new project as JSON")
+    _data_argument(add)
+    listing = actions.add_parser("list", help="list projects (--json includes their secrets)")
+    listing.add_argument("--json", action="store_true")
+    _data_argument(listing)
+    remove = actions.add_parser("remove", help="delete a project: its token stops working")
+    remove.add_argument("project", metavar="ID|NAME")
+    _data_argument(remove)
+
+
+def _projects(args: argparse.Namespace) -> int:
+    from callplane.server import open_store
+    from callplane.store import import_legacy_credentials, new_project
+    from callplane.store.projects import describe_new
+
+    with open_store(args.data) as store:
+        for line in import_legacy_credentials(store, args.data):
+            print(line)
+        if args.action == "add":
+            row = new_project(args.name)
+            try:
+                store.add_project(row)
+            except ValueError as exc:
+                print(f"callplane: {exc}", file=sys.stderr)
+                return 1
+            print(json.dumps(_public(row)) if args.json else describe_new(row))
+        elif args.action == "list":
+            rows = store.list_projects()
+            if args.json:
+                print(json.dumps([_public(row) for row in rows]))
+            else:
+                for row in rows:  # no secrets on a terminal: they were shown when generated
+                    print(f"{row['id']}  {row['name']}")
+        else:
+            found = store.find_project(args.project)
+            if found is None or not store.delete_project(found["id"]):
+                print(f"callplane: no project {args.project!r}", file=sys.stderr)
+                return 1
+            print(f"callplane: removed project {found['id']} ({found['name']})")
+    return 0
+
+
+def _public(row: Any) -> dict[str, str]:
+    return {key: row[key] for key in ("id", "name", "token", "signing_key")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "projects":
+        return _projects(args)
     from callplane.server import ServerConfig, serve
 
     http_host, http_port = _hostport(args.http, 8080)
@@ -123,8 +175,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    _load_or_create_credentials(config)
-    sys.stdout.flush()
     try:
         import uvloop
     except ImportError:

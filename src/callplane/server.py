@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import importlib.util
 import logging
-import secrets
+import os
 import signal
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,16 @@ from callplane.media.engine import MediaEngine
 from callplane.providers.asr import PocketSphinxRecognizer
 from callplane.providers.tts import DefaultTts
 from callplane.sip.endpoint import SipEndpoint
-from callplane.store import Store
+from callplane.store import Store, prepare_projects
 from callplane.webhooks import WebhookOutbox
 
 log = logging.getLogger("callplane")
+
+DATABASE_NAME = "callplane.db"
+# How often the server records that it (and every call it holds) is alive: after a crash, the
+# calls it left end at the last heartbeat, so their duration excludes the downtime (to within
+# this interval).
+HEARTBEAT_INTERVAL = 2.0
 
 
 @dataclass
@@ -39,22 +46,41 @@ class ServerConfig:
     sip_port: int = 5060
     rtp_ports: tuple[int, int] = (20000, 20999)
     data_dir: Path = Path("data")
-    project: str = ""
-    token: str = ""
+    project: str = ""  # the default project (inbound SIP calls), by id or name
+    token: str = ""  # sets the default project's token
     routes: dict[str, str] = field(default_factory=dict)
     trunk: str | None = None
     log_level: str = "info"
 
-    def fill_credentials(self) -> bool:
-        """Generate the project id and token when absent; True when they were generated."""
-        generated = False
-        if not self.project:
-            self.project = str(uuid.uuid4())
-            generated = True
-        if not self.token:
-            self.token = "PT" + secrets.token_hex(24)
-            generated = True
-        return generated
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the data directory owner-only (it holds every project's secrets and recordings).
+
+    Files created from now on are owner-only too (umask 077): the database, its WAL, recordings,
+    the audio cache.
+    """
+    os.umask(0o077)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+
+
+def open_store(data_dir: Path) -> Store:
+    prepare_data_dir(data_dir)
+    return Store.open(data_dir / DATABASE_NAME)
+
+
+async def _heartbeat(store: Store) -> None:
+    while True:
+        store.mark_alive()
+        await asyncio.sleep(HEARTBEAT_INTERVAL)
+
+
+def _token_of(store: Store) -> Callable[[str], str | None]:
+    def lookup(project_id: str) -> str | None:
+        row = store.get_project(project_id)
+        return None if row is None else row["token"]
+
+    return lookup
 
 
 def _url_host(host: str) -> str:
@@ -87,9 +113,14 @@ class StoreIdempotency:
 
 
 async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -> None:
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = Store.open(config.data_dir / "callplane.db")
-    outbox = WebhookOutbox(store, signing_key=config.token)
+    store = open_store(config.data_dir)
+    default, generated = prepare_projects(
+        store, config.data_dir, project=config.project, token=config.token
+    )
+    for line in generated:  # secrets are shown once, when generated
+        print(line, flush=True)
+    config.project, config.token = default["id"], default["token"]
+    outbox = WebhookOutbox(store, signing_key=default["signing_key"])
     http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
     sip = SipEndpoint(config.sip_host, config.sip_port, user_agent=f"callplane/{__version__}")
     media = MediaEngine(config.sip_host, config.rtp_ports)
@@ -115,10 +146,10 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         recognizer=recognizer,
     )
     ready = False
+    heartbeat: asyncio.Task[None] | None = None
     app = create_app(
         engine,
-        project_id=config.project,
-        token=config.token,
+        tokens=_token_of(store),
         idempotency=StoreIdempotency(store),
         ready=lambda: ready,
         extra_routes=recording_routes(store.get_recording),
@@ -148,6 +179,8 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         engine.config.sip_port = sip.port
         await media.start()
         await engine.start()
+        # Only after engine.start(): recovering a crash's orphans reads the previous heartbeat.
+        heartbeat = asyncio.create_task(_heartbeat(store))
         if recognizer is not None:
             # Load the decoder once now, so the first speech collect does not wait for it.
             await asyncio.to_thread(recognizer.warm_up)
@@ -159,12 +192,13 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             return
         ready = True
         log.info(
-            "callplane %s ready: HTTP %s:%d, SIP udp %s:%d, project %s",
+            "callplane %s ready: HTTP %s:%d, SIP udp %s:%d, %d project(s), inbound to %s",
             __version__,
             config.http_host,
             config.http_port,
             config.sip_host,
             sip.port,
+            len(store.list_projects()),
             config.project,
         )
         stopped = asyncio.create_task(stop.wait())
@@ -175,6 +209,8 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         server.should_exit = True
         await serving
     finally:
+        if heartbeat is not None:
+            heartbeat.cancel()
         await media.stop()
         await sip.stop()
         await outbox.stop(flush_timeout=5.0)

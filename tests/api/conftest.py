@@ -9,6 +9,7 @@ import pytest
 from api_harness import PROJECT, TOKEN, RecordingEngine, ServerThread, client_for
 
 from callplane.api import MemoryIdempotencyStore, create_app
+from callplane.api.auth import FailureLimiter
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,10 @@ def store() -> MemoryIdempotencyStore:
 
 @pytest.fixture(scope="module")
 def server(engine: RecordingEngine, store: MemoryIdempotencyStore) -> Iterator[ServerThread]:
-    app = create_app(engine, project_id=PROJECT, token=TOKEN, idempotency=store)
+    # The module's tests share this server and send wrong credentials on purpose, many more than
+    # the default limit; the limit itself is tested in test_auth_limits.py.
+    limiter = FailureLimiter(max_failures=1_000_000)
+    app = create_app(engine, project_id=PROJECT, token=TOKEN, idempotency=store, limiter=limiter)
     with ServerThread(app) as running:
         yield running
 

@@ -44,6 +44,8 @@ class FarEnd:
     calls: list[IncomingCall] = field(default_factory=list)
     request_uri: str = ""
     remote_rtp: tuple[str, int] | None = None
+    answer_delay: float = 0.0  # seconds between 180 Ringing and the 200
+    answered_at: float | None = None
     _seq: int = 0
     _ts: int = 0
     _ssrc: int = 0x5EEDF00D
@@ -81,7 +83,10 @@ class FarEnd:
         self.remote_rtp = (chosen.remote_ip, chosen.remote_port)
         self.calls.append(call)
         await call.ringing()
+        if self.answer_delay:
+            await asyncio.sleep(self.answer_delay)
         await call.answer(answer)
+        self.answered_at = time.monotonic()
         self.answered.set()
 
     def _send(

@@ -164,6 +164,19 @@ class Receiver:
         )
 
 
+def projects_cli(
+    data_dir: Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`callplane projects ARGS --data DATA_DIR`, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "callplane.cli", "projects", *args, "--data", str(data_dir)],
+        check=check,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 @dataclass
 class Server:
     """`callplane serve` as a subprocess, as a user runs it."""
@@ -252,6 +265,15 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def projects(self) -> list[dict[str, str]]:
+        """`callplane projects list --json` of this server's data directory."""
+        return list(json.loads(projects_cli(self.data_dir, "list", "--json").stdout))
+
+    @property
+    def signing_key(self) -> str:
+        """The webhook signing key of this server's project."""
+        return next(p["signing_key"] for p in self.projects() if p["id"] == self.project)
 
     def post(self, body: dict[str, Any], **headers: str) -> httpx.Response:
         return httpx.post(

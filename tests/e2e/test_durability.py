@@ -83,14 +83,13 @@ def test_restart_mid_call_ends_the_call_with_bye_and_loses_no_event(
                 int(h.headers["x-callplane-delivery"]) for h in receiver.hits if h.path == "/status"
             ]
             assert deliveries == sorted(deliveries)
+            signing_key = server.signing_key
             for hit in receiver.hits:
                 raw = _canonical(hit.body)
-                assert verify_signature(
-                    server.token,
-                    receiver.url("/status"),
-                    raw,
-                    hit.headers["x-signalwire-signature"],
-                )
+                signature = hit.headers["x-signalwire-signature"]
+                assert verify_signature(signing_key, receiver.url("/status"), raw, signature)
+                # The token controls calls; receivers hold only the signing key.
+                assert not verify_signature(server.token, receiver.url("/status"), raw, signature)
             after = restarted.get(f"/api/calling/calls/{leg['id']}").json()
             assert after["status"] == "ended"
             events = restarted.get(f"/api/calling/calls/{leg['id']}/events").json()["data"]

@@ -9,10 +9,14 @@ from callplane.sip.dialog import (
     Dialog,
     DialogState,
     Uas2xxRetransmitter,
+    glare_retry_delay,
     new_branch,
     new_tag,
     parse_refer_to,
+    parse_sipfrag,
     parse_sipfrag_status,
+    parse_subscription_state,
+    sipfrag,
 )
 from callplane.sip.message import Headers, SipParseError, SipRequest, SipResponse, parse_message
 from callplane.sip.transaction import T1, T2
@@ -184,6 +188,37 @@ def test_refer_and_sipfrag_helpers() -> None:
     for bad in (b"", b"HTTP/1.1 200 OK", b"SIP/2.0 20 OK", b"\xff"):
         with pytest.raises(SipParseError):
             parse_sipfrag_status(bad)
+
+
+def test_sipfrag_round_trip_and_subscription_state() -> None:
+    assert sipfrag(100, "Trying") == b"SIP/2.0 100 Trying\r\n"
+    assert parse_sipfrag(sipfrag(486, "Busy Here")) == (486, "Busy Here")
+    assert parse_sipfrag(b"SIP/2.0 200\r\n") == (200, "")
+    assert parse_sipfrag(sipfrag(603, "Decline\r\nX: injected")) == (603, "DeclineX: injected")
+    with pytest.raises(ValueError):
+        sipfrag(99, "x")
+    assert parse_subscription_state("active;expires=60") == ("active", {"expires": "60"})
+    assert parse_subscription_state(" Terminated ;reason=noresource") == (
+        "terminated",
+        {"reason": "noresource"},
+    )
+    assert parse_subscription_state("pending") == ("pending", {})
+    for bad in ("", ";expires=1", "act ive", "active;=x"):
+        with pytest.raises(SipParseError):
+            parse_subscription_state(bad)
+
+
+def test_glare_retry_delay_ranges() -> None:
+    # §14.1: owner of the Call-ID 2.1-4 s, the other side 0-2 s, in 10 ms units
+    assert glare_retry_delay(True, 0.0) == 2.1
+    assert glare_retry_delay(True, 0.999999) == 4.0
+    assert glare_retry_delay(False, 0.0) == 0.0
+    assert glare_retry_delay(False, 0.999999) == 2.0
+    for r in (0.1, 0.33, 0.5, 0.77):
+        for owner in (True, False):
+            d = glare_retry_delay(owner, r)
+            assert round(d * 100) == d * 100 or abs(round(d * 100) - d * 100) < 1e-6
+            assert (2.1 <= d <= 4.0) if owner else (0.0 <= d <= 2.0)
 
 
 def test_ids_are_unique() -> None:

@@ -7,10 +7,15 @@ import pytest
 from callplane.sip.sdp import (
     ChosenMedia,
     SdpError,
+    answer_reoffer,
     build_offer,
+    bump_version,
+    mirror_direction,
     negotiate_answer,
+    offered_direction,
     parse_answer,
     parse_sdp,
+    with_direction,
 )
 
 
@@ -220,3 +225,87 @@ def test_missing_connection_is_an_error_for_negotiation() -> None:
     offer = sdp("v=0", "o=- 1 1 IN IP4 10.0.0.1", "s=-", "t=0 0", "m=audio 7078 RTP/AVP 0")
     with pytest.raises(SdpError):
         negotiate_answer(offer, "127.0.0.1", 1)
+
+
+# ----------------------------------------------------------------- re-offers (RFC 3264 §8)
+
+
+@pytest.mark.parametrize(
+    ("offered", "answered"),
+    [
+        ("sendonly", "recvonly"),
+        ("recvonly", "sendonly"),
+        ("inactive", "inactive"),
+        ("sendrecv", "sendrecv"),
+    ],
+)
+def test_answer_reoffer_mirrors_direction(offered: str, answered: str) -> None:
+    ours = build_offer("127.0.0.1", 20000, session_id=7, session_version=3)
+    reoffer = build_offer("127.0.0.1", 4000, direction=offered)
+    ans = answer_reoffer(reoffer, ours)
+    assert offered_direction(ans) == answered
+    sd = parse_sdp(ans)
+    assert sd.media[0].port == 20000 and sd.media[0].formats == ["0", "8", "101"]
+    if answered == "sendrecv":
+        assert ans == ours  # nothing changed: same body, same version (§8)
+    else:
+        assert sd.origin == "callplane 7 4 IN IP4 127.0.0.1"
+        assert [n for n, _ in sd.media[0].attributes].count(answered) == 1
+
+
+def test_answer_reoffer_resume_bumps_again_and_session_level_direction() -> None:
+    ours = build_offer("127.0.0.1", 20000, session_id=7, session_version=1)
+    hold = sdp(
+        "v=0",
+        "o=x 1 2 IN IP4 127.0.0.1",
+        "s=-",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+        "a=sendonly",
+        "m=audio 4000 RTP/AVP 0",
+    )
+    held = answer_reoffer(hold, ours)
+    assert offered_direction(hold) == "sendonly" and offered_direction(held) == "recvonly"
+    assert parse_sdp(held).origin.split()[2] == "2"
+    resumed = answer_reoffer(build_offer("127.0.0.1", 4000), held)
+    assert offered_direction(resumed) == "sendrecv"
+    assert parse_sdp(resumed).origin.split()[2] == "3"
+
+
+def test_answer_reoffer_extra_and_disabled_streams_get_port_zero() -> None:
+    ours = build_offer("127.0.0.1", 20000)
+    reoffer = sdp(
+        "v=0",
+        "o=x 1 2 IN IP4 127.0.0.1",
+        "s=-",
+        "c=IN IP4 127.0.0.1",
+        "t=0 0",
+        "m=audio 4000 RTP/AVP 0",
+        "m=video 4002 RTP/AVP 96",
+    )
+    sd = parse_sdp(answer_reoffer(reoffer, ours))
+    assert [(m.media, m.port) for m in sd.media] == [("audio", 20000), ("video", 0)]
+    off = reoffer.replace(b"m=audio 4000", b"m=audio 0")
+    sd2 = parse_sdp(answer_reoffer(off, ours))
+    assert sd2.media[0].port == 0 and offered_direction(off) == "inactive"
+    with pytest.raises(SdpError):
+        answer_reoffer(b"v=0\r\nbogus\r\n", ours)
+
+
+def test_with_direction_and_bump_version() -> None:
+    o = build_offer("127.0.0.1", 20000, session_id=9, session_version=5)
+    held = with_direction(o, "sendonly")
+    assert offered_direction(held) == "sendonly"
+    assert held.count(b"a=sendonly") == 1 and b"a=sendrecv" not in held
+    assert with_direction(held, "sendrecv") == o
+    assert b"o=callplane 9 6 IN IP4" in bump_version(o)
+    with pytest.raises(SdpError):
+        with_direction(o, "sideways")
+    with pytest.raises(SdpError):
+        bump_version(o.replace(b" 5 IN", b" x IN"))
+    with pytest.raises(SdpError):
+        mirror_direction("up")
+    # a session-level direction is replaced, not contradicted
+    s = sdp("v=0", "o=x 1 2 IN IP4 127.0.0.1", "s=-", "a=inactive", "m=audio 4000 RTP/AVP 0")
+    r = with_direction(s, "recvonly")
+    assert b"a=inactive" not in r and offered_direction(r) == "recvonly"

@@ -15,7 +15,7 @@ import pytest
 from webhook_receiver import Received, Receiver, Reply, always_ok, per_key
 
 from callplane._version import __version__
-from callplane.store import Store
+from callplane.store import Store, new_project
 from callplane.webhooks import WebhookOutbox, sign, verify_signature
 
 KEY = "project-token-123"
@@ -408,3 +408,45 @@ def test_constructor_validates_backoff(store: Store) -> None:
         WebhookOutbox(store, signing_key=KEY, min_backoff=2.0, max_backoff=1.0)
     with pytest.raises(ValueError):
         WebhookOutbox(store, signing_key=KEY, max_concurrency=0)
+
+
+async def test_each_row_is_signed_at_send_time_with_its_project_s_key(
+    receiver: Receiver, make_outbox: OutboxFactory, store: Store
+) -> None:
+    a, b = new_project("alpha"), new_project("beta")
+    store.add_project(a)
+    store.add_project(b)
+    url = receiver.url("/status")
+    # Queued by one process (not started), sent by another whose default key is neither's.
+    make_outbox(signing_key="first-process").enqueue(
+        url, {"n": 1}, ordering_key="c-a", project_id=a["id"]
+    )
+    make_outbox(signing_key="first-process").enqueue(
+        url, {"n": 2}, ordering_key="c-b", project_id=b["id"]
+    )
+    outbox = make_outbox(signing_key="second-process")
+    outbox.enqueue(url, {"n": 3}, ordering_key="c-none")
+    await outbox.start()
+    await idle(outbox)
+    by_n = {req.json["n"]: req for req in receiver.requests}
+    keys = {1: a["signing_key"], 2: b["signing_key"], 3: "second-process"}
+    for n, key in keys.items():
+        signature = by_n[n].headers["x-signalwire-signature"]
+        assert verify_signature(key, url, by_n[n].body, signature)
+        others = [k for m, k in keys.items() if m != n] + [a["token"], "first-process"]
+        assert not any(verify_signature(k, url, by_n[n].body, signature) for k in others)
+
+
+async def test_a_row_of_a_removed_project_is_given_up(
+    receiver: Receiver, make_outbox: OutboxFactory, store: Store
+) -> None:
+    gone = new_project("gone")
+    store.add_project(gone)
+    outbox = make_outbox()
+    outbox.enqueue(receiver.url("/s"), {"n": 1}, ordering_key="c1", project_id=gone["id"])
+    store.delete_project(gone["id"])
+    await outbox.start()
+    await idle(outbox)
+    assert receiver.requests == []
+    [dead] = store.outbox_list("dead")
+    assert "removed" in (dead["last_error"] or "")

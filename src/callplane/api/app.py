@@ -6,7 +6,8 @@ Routes
     GET  /api/calling/calls/{id}/events       extension: ``{"data": [event, ...]}``, or 404
     GET  /health                              unauthenticated; 503 until ``ready()`` is true
 
-Everything under ``/api`` needs HTTP Basic ``project_id:token``.  More routes (recording
+Everything under ``/api`` needs HTTP Basic ``project_id:token`` of any project, and sees only
+that project's calls (the edge puts the project id in the request's state).  More routes (recording
 downloads) can be added with ``extra_routes=`` or ``app.mount("/api/...", other_app)`` later; a
 mount under ``/api`` is behind the same auth.
 
@@ -30,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from callplane.api.auth import EdgeMiddleware
+from callplane.api.auth import EdgeMiddleware, FailureLimiter, TokenLookup, project_of
 from callplane.api.commands import Command, validate_request
 from callplane.api.errors import (
     for_command_error,
@@ -114,8 +115,10 @@ async def _read_body(request: Request) -> bytes:
 def create_app(
     engine: Engine,
     *,
-    project_id: str,
-    token: str,
+    project_id: str = "",
+    token: str = "",
+    tokens: TokenLookup | None = None,
+    limiter: FailureLimiter | None = None,
     idempotency: IdempotencyStore | None = None,
     ready: Callable[[], bool] | None = None,
     allow_private_targets: bool = True,
@@ -127,12 +130,17 @@ def create_app(
     ignored.  ``ready``: readiness probe for ``/health`` (e.g. "SIP endpoint bound").
     ``allow_private_targets=False`` applies the hosted service's rules: tap RTP targets must be
     public IPv4 and URLs with a literal private/loopback host are ``url_is_unsafe``.
+    ``tokens`` maps a project id to its token (None if unknown): every project is served. Without
+    it, ``project_id``/``token`` is the only project. ``limiter``: how wrong credentials are
+    slowed down (default: 10 per source per minute, then 429).
     """
-    if not project_id or not token:
-        raise ValueError("project_id and token must be non-empty")
+    if tokens is None:
+        if not project_id or not token:
+            raise ValueError("project_id and token must be non-empty")
+        tokens = {project_id: token}.get
     gate = IdempotencyGate(idempotency) if idempotency is not None else None
 
-    async def run_command(parsed: Any) -> tuple[int, dict[str, Any], bool]:
+    async def run_command(project_id: str, parsed: Any) -> tuple[int, dict[str, Any], bool]:
         """(status, body, engine_ran) for one parsed body."""
         outcome = validate_request(parsed, allow_private_targets=allow_private_targets)
         if not isinstance(outcome, Command):
@@ -148,6 +156,7 @@ def create_app(
         return 200, leg, True
 
     async def commands(request: Request) -> Response:
+        project_id = project_of(request)
         try:
             raw = await _read_body(request)
         except _BodyTooLarge:
@@ -161,7 +170,7 @@ def create_app(
         if gate is None or not key:
             if parsed is _Unparseable:
                 return json_response(400, simple(400))
-            status, body, _ = await run_command(parsed)
+            status, body, _ = await run_command(project_id, parsed)
             return json_response(status, body)
 
         if len(key) > MAX_KEY_LENGTH:
@@ -182,7 +191,7 @@ def create_app(
                 )
             if parsed is _Unparseable:
                 return json_response(400, simple(400))
-            status, body, engine_ran = await run_command(parsed)
+            status, body, engine_ran = await run_command(project_id, parsed)
             if engine_ran:
                 try:
                     gate.remember(project_id, key, status, body, print_)
@@ -196,14 +205,14 @@ def create_app(
         call_id = str(request.path_params["call_id"])
         if not UUID_RE.fullmatch(call_id):
             return json_response(404, simple(404))
-        leg = await engine.get_call(project_id, call_id.lower())
+        leg = await engine.get_call(project_of(request), call_id.lower())
         return json_response(200, leg) if leg is not None else json_response(404, simple(404))
 
     async def get_call_events(request: Request) -> Response:
         call_id = str(request.path_params["call_id"])
         if not UUID_RE.fullmatch(call_id):
             return json_response(404, simple(404))
-        events = await engine.get_call_events(project_id, call_id.lower())
+        events = await engine.get_call_events(project_of(request), call_id.lower())
         if events is None:
             return json_response(404, simple(404))
         return json_response(200, {"data": events})
@@ -227,9 +236,8 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(EdgeMiddleware, project_id=project_id, token=token)],
+        middleware=[Middleware(EdgeMiddleware, tokens=tokens, limiter=limiter)],
         exception_handlers={HTTPException: http_error},
     )
     app.state.engine = engine
-    app.state.project_id = project_id
     return app

@@ -1,5 +1,7 @@
 """Recording downloads: `GET /api/calling/recordings/{id}` serves the file a `finished` record
-event points at. It sits under /api, so the edge's Basic auth protects it like every command."""
+event points at. It sits under /api, so the edge's Basic auth protects it like every command,
+and only the project of the recording's call may download it (another project gets 404, as for
+an unknown id)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from callplane.api.auth import project_of
 from callplane.api.errors import json_response, simple
 from callplane.store import RecordingRow
 
@@ -18,10 +21,12 @@ MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "mp4": "audio/mp4"}
 
 
 def recording_routes(
-    find: Callable[[str], RecordingRow | None],
+    find: Callable[[str, str], RecordingRow | None],
 ) -> list[BaseRoute]:
+    """``find(recording_id, project_id)``: the recording if its call belongs to the project."""
+
     async def download(request: Request) -> Response:
-        row = find(str(request.path_params["recording_id"]))
+        row = find(str(request.path_params["recording_id"]), project_of(request))
         if row is None or row["size"] is None:  # unknown, or still being written
             return json_response(404, simple(404))
         path = Path(row["path"])

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from callplane.store import CallRow
 
 if TYPE_CHECKING:
+    from callplane.engine.bridge import Bridge
+    from callplane.engine.legs import Leg
     from callplane.engine.swml.interpreter import SwmlInterpreter
     from callplane.media.engine import RtpSession
     from callplane.sip.endpoint import SipCall
@@ -115,6 +117,11 @@ class Call:
     # live, not persisted
     sip: SipCall | None = field(default=None, repr=False)
     media: RtpSession | None = field(default=None, repr=False)
+    leg: Leg | None = field(default=None, repr=False)  # the SDP side of sip + media
+    # A peer leg dialed by `connect` / transfer: driven by its bridge, it runs no SWML of its own.
+    dialed_for: Call | None = field(default=None, repr=False)
+    bridge: Bridge | None = field(default=None, repr=False)
+    early_media: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     operations: dict[tuple[str, str], LiveOperation] = field(default_factory=dict, repr=False)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)
     swml: SwmlInterpreter | None = field(default=None, repr=False)

@@ -21,6 +21,7 @@ import httpx
 from callplane._version import __version__
 from callplane.engine import operations
 from callplane.engine.audio import AudioResolver, SpeechSynthesizer
+from callplane.engine.bridge import Bridge
 from callplane.engine.calls import (
     NOT_ANSWERED_YET,
     TERMINAL,
@@ -31,23 +32,25 @@ from callplane.engine.calls import (
 from callplane.engine.config import EngineConfig
 from callplane.engine.events import EventSink
 from callplane.engine.facade import CommandError
+from callplane.engine.legs import SUPPORTED_CODECS, LegFactory
+from callplane.engine.operations import connect, refer
 from callplane.engine.operations.base import require_answered
-from callplane.engine.operations.record import recover_recordings
-from callplane.engine.services import Reporting, Services
+from callplane.engine.operations.record import RecordOperation, recover_recordings
+from callplane.engine.services import PeerDial, Reporting, Services
 from callplane.engine.swml.document import SwmlDocument, load_document
 from callplane.engine.swml.errors import SwmlError, SwmlFetchError
 from callplane.engine.swml.interpreter import SwmlInterpreter
 from callplane.engine.swml.web import HttpSwmlFetcher, build_fetch_body
 from callplane.engine.swml_host import CallSwmlHost
-from callplane.media.engine import MediaEngine, RtpSession
+from callplane.media.engine import MediaEngine
 from callplane.providers.asr import SpeechRecognizer
-from callplane.sip import sdp
 from callplane.sip.endpoint import (
     Answered,
     Ended,
     Failed,
     IncomingCall,
     OutgoingCall,
+    Referred,
     Ringing,
     SipEndpoint,
 )
@@ -58,7 +61,6 @@ from callplane.webhooks import WebhookOutbox
 log = logging.getLogger("callplane.engine")
 
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-SUPPORTED_CODECS = ("PCMU", "PCMA")
 
 # Commands of reference §3 and the feature they need: until an operation module registers the
 # command, it answers 501, never a fake 200.
@@ -75,7 +77,6 @@ NOT_YET = {
     "calling.live_translate": "live translation",
     "calling.send_fax.stop": "fax",
     "calling.receive_fax.stop": "fax",
-    "calling.refer": "SIP REFER",
     "calling.ai_sidecar": "AI sidecars",
     "calling.ai_sidecar.poke": "AI sidecars",
     "calling.ai_sidecar.ask": "AI sidecars",
@@ -113,6 +114,7 @@ class CallEngine:
         self._store = store
         self._sip = sip
         self._media = media
+        self._legs = LegFactory(media, config.media_host)
         self._http = http
         self._events = EventSink(store, outbox, space_id=config.space_id)
         self._audio = AudioResolver(config.data_dir / "cache", http, tts)
@@ -129,6 +131,9 @@ class CallEngine:
             deliver=self._events.deliver,
             answer=self.answer,
             hang_up=self.hang_up,
+            dial_leg=self.dial_leg,
+            bridge=self.bridge,
+            early_answer=self.early_answer,
             recognizer=recognizer,
         )
         self._handlers: dict[str, Callable[[Call, dict[str, Any]], Awaitable[None]]] = {
@@ -160,15 +165,20 @@ class CallEngine:
 
     def _recover_orphans(self) -> None:
         """Calls that were live when the previous process died cannot be resumed: their SIP
-        dialog and media are gone. End them so their subscribers get the `ended` they expect."""
-        for status in CallStatus:
-            if status in TERMINAL:
-                continue
-            for row in self._store.list_calls(self.config.project_id, status.value):
-                call = Call.from_row(row)
-                log.warning("call %s was %s when callplane stopped; ending it", call.id, status)
-                recover_recordings(self._store, call.id)
-                self._conclude(call, CallStatus.ENDED, "error")
+        dialog and media are gone. End them, whichever project they belong to, so their
+        subscribers get the `ended` they expect; they end at the previous process's last
+        heartbeat (their duration excludes the downtime), after the `finished` of the
+        recordings the crash cut short."""
+        alive_at = self._store.last_alive()
+        live = [status.value for status in CallStatus if status not in TERMINAL]
+        for row in self._store.list_calls_in(live):
+            call = Call.from_row(row)
+            log.warning("call %s was %s when callplane stopped; ending it", call.id, call.status)
+            if alive_at is not None:
+                call.ended_at = max(alive_at, call.answered_at or alive_at)
+            for status_url, params in recover_recordings(self._store, call.id):
+                self._events.emit(call, RecordOperation.event_type, params, webhook_url=status_url)
+            self._conclude(call, CallStatus.ENDED, "error")
 
     # ------------------------------------------------------------------ Engine facade
 
@@ -208,9 +218,15 @@ class CallEngine:
 
     async def get_call(self, project_id: str, call_id: str) -> dict[str, Any] | None:
         try:
-            return self._find(project_id, call_id).call_leg()
+            call = self._find(project_id, call_id)
         except CommandError:
             return None
+        leg = call.call_leg()
+        if call.bridge is not None:
+            # An extension of the debugging view: who this call is bridged to right now.
+            peer = call.bridge.other(call)
+            leg["peer"] = {"call_id": peer.id, "node_id": peer.node_id}
+        return leg
 
     async def get_call_events(self, project_id: str, call_id: str) -> list[dict[str, Any]] | None:
         if await self.get_call(project_id, call_id) is None:
@@ -241,7 +257,8 @@ class CallEngine:
         if status is CallStatus.ANSWERED:
             call.answered_at = time.time()
         if status in TERMINAL:
-            call.ended_at = time.time()
+            if call.ended_at is None:  # a crash's orphan comes with its last sign of life
+                call.ended_at = time.time()
             call.end_reason = end_reason
         self._store.save_call(call.to_row())
         call_state = "ended" if status in TERMINAL else status.value
@@ -373,52 +390,60 @@ class CallEngine:
         self, call: Call, destination: Destination, codecs: list[str], p: dict[str, Any]
     ) -> None:
         self._set_status(call, CallStatus.INITIATED)
-        session = await self._open_media(call)
-        offer = sdp.build_offer(self.config.media_host, session.local_port, codecs)
+        leg = await self._legs.open(call, codecs)
+        offer = self._legs.offer(leg)
         auth = None
         if p.get("username") and p.get("password"):
             auth = (str(p["username"]), str(p["password"]))
         timeout = float(p.get("timeout") or self.config.ring_timeout)
         try:
             sip_call = self._sip.invite(
-                destination.uri, self._from_uri(p), offer, auth=auth, timeout=timeout
+                destination.uri,
+                self._from_uri(p),
+                offer,
+                auth=auth,
+                timeout=timeout,
+                headers=dict(p.get("headers") or {}),
             )
         except (SipParseError, RuntimeError, OSError) as exc:
             log.warning("call %s: cannot send INVITE to %s: %s", call.id, destination.uri, exc)
             await self._finish(call, CallStatus.FAILED, "error")
             return
         call.sip = sip_call
+        self._legs.watch(call, sip_call)
         self._set_status(call, CallStatus.CREATED)
         if call.requested_final is CallStatus.CANCELED:
             await sip_call.cancel()
-        await self._follow_outgoing(call, sip_call, offer, p)
+        await self._follow_outgoing(call, sip_call, p)
 
-    async def _follow_outgoing(
-        self, call: Call, sip_call: OutgoingCall, offer: bytes, p: dict[str, Any]
-    ) -> None:
+    async def _follow_outgoing(self, call: Call, sip_call: OutgoingCall, p: dict[str, Any]) -> None:
+        leg = call.leg
+        assert leg is not None
         while True:
             event = await sip_call.events.get()
             if isinstance(event, Ringing):
                 self._set_status(call, CallStatus.RINGING)
+                if event.sdp and self._legs.take_answer(leg, event.sdp):
+                    call.early_media.set()  # a 183 with SDP: the callee's early media flows
             elif isinstance(event, Answered):
-                chosen = sdp.parse_answer(event.sdp, offer) if event.sdp else None
-                if chosen is None:
+                # The 200 repeats the early answer's SDP, or carries none when it was reliable.
+                usable = self._legs.take_answer(leg, event.sdp) or (
+                    not event.sdp and call.early_media.is_set()
+                )
+                if not usable:
                     log.warning("call %s: the answer has no usable audio; hanging up", call.id)
                     await sip_call.bye()
                     continue
-                assert call.media is not None
-                call.media.configure(
-                    remote=(chosen.remote_ip, chosen.remote_port),
-                    payload_type=chosen.payload_type,
-                    telephone_event_pt=chosen.telephone_event_pt,
-                )
                 self._mark_answered(call)
                 if call.requested_final is not None:
                     await sip_call.bye()
                     continue
                 if p.get("send_digits"):
                     self._spawn(call, self._send_digits(call, str(p["send_digits"])))
-                self._start_swml(call)
+                if call.dialed_for is None:  # a bridge's peer leg runs no SWML of its own
+                    self._start_swml(call)
+            elif isinstance(event, Referred):
+                self._spawn(call, refer.follow_refer(self.services, call, event))
             elif isinstance(event, Failed):
                 await self._finish(call, *self._failure_outcome(call, event))
                 return
@@ -454,13 +479,6 @@ class CallEngine:
         self._set_status(call, CallStatus.ANSWERED)
         call.answered.set()
 
-    async def _open_media(self, call: Call) -> RtpSession:
-        session = await self._media.open_session()
-        call.media = session
-        # One RTP session, many interested operations (collect, record, detect): fan out.
-        session.on_dtmf = call.dispatch_dtmf
-        return session
-
     async def _send_digits(self, call: Call, digits: str) -> None:
         if call.media is None:
             return
@@ -490,6 +508,7 @@ class CallEngine:
             swml_url=url,
         )
         call.sip = incoming
+        self._legs.watch(call, incoming)
         self._calls[call.id] = call
         self._store.save_call(call.to_row())
         self._set_status(call, CallStatus.CREATED)
@@ -515,7 +534,9 @@ class CallEngine:
     async def _follow_incoming(self, call: Call, incoming: IncomingCall) -> None:
         while True:
             event = await incoming.events.get()
-            if isinstance(event, Ended | Failed):
+            if isinstance(event, Referred):
+                self._spawn(call, refer.follow_refer(self.services, call, event))
+            elif isinstance(event, Ended | Failed):
                 reason = (
                     "cancel"
                     if isinstance(event, Ended) and event.reason == "cancel"
@@ -531,29 +552,50 @@ class CallEngine:
         """Answer an inbound call (SWML `answer`, or a `play` that auto-answers)."""
         if call.status is CallStatus.ANSWERED or not isinstance(call.sip, IncomingCall):
             return
-        incoming = call.sip
-        if call.status not in NOT_ANSWERED_YET or incoming.remote_sdp is None:
-            if incoming.remote_sdp is None:
-                await incoming.reject(488, "Not Acceptable Here")
+        if call.status not in NOT_ANSWERED_YET:
             raise SwmlError("the call cannot be answered")
-        session = await self._open_media(call)
-        try:
-            answer_sdp, chosen = sdp.negotiate_answer(
-                incoming.remote_sdp, self.config.media_host, session.local_port, SUPPORTED_CODECS
-            )
-        except sdp.SdpError as exc:
-            await incoming.reject(400, "Bad SDP")
-            raise SwmlError(f"the caller's SDP is invalid: {exc}") from exc
-        if chosen is None:
-            await incoming.reject(488, "Not Acceptable Here")
-            raise SwmlError("no codec in common with the caller")
-        session.configure(
-            remote=(chosen.remote_ip, chosen.remote_port),
-            payload_type=chosen.payload_type,
-            telephone_event_pt=chosen.telephone_event_pt,
-        )
-        await incoming.answer(answer_sdp)
+        await self._legs.answer_incoming(call, call.sip, early=False)
         self._mark_answered(call)
+
+    async def early_answer(self, call: Call) -> None:
+        """183 Session Progress with our SDP: media flows to the unanswered caller (ringback,
+        a callee's early media) while the call stays unanswered and unbilled."""
+        if call.status not in NOT_ANSWERED_YET or not isinstance(call.sip, IncomingCall):
+            return
+        await self._legs.answer_incoming(call, call.sip, early=True)
+
+    # ------------------------------------------------------------------ legs and bridges
+
+    async def dial_leg(self, parent: Call, spec: PeerDial) -> Call:
+        """Dial a peer leg for `parent`'s bridge: a call of its own (its id, events and
+        `calling.call.state` webhooks), with `parent_id` set, that runs no SWML."""
+        if self._stopping:
+            raise CommandError(503, "service_unavailable", "callplane is shutting down")
+        destination = self._resolve_destination(spec.to)
+        codecs = self._codecs(list(spec.codecs) if spec.codecs else None)
+        peer = Call(
+            project_id=parent.project_id,
+            from_=spec.from_,
+            to=spec.to,
+            direction="outbound-api",
+            call_type=destination.call_type,
+            parent_id=parent.id,
+            status_url=spec.status_url,
+            status_events=spec.status_events,
+        )
+        peer.dialed_for = parent
+        self._calls[peer.id] = peer
+        self._store.save_call(peer.to_row())
+        p: dict[str, Any] = {"from": spec.from_, "timeout": spec.timeout}
+        if spec.username and spec.password:
+            p["username"], p["password"] = spec.username, spec.password
+        if spec.headers:
+            p["headers"] = dict(spec.headers)
+        self._spawn(peer, self._run_outbound(peer, destination, codecs, p))
+        return peer
+
+    def bridge(self, owner: Call, peer: Call) -> Bridge:
+        return Bridge(self._media, owner, peer)
 
     # ------------------------------------------------------------------ ending
 
@@ -582,6 +624,11 @@ class CallEngine:
         if call.is_terminal or call.finishing:
             return
         call.finishing = True
+        if call.bridge is not None:
+            bridge = call.bridge
+            bridge.end("owner_hangup" if call is bridge.owner else "peer_hangup")
+            if not bridge.owned:
+                self._spawn_detached(self.hang_up(bridge.other(call), "hangup"))
         operations_done = []
         for op in list(call.operations.values()):
             try:
@@ -761,20 +808,23 @@ class CallEngine:
         elif isinstance(dest, str) and dest.lstrip().startswith("{"):
             document = self._load_inline_swml(dest, "dest")
             assert document is not None
+        elif isinstance(dest, str):
+            # A SIP URI, a phone number or a route: the call is bridged there; its script stops.
+            self._resolve_destination(dest)  # 422 now for what cannot be dialled
+            if call.swml_task is not None and not call.swml_task.done():
+                call.swml_task.cancel()
+            await connect.transfer(self.services, call, dest)
+            return
         else:
-            raise CommandError(
-                501,
-                "not_implemented",
-                "transfer to a SIP URI or phone number needs call bridging, "
-                "which callplane does not support yet; transfer to SWML instead",
-                "dest",
-            )
+            raise CommandError(422, "invalid_parameter", "`dest` must be a string or SWML", "dest")
         await self._redirect(call, document)
 
     async def _cmd_disconnect(self, call: Call, p: dict[str, Any]) -> None:
-        raise CommandError(
-            422, "invalid_state", f"call {call.id} is not bridged to another call", "id"
-        )
+        if call.bridge is None:
+            raise CommandError(
+                422, "invalid_state", f"call {call.id} is not bridged to another call", "id"
+            )
+        call.bridge.end("disconnected")
 
     async def _cmd_user_event(self, call: Call, p: dict[str, Any]) -> None:
         self._record_event(call, "calling.user_event", {"event": p["event"]})

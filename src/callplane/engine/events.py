@@ -44,7 +44,8 @@ class EventSink:
         """Store the event with its call and, when `webhook_url` is set, queue it for delivery.
 
         Both writes are durable before this returns, so an accepted event survives a crash.
-        Delivery is ordered per call: the call id is the outbox's ordering key.
+        Delivery is ordered per call: the call id is the outbox's ordering key; the call's project
+        signs it.
         """
         payload = self.envelope(call, event_type, params)
         self.deliver(call, payload, webhook_url)
@@ -55,4 +56,6 @@ class EventSink:
         no event_channel): stored with the call, and sent when a URL is given."""
         self._store.append_event(call.id, payload)
         if webhook_url:
-            self._outbox.enqueue(webhook_url, payload, ordering_key=call.id)
+            self._outbox.enqueue(
+                webhook_url, payload, ordering_key=call.id, project_id=call.project_id
+            )

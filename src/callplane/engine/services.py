@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from callplane.engine.audio import AudioResolver
+    from callplane.engine.bridge import Bridge
     from callplane.engine.calls import Call
     from callplane.engine.config import EngineConfig
     from callplane.providers.asr import SpeechRecognizer
@@ -33,6 +34,21 @@ class Reporting(Protocol):
 
 
 @dataclass(frozen=True)
+class PeerDial:
+    """One destination a bridge dials (SWML `connect` destination, a transfer target)."""
+
+    to: str  # sip: URI, E.164 number (over --trunk) or a local route name
+    from_: str
+    timeout: float = 60.0
+    codecs: tuple[str, ...] | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    username: str | None = None
+    password: str | None = None
+    status_url: str | None = None  # the peer call's own `calling.call.state` webhooks
+    status_events: tuple[str, ...] = ("ended",)
+
+
+@dataclass(frozen=True)
 class Services:
     config: EngineConfig
     store: Store
@@ -45,6 +61,13 @@ class Services:
     deliver: Callable[[Call, dict[str, Any], str | None], None]
     answer: Callable[[Call], Awaitable[None]]
     hang_up: Callable[[Call, str], Awaitable[None]]
+    # Dial a peer leg for `parent` (no SWML runs on it); returns once its INVITE is on its way.
+    # Raises CommandError for a destination that cannot be dialled.
+    dial_leg: Callable[[Call, PeerDial], Awaitable[Call]]
+    # Bridge two answered calls: each hears the other until the bridge ends.
+    bridge: Callable[[Call, Call], Bridge]
+    # Send the inbound caller a 183 with our SDP, so ringback and early media reach it unanswered.
+    early_answer: Callable[[Call], Awaitable[None]]
     # Speech recognition for collect and prompt; None = not installed (speech answers 501).
     recognizer: SpeechRecognizer | None = None
 

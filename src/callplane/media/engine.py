@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -83,6 +83,7 @@ DtmfCallback = Callable[[str, int], None]
 PlaybackState = Literal["playing", "paused", "finished", "stopped", "error"]
 Playable = Source | LiveSource
 
+_MEDIA_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 PCMU = 0
 PCMA = 8
 TICK = 0.020  # seconds per frame (ptime 20)
@@ -325,7 +326,7 @@ class RtpSession:
         remote: tuple[str, int] | None = None,
         payload_type: int = PCMU,
         telephone_event_pt: int | None = 101,
-        direction: MediaDirection = "sendrecv",
+        direction: str = "sendrecv",
     ) -> None:
         """Set the remote address (from SDP), the G.711 payload type (0 PCMU, 8 PCMA), the
         RFC 4733 payload type (None = not negotiated) and our media direction. May be called
@@ -351,16 +352,16 @@ class RtpSession:
         self.set_direction(direction)
         self._engine._membership_changed()
 
-    def set_direction(self, direction: MediaDirection) -> None:
+    def set_direction(self, direction: str) -> None:
         """Our side of the SDP direction (RFC 3264 §6.1): ``recvonly`` and ``inactive`` (the far
         end put us on hold) stop sending; the clock still ticks listeners and bridges, and RTP
         timestamps keep running, so unhold resumes on the wall clock with a marker bit."""
-        if direction not in ("sendrecv", "sendonly", "recvonly", "inactive"):
+        if direction not in _MEDIA_DIRECTIONS:
             raise ValueError(f"unknown media direction {direction!r}")
         sends = direction in ("sendrecv", "sendonly")
         if sends and not self._sends:
             self._marker = True
-        self.direction = direction
+        self.direction = cast("MediaDirection", direction)
         self._sends = sends
 
     @property

@@ -23,6 +23,7 @@ from .message import (
     SipRequest,
     SipResponse,
     parse_name_addr,
+    parse_params,
 )
 from .transaction import T1, T2
 
@@ -30,11 +31,15 @@ __all__ = [
     "Dialog",
     "DialogState",
     "Uas2xxRetransmitter",
+    "glare_retry_delay",
     "new_branch",
     "new_call_id",
     "new_tag",
     "parse_refer_to",
+    "parse_sipfrag",
     "parse_sipfrag_status",
+    "parse_subscription_state",
+    "sipfrag",
 ]
 
 
@@ -280,6 +285,11 @@ def parse_refer_to(req: SipRequest) -> NameAddr:
 def parse_sipfrag_status(body: bytes) -> int:
     """RFC 3515 §2.4.5: a NOTIFY for a REFER carries a message/sipfrag whose first line is a
     status line, e.g. b"SIP/2.0 200 OK"; returns its code."""
+    return parse_sipfrag(body)[0]
+
+
+def parse_sipfrag(body: bytes) -> tuple[int, str]:
+    """The (code, reason phrase) of a message/sipfrag status line (RFC 3420)."""
     try:
         first = body.split(b"\n", 1)[0].decode("utf-8").strip()
     except UnicodeDecodeError as e:
@@ -289,4 +299,30 @@ def parse_sipfrag_status(body: bytes) -> int:
         raise SipParseError(f"bad sipfrag {first!r}")
     if len(parts[1]) != 3:
         raise SipParseError(f"bad sipfrag status {first!r}")
-    return int(parts[1])
+    return int(parts[1]), parts[2] if len(parts) > 2 else ""
+
+
+def sipfrag(code: int, reason: str) -> bytes:
+    """The message/sipfrag body a REFER's NOTIFY carries (RFC 3515 §2.4.5): a status line."""
+    if not 100 <= code <= 699:
+        raise ValueError(f"bad status code {code}")
+    clean = "".join(c for c in reason if c.isprintable())
+    return f"SIP/2.0 {code} {clean}\r\n".encode()
+
+
+def parse_subscription_state(value: str) -> tuple[str, dict[str, str | None]]:
+    """RFC 6665 §8.2.3 (RFC 3265 §7.2.4): `active;expires=60` / `terminated;reason=noresource`
+    -> (state lower-case, parameters)."""
+    state, _, rest = value.strip().partition(";")
+    state = state.strip().lower()
+    if not state or not all(c.isalnum() or c in "-.!%*_+`'~" for c in state):
+        raise SipParseError(f"bad Subscription-State {value!r}")
+    return state, parse_params(";" + rest) if rest else {}
+
+
+def glare_retry_delay(owns_call_id: bool, rand: float) -> float:
+    """§14.1: after a 491 the UAC that generated the Call-ID waits 2.1-4 s, the other one 0-2 s,
+    in units of 10 ms.  `rand` is uniform in [0, 1) (passed in to keep this pure)."""
+    lo, hi = (2.1, 4.0) if owns_call_id else (0.0, 2.0)
+    steps = round((hi - lo) * 100)
+    return round(lo + min(int(rand * (steps + 1)), steps) / 100, 2)

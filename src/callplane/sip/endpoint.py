@@ -12,8 +12,9 @@ import asyncio
 import enum
 import ipaddress
 import logging
+import random
 import socket
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -22,9 +23,14 @@ from .dialog import (
     Dialog,
     DialogState,
     Uas2xxRetransmitter,
+    glare_retry_delay,
     new_branch,
     new_call_id,
     new_tag,
+    parse_refer_to,
+    parse_sipfrag,
+    parse_subscription_state,
+    sipfrag,
 )
 from .message import (
     Headers,
@@ -32,10 +38,13 @@ from .message import (
     SipRequest,
     SipResponse,
     parse_message,
+    parse_name_addr,
+    parse_params,
     parse_uri,
     parse_via,
     quote,
 )
+from .sdp import SdpError, answer_reoffer
 from .transaction import (
     T1,
     Action,
@@ -55,7 +64,7 @@ from .transaction import (
 
 log = logging.getLogger("callplane.sip")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, NOTIFY, REFER"
 
 __all__ = [
     "Answered",
@@ -63,12 +72,17 @@ __all__ = [
     "Ended",
     "Failed",
     "IncomingCall",
+    "IncomingRefer",
     "OutgoingCall",
+    "OutgoingRefer",
+    "ReferProgress",
+    "Referred",
     "Reinvited",
     "Ringing",
     "SipCall",
     "SipCallEvent",
     "SipEndpoint",
+    "SipRequestError",
     "Trying",
 ]
 
@@ -138,13 +152,52 @@ class Ended:
 
 @dataclass(frozen=True, slots=True)
 class Reinvited:
-    """The far end sent a re-INVITE (hold/resume, media change) that we answered automatically
-    with our current SDP; `sdp` is its new offer (also in `call.remote_sdp`)."""
+    """The far end changed the session with a re-INVITE (hold/resume, new media address) and we
+    accepted it (200 sent; see `SipCall.on_offer`).  `sdp` is its new session description (also in
+    `call.remote_sdp`): the offer of the re-INVITE, or the answer of its ACK when the re-INVITE
+    had no body (then our 200 carried `call.local_sdp` as the offer).  Put after the 200 went out,
+    so the engine re-configures media from `sdp` and `call.local_sdp`."""
 
     sdp: bytes
 
 
-SipCallEvent = Trying | Ringing | Answered | Failed | Ended | Reinvited
+@dataclass(frozen=True, slots=True)
+class Referred:
+    """The far end sent a REFER (RFC 3515) in this dialog: it asks us to call `refer_to` (the
+    Refer-To URI, `<...>` stripped, header parameters such as `?Replaces=` kept).  The engine
+    decides with `handle.accept()` / `handle.reject()` and reports progress with
+    `handle.notify()`.  Undecided after 30 s, the REFER is rejected with 480."""
+
+    refer_to: str
+    referred_by: str | None
+    request: SipRequest
+    handle: IncomingRefer
+
+
+SipCallEvent = Trying | Ringing | Answered | Failed | Ended | Reinvited | Referred
+
+
+class SipRequestError(Exception):
+    """An in-dialog request we sent (re-INVITE) got a final non-2xx response, or none: `code`
+    is the response status (408 on timeout, 503 on transport error, 481 when the call is not
+    confirmed, 491 when our own re-INVITE is still pending).  The dialog stays up."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{code} {reason}")
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class ReferProgress:
+    """One report about a REFER we sent: the sipfrag status of a NOTIFY, or the REFER's own
+    final response when it was rejected (`final` is then True).  `final` is True on the last
+    report of a REFER: Subscription-State terminated, or a final (>= 200) sipfrag status.
+    Synthetic last reports: 408 when no final NOTIFY came in time, 487 when the dialog ended."""
+
+    status_code: int
+    reason: str
+    final: bool
 
 
 class CallState(enum.StrEnum):
@@ -182,6 +235,14 @@ class SipCall:
         self._peer: tuple[str, int] | None = None  # where the dialog's peer was last heard from
         # re-INVITE 2xx retransmitters waiting for their ACK, by CSeq number
         self._pending_2xx: dict[int, _Retransmit] = {}
+        # Called with the SDP offer of a re-INVITE; returns the answer, or None to refuse (488).
+        # None: answer from local_sdp with the direction mirrored (sdp.answer_reoffer).
+        self.on_offer: Callable[[bytes], bytes | None] | None = None
+        self._credentials: tuple[str, str] | None = None  # answers 401/407 to in-dialog requests
+        self._own_invite_pending = False  # our re-INVITE is in progress: theirs get 491 (§14.2)
+        self._late_offers: set[int] = set()  # re-INVITEs without SDP: the answer is in the ACK
+        self._refers_out: dict[int, OutgoingRefer] = {}  # REFERs we sent, by CSeq number
+        self._refers_in = 0  # REFERs received in this dialog (the first has no Event id)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.call_id} {self.state}>"
@@ -196,6 +257,8 @@ class SipCall:
         if isinstance(ev, Failed | Ended):
             self.state = CallState.ENDED
             self._ep._forget(self)
+            for r in list(self._refers_out.values()):
+                r._finish(487, "Request Terminated (dialog ended)")
         self.events.put_nowait(ev)
 
     async def bye(self, reason: str = "bye") -> None:
@@ -236,28 +299,73 @@ class SipCall:
             self._emit(Ended("remote", "bye"))
         elif req.method == "INVITE":
             self._on_reinvite(req, addr)
-        elif req.method in ("OPTIONS", "INFO", "NOTIFY"):
+        elif req.method == "REFER":
+            self._on_refer(req, addr)
+        elif req.method == "NOTIFY":
+            self._on_notify(req, addr)
+        elif req.method in ("OPTIONS", "INFO"):
             ep._respond_new_tx(req, addr, 200, "OK", extra=[("Allow", ALLOW)])
         else:
             ep._respond_new_tx(req, addr, 405, "Method Not Allowed", extra=[("Allow", ALLOW)])
 
+    # -- re-INVITE received
+
     def _on_reinvite(self, req: SipRequest, addr: tuple[str, int]) -> None:
-        # §14.2: answer a re-INVITE with our current session description.  We never have our own
-        # re-INVITE outstanding, so the 491 glare case cannot arise.
         ep = self._ep
         assert self.dialog is not None
         tx = ServerInviteTransaction(req)
         entry = ep._add_server_tx(tx, addr)
+
+        def refuse(code: int, extra: list[tuple[str, str]] | None = None) -> None:
+            resp = ep._make_response(req, code, _REASONS[code], to_tag=self.local_tag, extra=extra)
+            ep._run_server(entry, tx.send_response(resp, ep._now()))
+
+        if self._own_invite_pending:
+            refuse(491)  # §14.2: glare with our own re-INVITE; both sides retry after a wait
+            return
+        if self._pending_2xx or self.state == CallState.ANSWERED:
+            # §14.2: an earlier INVITE of theirs is not finished (its ACK has not arrived).
+            refuse(500, [("Retry-After", str(random.randint(0, 10)))])
+            return
         if req.body:
+            answer = self._answer_offer(req.body)
+            if answer is None:
+                refuse(488)  # §14.2: the old session stays in force
+                return
             self.remote_sdp = req.body
-        body = self.local_sdp or b""
+            self.local_sdp = answer
+            body = answer
+        else:
+            # §14.2 / RFC 3264 §5: no offer in the re-INVITE: our 200 offers our current
+            # session, the ACK carries the answer.
+            body = self.local_sdp or b""
+            self._late_offers.add(req.cseq.seq)
         resp = ep._make_response(req, 200, "OK", to_tag=self.local_tag, contact=True, body=body)
         ep._run_server(entry, tx.send_response(resp, ep._now()))
-        self._pending_2xx[req.cseq.seq] = _Retransmit(
-            ep, resp.to_bytes(), addr, lambda: self._pending_2xx.pop(req.cseq.seq, None)
-        )
+        seq = req.cseq.seq
+
+        def ack_timeout() -> None:
+            self._pending_2xx.pop(seq, None)
+            self._late_offers.discard(seq)
+
+        self._pending_2xx[seq] = _Retransmit(ep, resp.to_bytes(), addr, ack_timeout)
         if req.body:
             self._emit(Reinvited(req.body))
+
+    def _answer_offer(self, offer: bytes) -> bytes | None:
+        if self.on_offer is not None:
+            try:
+                return self.on_offer(offer)
+            except Exception:
+                log.exception("on_offer failed for %s", self.call_id)
+                return None
+        if self.local_sdp is None:
+            return None
+        try:
+            return answer_reoffer(offer, self.local_sdp)
+        except SdpError as e:
+            log.info("re-INVITE on %s with unusable SDP: %s", self.call_id, e)
+            return None
 
     def _on_ack(self, req: SipRequest) -> None:
         seq = req.cseq.seq
@@ -266,6 +374,189 @@ class SipCall:
             r.stop()
             if req.body:
                 self.remote_sdp = req.body
+            if seq in self._late_offers:
+                self._late_offers.discard(seq)
+                if req.body:
+                    self._emit(Reinvited(req.body))
+
+    # -- requests we send in the dialog
+
+    async def _request(
+        self,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+        on_sent: Callable[[SipRequest], None] | None = None,
+    ) -> SipResponse:
+        """Send an in-dialog request in a client transaction and return its final response
+        (a synthetic 408/503 when none came).  A 401/407 is answered once with the call's
+        credentials (again only for a stale nonce), as a new request with the next CSeq (§22.2).
+        A 2xx to INVITE is ACKed (§13.2.2.4), and its retransmissions are ACKed again.
+        `on_sent` sees each request before it goes out (the REFER handle needs its CSeq)."""
+        ep = self._ep
+        auth_header: tuple[str, str] | None = None
+        tries = 0
+        while True:
+            assert self.dialog is not None
+            headers = [*ep._common_headers(), *(extra or [])]
+            if auth_header is not None:
+                headers.append(auth_header)
+            req = self.dialog.create_request(
+                method, body=body, content_type=content_type, extra_headers=headers
+            )
+            if on_sent is not None:
+                on_sent(req)
+            resp = await ep._transact(req, ep._dialog_addr(self))
+            if resp.status in (401, 407) and self._credentials is not None:
+                hname = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
+                try:
+                    ch = _auth.parse_challenge(resp.headers.get(hname) or "")
+                    if tries >= 3 or (tries >= 1 and not ch.stale):
+                        return resp
+                    user, pw = self._credentials
+                    value = _auth.authorization(
+                        ch, method=method, uri=req.uri, username=user, password=pw
+                    )
+                except SipParseError:
+                    return resp
+                tries += 1
+                name = "Authorization" if resp.status == 401 else "Proxy-Authorization"
+                auth_header = (name, value)
+                continue
+            if method == "INVITE" and 200 <= resp.status < 300 and self.dialog is not None:
+                contacts = resp.contacts
+                if contacts:
+                    self.dialog.remote_target = contacts[0].uri  # §12.2.1.2 target refresh
+            return resp
+
+    async def reinvite(self, sdp: bytes) -> bytes:
+        """Send a re-INVITE offering `sdp` (hold: `sdp.with_direction(local, "sendonly")`, a new
+        media address, resume) and return the far end's answer SDP (b"" if it sent none).
+
+        Works on a confirmed call of either direction.  A 491 (glare, §14.1) is retried once
+        after the RFC's random wait; 401/407 are answered with the call's credentials.  Any other
+        final non-2xx (or no response: 408) raises SipRequestError and the dialog and the old
+        session stay as they were.  On success `local_sdp` / `remote_sdp` are updated.
+        """
+        if self.state != CallState.CONFIRMED or self.dialog is None:
+            raise SipRequestError(481, "Call/Transaction Does Not Exist (call not confirmed)")
+        if self._own_invite_pending:
+            raise SipRequestError(491, "Request Pending")
+        resp: SipResponse | None = None
+        for attempt in range(2):
+            self._own_invite_pending = True
+            try:
+                resp = await self._request("INVITE", body=sdp)
+            finally:
+                self._own_invite_pending = False
+            if resp.status != 491 or attempt == 1:
+                break
+            # §14.1: wait, then retry unless the far end's own re-INVITE changed things meanwhile
+            # (we do not look: retrying with our offer is what the engine asked for).
+            await asyncio.sleep(glare_retry_delay(self.dialog.is_uac, random.random()))
+            if self.state != CallState.CONFIRMED:
+                raise SipRequestError(481, "Call/Transaction Does Not Exist (call ended)")
+        assert resp is not None
+        if not 200 <= resp.status < 300:
+            raise SipRequestError(resp.status, resp.reason)
+        self.local_sdp = sdp
+        if resp.body:
+            self.remote_sdp = resp.body
+        return resp.body
+
+    # -- REFER (RFC 3515)
+
+    async def refer(
+        self,
+        refer_to: str,
+        *,
+        auth: tuple[str, str] | None = None,
+        referred_by: str | None = None,
+        notify_timeout: float = 60.0,
+    ) -> OutgoingRefer:
+        """Send a REFER asking the far end to call `refer_to` (a URI, or `<uri?Replaces=...>`).
+
+        Returns once the REFER's final response arrived (or none came: 408), never raises for
+        the far end's behaviour.  The handle's `code` / `reason` are that response; iterate the
+        handle (or read `handle.progress`) for ReferProgress reports from the NOTIFYs; the last
+        one has final=True.  A rejected REFER yields one final report with its response code.
+        No final NOTIFY within `notify_timeout` s of the 2xx gives a synthetic final 408.
+        `auth` answers a 401/407 (the call's own credentials are used otherwise).
+        """
+        handle = OutgoingRefer(self)
+        if self.state != CallState.CONFIRMED or self.dialog is None:
+            handle._on_final_response(481, "Call/Transaction Does Not Exist (call not confirmed)")
+            return handle
+        value = refer_to.strip()
+        if not value.startswith("<") and "<" not in value:
+            value = f"<{value}>"
+        extra = [("Refer-To", value)]
+        if referred_by:
+            rb = referred_by.strip()
+            extra.append(("Referred-By", rb if "<" in rb else f"<{rb}>"))
+        saved = self._credentials
+        if auth is not None:
+            self._credentials = auth
+
+        def register(req: SipRequest) -> None:
+            # Registered before it is sent: a NOTIFY may overtake the 202 on UDP.
+            if handle.cseq is not None:
+                self._refers_out.pop(handle.cseq, None)
+            handle.cseq = req.cseq.seq
+            self._refers_out[req.cseq.seq] = handle
+
+        try:
+            resp = await self._request("REFER", extra=extra, on_sent=register)
+        finally:
+            self._credentials = saved
+        handle._on_final_response(resp.status, resp.reason, notify_timeout)
+        return handle
+
+    def _on_notify(self, req: SipRequest, addr: tuple[str, int]) -> None:
+        ep = self._ep
+        event = req.headers.get("Event") or ""
+        pkg, _, params = event.partition(";")
+        if pkg.strip().lower() != "refer":
+            ep._respond_new_tx(req, addr, 200, "OK", extra=[("Allow", ALLOW)])
+            return
+        try:
+            ev_id = parse_params(params).get("id")
+            state, _ = parse_subscription_state(req.headers.get("Subscription-State") or "")
+            code, reason = parse_sipfrag(req.body)
+        except SipParseError as e:
+            ep._respond_new_tx(req, addr, 400, f"Bad Request ({e})"[:80])
+            return
+        handle: OutgoingRefer | None = None
+        if ev_id is not None and ev_id.isdigit():
+            handle = self._refers_out.get(int(ev_id))
+        elif self._refers_out:
+            handle = self._refers_out[min(self._refers_out)]
+        if handle is None:
+            # RFC 6665 §4.1.3: a NOTIFY for no subscription we know of.
+            ep._respond_new_tx(req, addr, 481, "Subscription Does Not Exist")
+            return
+        ep._respond_new_tx(req, addr, 200, "OK")
+        handle._on_notify(code, reason, state == "terminated" or code >= 200)
+
+    def _on_refer(self, req: SipRequest, addr: tuple[str, int]) -> None:
+        ep = self._ep
+        try:
+            target = parse_refer_to(req)
+            rb = req.headers.get("Referred-By")
+            referred_by = parse_name_addr(rb).uri if rb else None
+        except SipParseError as e:
+            ep._respond_new_tx(req, addr, 400, f"Bad Request ({e})"[:80])
+            return
+        if len(req.headers.get_all("Refer-To")) > 1:
+            ep._respond_new_tx(req, addr, 400, "Bad Request (more than one Refer-To)")
+            return
+        tx = ServerNonInviteTransaction(req)
+        entry = ep._add_server_tx(tx, addr)
+        self._refers_in += 1
+        handle = IncomingRefer(self, req, entry, tx, first=self._refers_in == 1)
+        self._emit(Referred(target.uri, referred_by, req, handle))
 
 
 class OutgoingCall(SipCall):
@@ -290,6 +581,7 @@ class OutgoingCall(SipCall):
         self.response: SipResponse | None = None
         self._invite = invite
         self._auth = auth
+        self._credentials = auth
         self._auth_tries = 0
         self._tx: ClientInviteTransaction | None = None
         self._addr: tuple[str, int] | None = None
@@ -472,7 +764,9 @@ class OutgoingCall(SipCall):
             return
         ack = self.dialog.create_request("ACK", extra_headers=ep._common_headers())
         self._ack = ep._send_stateless(ack, ep._dialog_addr(self))
-        self.remote_sdp = resp.body or None
+        # §13.2.1 / RFC 3264: the answer in a 183 (early media) stays the answer when the 2xx
+        # repeats it or carries no body, which is what most gateways do.
+        self.remote_sdp = resp.body or self.remote_sdp
         if self.state == CallState.ENDED:
             # We had given up (local cancel raced with the answer): hang up at once (§15).
             self._send_bye()
@@ -483,7 +777,7 @@ class OutgoingCall(SipCall):
             return
         self.state = CallState.CONFIRMED
         self._cleanup()
-        self._emit(Answered(resp.body))
+        self._emit(Answered(resp.body or self.remote_sdp or b""))
 
     def _on_timeout(self, timer: str) -> None:
         if self.state == CallState.ENDED:
@@ -630,6 +924,180 @@ class IncomingCall(SipCall):
         self._emit(Ended("local", "ack timeout"))
 
 
+class OutgoingRefer:
+    """A REFER we sent (SipCall.refer): `code` / `reason` of its final response, `cseq`, and the
+    progress reports of its NOTIFYs, as an asyncio.Queue (`progress`) or by iterating the handle:
+
+        async for p in handle:      # ends after the report with final=True
+            ...
+    """
+
+    def __init__(self, call: SipCall) -> None:
+        self._call = call
+        self.cseq: int | None = None
+        self.code = 0
+        self.reason = ""
+        self.progress: asyncio.Queue[ReferProgress] = asyncio.Queue()
+        self.done = False  # the final report was put
+        self._guard: asyncio.TimerHandle | None = None
+        self._early: list[ReferProgress] = []  # NOTIFYs that overtook the final response
+
+    @property
+    def accepted(self) -> bool:
+        return 200 <= self.code < 300
+
+    def __repr__(self) -> str:
+        return f"<OutgoingRefer {self.code} {self.reason!r} done={self.done}>"
+
+    async def __aiter__(self) -> AsyncIterator[ReferProgress]:
+        while True:
+            if self.done and self.progress.empty():
+                return
+            p = await self.progress.get()
+            yield p
+            if p.final:
+                return
+
+    def _put(self, p: ReferProgress) -> None:
+        if self.done:
+            return
+        self.progress.put_nowait(p)
+        if p.final:
+            self._finish_now()
+
+    def _finish_now(self) -> None:
+        self.done = True
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+        if self.cseq is not None and self._call._refers_out.get(self.cseq) is self:
+            del self._call._refers_out[self.cseq]
+
+    def _finish(self, code: int, reason: str) -> None:
+        """A synthetic last report (no final NOTIFY came, or the dialog ended)."""
+        if self.code == 0:
+            self.code, self.reason = code, reason
+        self._put(ReferProgress(code, reason, True))
+
+    def _on_final_response(self, code: int, reason: str, notify_timeout: float = 0.0) -> None:
+        self.code, self.reason = code, reason
+        if not 200 <= code < 300:
+            self._early.clear()
+            self._put(ReferProgress(code, reason, True))
+            return
+        for p in self._early:
+            self._put(p)
+        self._early.clear()
+        if not self.done and notify_timeout > 0:
+            self._guard = asyncio.get_running_loop().call_later(
+                notify_timeout, self._finish, 408, "Request Timeout (no final NOTIFY)"
+            )
+
+    def _on_notify(self, code: int, reason: str, final: bool) -> None:
+        p = ReferProgress(code, reason, final)
+        if self.code == 0:
+            # The NOTIFY overtook the 202: keep it until the REFER's response says the
+            # subscription exists (a REFER answered 4xx has no subscription, RFC 3515 §2.4.2).
+            self._early.append(p)
+        else:
+            self._put(p)
+
+
+class IncomingRefer:
+    """A REFER the far end sent (in a Referred event).  The engine answers it once with
+    `accept()` (202 Accepted + NOTIFY "100 Trying") or `reject()`, then reports the outcome of
+    the referred call with `notify(code, reason)`; a final code (>= 200) ends the implicit
+    subscription.  All are no-ops once the dialog has ended."""
+
+    def __init__(
+        self,
+        call: SipCall,
+        request: SipRequest,
+        entry: _TxEntry,
+        tx: ServerNonInviteTransaction,
+        *,
+        first: bool,
+    ) -> None:
+        self._call = call
+        self.request = request
+        self._entry = entry
+        self._tx = tx
+        # RFC 3515 §2.4.6: NOTIFYs for any but the first REFER of a dialog carry its CSeq as id.
+        self._event = "refer" if first else f"refer;id={request.cseq.seq}"
+        self.state: Literal["pending", "accepted", "rejected", "terminated"] = "pending"
+        self._guard: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            30.0, self._undecided
+        )
+
+    def __repr__(self) -> str:
+        return f"<IncomingRefer {self.request.cseq.seq} {self.state}>"
+
+    def _respond(self, code: int, reason: str) -> None:
+        ep = self._call._ep
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+        resp = ep._make_response(
+            self.request,
+            code,
+            reason,
+            to_tag=None if self.request.to.tag else new_tag(),
+            contact=200 <= code < 300,
+        )
+        ep._run_server(self._entry, self._tx.send_response(resp, ep._now()))
+
+    def _undecided(self) -> None:
+        self._guard = None
+        if self.state == "pending":
+            log.warning("REFER on %s not answered by the engine: 480", self._call.call_id)
+            self.state = "rejected"
+            self._respond(480, _REASONS[480])
+
+    async def accept(self) -> None:
+        """202 Accepted, then the initial NOTIFY (sipfrag "SIP/2.0 100 Trying", active)."""
+        if self.state != "pending":
+            return
+        self.state = "accepted"
+        self._respond(202, "Accepted")
+        await self.notify(100, "Trying")
+
+    async def reject(self, code: int = 603, reason: str = "Decline") -> None:
+        if self.state != "pending":
+            return
+        if not 300 <= code <= 699:
+            raise ValueError("reject needs a 3xx-6xx code")
+        self.state = "rejected"
+        self._respond(code, reason)
+
+    async def notify(self, code: int, reason: str) -> None:
+        """A NOTIFY whose message/sipfrag body is `SIP/2.0 code reason`; final codes (>= 200)
+        send Subscription-State: terminated;reason=noresource (RFC 3515 §2.4.7)."""
+        call = self._call
+        if self.state != "accepted" or call.dialog is None or call.ended:
+            return
+        if call.dialog.state == DialogState.TERMINATED:
+            return
+        body = sipfrag(code, reason)
+        final = code >= 200
+        if final:
+            self.state = "terminated"
+        ep = call._ep
+        req = call.dialog.create_request(
+            "NOTIFY",
+            body=body,
+            content_type="message/sipfrag;version=2.0",
+            extra_headers=[
+                *ep._common_headers(),
+                ("Event", self._event),
+                (
+                    "Subscription-State",
+                    "terminated;reason=noresource" if final else "active;expires=60",
+                ),
+            ],
+        )
+        ep._send_request(req, ep._dialog_addr(call), None, None)
+
+
 _REASONS = {
     180: "Ringing",
     183: "Session Progress",
@@ -646,6 +1114,7 @@ _REASONS = {
     486: "Busy Here",
     487: "Request Terminated",
     488: "Not Acceptable Here",
+    491: "Request Pending",
     500: "Server Internal Error",
     501: "Not Implemented",
     503: "Service Unavailable",
@@ -809,6 +1278,8 @@ class SipEndpoint:
         for entry in [*self._client_txs.values(), *self._server_txs.values()]:
             if entry.handle is not None:
                 entry.handle.cancel()
+            if entry.on_timeout is not None and entry.tx.state != TxState.TERMINATED:
+                entry.on_timeout("stop")  # wakes reinvite()/refer() waiting for a response
         for r in list(self._retransmitters):
             r.stop()
         self._client_txs.clear()
@@ -973,6 +1444,56 @@ class SipEndpoint:
         entry = _TxEntry(tx, addr, on_response, on_timeout)
         self._client_txs[tx.key] = entry
         self._run_client(entry, tx.start(self._now()))
+
+    async def _transact(self, req: SipRequest, addr: tuple[str, int]) -> SipResponse:
+        """Send `req` (Via added) in a client transaction and return its final response; no
+        response gives a synthetic 408 (timer B/F) or 503 (transport error, endpoint stopped).
+        A 2xx to INVITE is ACKed here, retransmitted 2xx again (§13.2.2.4)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[SipResponse] = loop.create_future()
+        ack: list[bytes] = []
+
+        def on_response(resp: SipResponse) -> None:
+            if resp.status < 200:
+                return
+            if req.method == "INVITE" and 200 <= resp.status < 300:
+                if ack:
+                    self._sendto(ack[0], addr)
+                else:
+                    ack_req = self._ack_for_2xx(req, resp)
+                    if ack_req is not None:
+                        ack.append(self._send_stateless(ack_req, addr))
+            if not fut.done():
+                fut.set_result(resp)
+
+        def on_timeout(timer: str) -> None:
+            if fut.done():
+                return
+            if timer in ("transport", "stop"):
+                fut.set_result(SipResponse(503, "Service Unavailable (transport error)"))
+            else:
+                fut.set_result(SipResponse(408, "Request Timeout (no response)"))
+
+        self._add_via(req)
+        tx: ClientInviteTransaction | ClientNonInviteTransaction
+        if req.method == "INVITE":
+            tx = ClientInviteTransaction(req)
+        else:
+            tx = ClientNonInviteTransaction(req)
+        entry = _TxEntry(tx, addr, on_response, on_timeout)
+        self._client_txs[tx.key] = entry
+        self._run_client(entry, tx.start(self._now()))
+        return await fut
+
+    def _ack_for_2xx(self, invite: SipRequest, resp: SipResponse) -> SipRequest | None:
+        """§13.2.2.4: the ACK of a 2xx to an in-dialog INVITE: the dialog's request with the
+        INVITE's CSeq number."""
+        call = self._calls.get((invite.call_id, invite.from_.tag or ""))
+        if call is None or call.dialog is None:
+            return None
+        return call.dialog.create_request(
+            "ACK", cseq=invite.cseq.seq, extra_headers=self._common_headers()
+        )
 
     def _uri_addr(self, uri: str) -> tuple[str, int] | None:
         try:
@@ -1218,6 +1739,9 @@ class SipEndpoint:
             )
         elif req.method == "BYE":
             self._respond_new_tx(req, addr, 481, _REASONS[481])
+        elif req.method == "REFER":
+            # We accept REFER only inside a call (RFC 3515 §2.4.2 lets us refuse it outside).
+            self._respond_new_tx(req, addr, 403, "Forbidden (REFER outside a dialog)")
         else:
             self._respond_new_tx(req, addr, 405, _REASONS[405])
 

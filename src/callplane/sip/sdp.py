@@ -15,10 +15,15 @@ __all__ = [
     "MediaDescription",
     "SdpError",
     "SessionDescription",
+    "answer_reoffer",
     "build_offer",
+    "bump_version",
+    "mirror_direction",
     "negotiate_answer",
+    "offered_direction",
     "parse_answer",
     "parse_sdp",
+    "with_direction",
 ]
 
 
@@ -390,3 +395,116 @@ def parse_answer(answer: bytes, offer: bytes) -> ChosenMedia | None:
                 )
         return None
     return None
+
+
+# ----------------------------------------------------------------- re-offers (RFC 3264 §8)
+
+
+def mirror_direction(direction: str) -> str:
+    """RFC 3264 §6.1: the answer's direction for an offered one (sendonly <-> recvonly)."""
+    try:
+        return _REVERSE_DIR[direction]
+    except KeyError:
+        raise SdpError(f"bad direction {direction!r}") from None
+
+
+def _stream_direction(sd: SessionDescription, m: MediaDescription) -> str:
+    """A stream's direction: its own attribute, else the session-level one, else sendrecv."""
+    for n, _ in m.attributes:
+        if n in DIRECTIONS:
+            return n
+    return sd.session_direction() or "sendrecv"
+
+
+def offered_direction(sdp: bytes) -> str:
+    """The direction the sender of `sdp` declares for its first active audio stream (port != 0),
+    session-level direction applied (RFC 4566 §6).  "inactive" when no audio stream is active
+    (RFC 3264 §8.4: hold by a stream with port 0 is an old form of inactive)."""
+    sd = parse_sdp(sdp)
+    for m in sd.media:
+        if m.media == "audio" and m.port != 0:
+            return _stream_direction(sd, m)
+    return "inactive"
+
+
+def with_direction(sdp: bytes, direction: str) -> bytes:
+    """`sdp` with every active stream set to `direction` (session-level direction attributes
+    removed so they cannot contradict it).  Everything else is kept as it is."""
+    if direction not in DIRECTIONS:
+        raise SdpError(f"bad direction {direction!r}")
+    sd = parse_sdp(sdp)
+    sd.attributes = [(n, v) for n, v in sd.attributes if n not in DIRECTIONS]
+    for m in sd.media:
+        attrs = [(n, v) for n, v in m.attributes if n not in DIRECTIONS]
+        if m.port != 0:
+            attrs.append((direction, None))
+        m.attributes = attrs
+    return sd.to_bytes()
+
+
+def bump_version(sdp: bytes) -> bytes:
+    """`sdp` with the o= session version incremented (RFC 3264 §8: every changed offer or answer
+    in a session carries a version one higher than the previous one)."""
+    sd = parse_sdp(sdp)
+    parts = sd.origin.split()
+    if not parts[2].isdigit():
+        raise SdpError(f"bad o= session version {sd.origin!r}")
+    parts[2] = str(int(parts[2]) + 1)
+    sd.origin = " ".join(parts)
+    return sd.to_bytes()
+
+
+def _same_but_version(a: bytes, b: bytes) -> bool:
+    sa, sb = parse_sdp(a), parse_sdp(b)
+    oa, ob = sa.origin.split(), sb.origin.split()
+    oa[2] = ob[2] = "0"
+    sa.origin, sb.origin = " ".join(oa), " ".join(ob)
+    return sa.to_bytes() == sb.to_bytes()
+
+
+def answer_reoffer(offer: bytes, previous: bytes) -> bytes:
+    """The answer to a re-offer (hold, resume, refresh) in an established session, built from
+    our previous session description `previous` (RFC 3264 §8):
+
+    * each offered stream keeps our previous stream at the same position, with the offered
+      direction mirrored (offer sendonly -> recvonly, inactive -> inactive, ...);
+    * an offered stream with port 0, or one beyond what we had before, is answered with port 0;
+    * the o= line is ours, its version incremented when anything changed (§8) and unchanged
+      otherwise, so the far end can tell a no-op refresh from a change.
+
+    Codec changes in the re-offer are not renegotiated: the media layer keeps the codec it has.
+    """
+    so = parse_sdp(offer)
+    sp = parse_sdp(previous)
+    media: list[MediaDescription] = []
+    for i, m in enumerate(so.media):
+        if i < len(sp.media) and m.port != 0 and sp.media[i].port != 0:
+            ours = sp.media[i]
+            attrs = [(n, v) for n, v in ours.attributes if n not in DIRECTIONS]
+            attrs.append((mirror_direction(_stream_direction(so, m)), None))
+            media.append(
+                MediaDescription(
+                    ours.media,
+                    ours.port,
+                    ours.proto,
+                    list(ours.formats),
+                    ours.connection,
+                    attrs,
+                    list(ours.other),
+                )
+            )
+        else:
+            media.append(MediaDescription(m.media, 0, m.proto, m.formats or ["0"]))
+    ans = SessionDescription(
+        origin=sp.origin,
+        name=sp.name,
+        connection=sp.connection,
+        times=list(sp.times),
+        attributes=[(n, v) for n, v in sp.attributes if n not in DIRECTIONS],
+        media=media,
+        other=list(sp.other),
+    )
+    out = ans.to_bytes()
+    if _same_but_version(out, previous):
+        return previous
+    return bump_version(out)

@@ -1,8 +1,10 @@
-"""Persistence (SQLite): calls, call events, idempotency keys, recordings, the webhook outbox.
+"""Persistence (SQLite): projects, calls, call events, idempotency keys, recordings, the webhook
+outbox.
 
 Imports nothing from the rest of callplane (see docs/architecture.md).
 """
 
+from callplane.store.projects import import_legacy_credentials, new_project, prepare_projects
 from callplane.store.rows import (
     CallRow,
     EventRow,
@@ -10,6 +12,7 @@ from callplane.store.rows import (
     JsonObject,
     OutboxRow,
     OutboxStatus,
+    ProjectRow,
     RecordingRow,
 )
 from callplane.store.sqlite import IDEMPOTENCY_TTL, SchemaVersionError, Store
@@ -22,7 +25,11 @@ __all__ = [
     "JsonObject",
     "OutboxRow",
     "OutboxStatus",
+    "ProjectRow",
     "RecordingRow",
     "SchemaVersionError",
     "Store",
+    "import_legacy_credentials",
+    "new_project",
+    "prepare_projects",
 ]

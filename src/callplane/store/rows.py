@@ -59,6 +59,23 @@ class RecordingRow(TypedDict):
     duration: float | None  # seconds; None while recording
     size: int | None  # bytes; None while recording
     created_at: float  # Unix seconds
+    # Engine-owned facts needed to report the recording if a crash cuts it short (status_url,
+    # url, audio settings, start time). Read back only when non-empty.
+    meta: NotRequired[JsonObject]
+
+
+class ProjectRow(TypedDict):
+    """A tenant: its calls, recordings and webhooks are visible only with its own token.
+
+    ``token`` authenticates API requests (HTTP Basic ``id:token``); ``signing_key`` signs its
+    webhooks. They differ so that a webhook receiver, which holds the key, cannot control calls.
+    """
+
+    id: str
+    name: str
+    token: str
+    signing_key: str
+    created_at: float  # Unix seconds
 
 
 OutboxStatus = Literal["pending", "dead"]
@@ -80,3 +97,6 @@ class OutboxRow(TypedDict):
     next_attempt_at: float
     last_error: str | None
     status: OutboxStatus
+    # The project whose signing key signs the row when it is sent; None for rows that belong to
+    # no project (signed with the outbox's default key).
+    project_id: str | None

@@ -87,4 +87,32 @@ _V1: Migration = (
     "CREATE INDEX outbox_pending_key ON webhook_outbox (ordering_key, id) WHERE status = 'pending'",
 )
 
-MIGRATIONS: list[Migration] = [_V1]
+_V2: Migration = (
+    # projects: each has its own API token (controls calls) and its own webhook signing key
+    # (held by receivers, so it must not be the token). Names are unique so that an operator can
+    # address a project by name.
+    """
+    CREATE TABLE projects (
+        id           TEXT PRIMARY KEY,
+        name         TEXT NOT NULL UNIQUE,
+        token        TEXT NOT NULL,
+        signing_key  TEXT NOT NULL,
+        created_at   REAL NOT NULL
+    )
+    """,
+    # A queued webhook is signed at send time with the key of the project it belongs to, so the
+    # row names its project. Rows queued before this step belong to their call's project.
+    "ALTER TABLE webhook_outbox ADD COLUMN project_id TEXT",
+    """
+    UPDATE webhook_outbox SET project_id =
+        (SELECT calls.project_id FROM calls WHERE calls.id = webhook_outbox.ordering_key)
+    """,
+    # What the engine needs to report a recording that a crash cut short (its status_url, url,
+    # audio settings, start time): JSON, its shape belongs to the engine.
+    "ALTER TABLE recordings ADD COLUMN meta TEXT NOT NULL DEFAULT '{}'",
+    # One row: the last moment this server was known alive (a heartbeat every few seconds). After
+    # a crash, calls that were live end at that moment rather than at the restart.
+    "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), alive_at REAL NOT NULL)",
+)
+
+MIGRATIONS: list[Migration] = [_V1, _V2]

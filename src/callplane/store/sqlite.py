@@ -1,4 +1,5 @@
-"""SQLite persistence for calls, call events, idempotency keys, recordings and the webhook outbox.
+"""SQLite persistence for projects, calls, call events, idempotency keys, recordings and the webhook
+outbox.
 
 Design notes (why it looks like this):
 
@@ -7,6 +8,8 @@ Design notes (why it looks like this):
   store is synchronous and callers do not ``await`` it.
 * Autocommit (``isolation_level=None``): every write method is one statement and therefore one
   committed transaction. Nothing the engine was told is saved can be lost to a process crash.
+* The database file is made owner-only (0600) when opened; SQLite gives its -wal and -shm files
+  the database's mode. It holds every project's token.
 * WAL + ``synchronous=NORMAL``: a commit appends to the WAL without an fsync, which is what makes a
   commit per write cheap (see bench/bench_webhooks.py). WAL content survives ``kill -9`` of the
   process (it is in the OS page cache); only an OS crash or power cut can lose the last commits
@@ -20,7 +23,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -33,6 +36,7 @@ from callplane.store.rows import (
     JsonObject,
     OutboxRow,
     OutboxStatus,
+    ProjectRow,
     RecordingRow,
 )
 
@@ -58,7 +62,8 @@ def _iso_now(clock: Callable[[], float]) -> str:
 
 
 _OUTBOX_COLUMNS = (
-    "id, ordering_key, url, body, created_at, attempts, next_attempt_at, last_error, status"
+    "id, ordering_key, url, body, created_at, attempts, next_attempt_at, last_error, status,"
+    " project_id"
 )
 
 
@@ -73,14 +78,15 @@ def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
         next_attempt_at=r[6],
         last_error=r[7],
         status=r[8],
+        project_id=r[9],
     )
 
 
-_RECORDING_COLUMNS = "id, call_id, control_id, path, format, duration, size, created_at"
+_RECORDING_COLUMNS = "id, call_id, control_id, path, format, duration, size, created_at, meta"
 
 
 def _recording_row(r: tuple[Any, ...]) -> RecordingRow:
-    return RecordingRow(
+    row = RecordingRow(
         id=r[0],
         call_id=r[1],
         control_id=r[2],
@@ -90,6 +96,17 @@ def _recording_row(r: tuple[Any, ...]) -> RecordingRow:
         size=r[6],
         created_at=r[7],
     )
+    meta = json.loads(r[8])
+    if meta:
+        row["meta"] = meta
+    return row
+
+
+_PROJECT_COLUMNS = "id, name, token, signing_key, created_at"
+
+
+def _project_row(r: tuple[Any, ...]) -> ProjectRow:
+    return ProjectRow(id=r[0], name=r[1], token=r[2], signing_key=r[3], created_at=r[4])
 
 
 class Store:
@@ -119,6 +136,10 @@ class Store:
         Raises :class:`SchemaVersionError` if the file comes from a newer schema.
         """
         path_str = os.fspath(path)
+        if path_str != ":memory:" and not path_str.startswith("file:"):
+            # Owner-only before the first write creates -wal/-shm, which inherit this mode.
+            os.close(os.open(path_str, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(path_str, 0o600)
         conn = sqlite3.connect(path_str, isolation_level=None)
         try:
             # Another process (a previous instance shutting down, the CLI) may hold the write lock
@@ -235,6 +256,88 @@ class Store:
             CallRow(id=r[0], project_id=project_id, leg=json.loads(r[1]), private=json.loads(r[2]))
             for r in self._conn.execute(sql, args)
         ]
+
+    def list_calls_in(self, statuses: Iterable[str]) -> list[CallRow]:
+        """Calls of every project whose status is one of ``statuses``, oldest first (crash
+        recovery: the calls a dead process left live, whoever they belong to)."""
+        wanted = list(statuses)
+        if not wanted:
+            return []
+        marks = ",".join("?" * len(wanted))
+        return [
+            CallRow(id=r[0], project_id=r[1], leg=json.loads(r[2]), private=json.loads(r[3]))
+            for r in self._conn.execute(
+                f"SELECT id, project_id, leg, private FROM calls WHERE status IN ({marks})"
+                " ORDER BY created_at, id",
+                wanted,
+            )
+        ]
+
+    # ------------------------------------------------------------------ heartbeat
+
+    def mark_alive(self, at: float | None = None) -> None:
+        """Record that the server (and so every call it holds) is alive now: one row, one write."""
+        self._conn.execute(
+            "INSERT INTO heartbeat (id, alive_at) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET alive_at = excluded.alive_at",
+            (self._clock() if at is None else at,),
+        )
+
+    def last_alive(self) -> float | None:
+        """The last :meth:`mark_alive` time, or None if there was none."""
+        r = self._conn.execute("SELECT alive_at FROM heartbeat WHERE id = 1").fetchone()
+        return None if r is None else float(r[0])
+
+    # ------------------------------------------------------------------ projects
+
+    def add_project(self, row: ProjectRow) -> None:
+        """Insert a project. Raises ``ValueError`` if its id or name is taken."""
+        try:
+            self._conn.execute(
+                f"INSERT INTO projects ({_PROJECT_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                (row["id"], row["name"], row["token"], row["signing_key"], row["created_at"]),
+            )
+        except sqlite3.IntegrityError:
+            raise ValueError(
+                f"a project with id {row['id']!r} or name {row['name']!r} exists"
+            ) from None
+
+    def get_project(self, project_id: str) -> ProjectRow | None:
+        r = self._conn.execute(
+            f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE id = ?", (project_id,)
+        ).fetchone()
+        return None if r is None else _project_row(r)
+
+    def find_project(self, id_or_name: str) -> ProjectRow | None:
+        """The project with this id, else the one with this name."""
+        return self.get_project(id_or_name) or next(
+            (
+                _project_row(r)
+                for r in self._conn.execute(
+                    f"SELECT {_PROJECT_COLUMNS} FROM projects WHERE name = ?", (id_or_name,)
+                )
+            ),
+            None,
+        )
+
+    def list_projects(self) -> list[ProjectRow]:
+        """Every project, the oldest first."""
+        return [
+            _project_row(r)
+            for r in self._conn.execute(
+                f"SELECT {_PROJECT_COLUMNS} FROM projects ORDER BY created_at, rowid"
+            )
+        ]
+
+    def set_project_token(self, project_id: str, token: str) -> bool:
+        """Replace a project's API token; True if the project exists."""
+        cur = self._conn.execute("UPDATE projects SET token = ? WHERE id = ?", (token, project_id))
+        return cur.rowcount > 0
+
+    def delete_project(self, project_id: str) -> bool:
+        """Forget a project (its token stops working at once). Its calls and events stay."""
+        cur = self._conn.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+        return cur.rowcount > 0
 
     # ------------------------------------------------------------------ call events
 
@@ -354,7 +457,7 @@ class Store:
         """Insert or replace a recording (upsert on ``id``), e.g. to fill duration/size later."""
         self._conn.execute(
             f"INSERT OR REPLACE INTO recordings ({_RECORDING_COLUMNS})"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row["id"],
                 row["call_id"],
@@ -364,13 +467,25 @@ class Store:
                 row["duration"],
                 row["size"],
                 row["created_at"],
+                _dumps(row.get("meta") or {}),
             ),
         )
 
-    def get_recording(self, recording_id: str) -> RecordingRow | None:
-        r = self._conn.execute(
-            f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
-        ).fetchone()
+    def get_recording(
+        self, recording_id: str, project_id: str | None = None
+    ) -> RecordingRow | None:
+        """The recording; with ``project_id``, only if its call belongs to that project."""
+        if project_id is None:
+            r = self._conn.execute(
+                f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
+            ).fetchone()
+        else:
+            columns = ", ".join(f"r.{c.strip()}" for c in _RECORDING_COLUMNS.split(","))
+            r = self._conn.execute(
+                f"SELECT {columns} FROM recordings r JOIN calls c ON c.id = r.call_id"
+                " WHERE r.id = ? AND c.project_id = ?",
+                (recording_id, project_id),
+            ).fetchone()
         return None if r is None else _recording_row(r)
 
     def list_recordings(self, call_id: str) -> list[RecordingRow]:
@@ -392,13 +507,16 @@ class Store:
     # ------------------------------------------------------------------ webhook outbox
     # Used by callplane.webhooks.WebhookOutbox; the store only knows rows, not HTTP.
 
-    def outbox_add(self, ordering_key: str, url: str, body: bytes) -> int:
+    def outbox_add(
+        self, ordering_key: str, url: str, body: bytes, *, project_id: str | None = None
+    ) -> int:
         """Persist a delivery (committed before returning) and return its id."""
         now = self._clock()
         cur = self._conn.execute(
-            "INSERT INTO webhook_outbox (ordering_key, url, body, created_at, next_attempt_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (ordering_key, url, body, now, now),
+            "INSERT INTO webhook_outbox"
+            " (ordering_key, url, body, created_at, next_attempt_at, project_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (ordering_key, url, body, now, now, project_id),
         )
         row_id = cur.lastrowid
         assert row_id is not None

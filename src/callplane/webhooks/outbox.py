@@ -17,6 +17,10 @@ How it works (and why):
   A row older than ``max_age`` that fails once more is marked dead, logged and kept for inspection,
   and its lane moves on.
 * Memory: lanes hold at most a few rows; the rest stay in SQLite until needed.
+* Signatures: a row names its project and is signed when it is sent with that project's current
+  signing key (read from the store), so rows queued before a restart keep their project's
+  signature whatever the new process serves by default. A row whose project was removed is
+  given up (nobody may sign for it any more).
 
 After a restart every pending row is tried at once (the persisted ``next_attempt_at`` is for
 inspection only): a restart is rare, and a receiver that recovered meanwhile is served sooner.
@@ -85,6 +89,7 @@ class WebhookOutbox:
     ``store`` is owned by the caller (the outbox never closes it). Deliveries go over keep-alive
     HTTP/1.1 connections, one pool per receiver origin (``callplane._http1``), ``timeout`` seconds
     per attempt; redirects are not followed (a redirect is not an acknowledgement: it is retried).
+    ``signing_key`` signs rows enqueued without a ``project_id``.
     """
 
     def __init__(
@@ -142,16 +147,24 @@ class WebhookOutbox:
             for i in range(self._max_concurrency)
         ]
 
-    def enqueue(self, url: str, payload: dict[str, Any], ordering_key: str) -> int:
+    def enqueue(
+        self,
+        url: str,
+        payload: dict[str, Any],
+        ordering_key: str,
+        *,
+        project_id: str | None = None,
+    ) -> int:
         """Persist a delivery of ``payload`` to ``url`` and schedule it; returns the row id.
 
         The row is committed before this returns. Deliveries with the same ``ordering_key`` arrive
         in the order they were enqueued. May be called before :meth:`start` (or after
-        :meth:`stop`): the row then waits in the database for the next start.
+        :meth:`stop`): the row then waits in the database for the next start. The row is signed
+        with ``project_id``'s signing key when sent (the default key without one).
         Must be called from the event loop thread.
         """
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        row_id = self._store.outbox_add(ordering_key, url, body)
+        row_id = self._store.outbox_add(ordering_key, url, body, project_id=project_id)
         self.stats.enqueued += 1
         # An existing lane will find the new row when it refills from the database; only an idle
         # key needs waking.
@@ -357,8 +370,15 @@ class WebhookOutbox:
             pool, target = self._pool_for(url)
         except ValueError as exc:
             return _Outcome(ok=False, error=str(exc), permanent=True)
+        key = self._signing_key
+        if row["project_id"] is not None:
+            project = self._store.get_project(row["project_id"])
+            if project is None:
+                error = f"project {row['project_id']} was removed: nobody signs for it"
+                return _Outcome(ok=False, error=error, permanent=True)
+            key = project["signing_key"]
         headers = {
-            SIGNATURE_HEADER: sign(self._signing_key, url, body),
+            SIGNATURE_HEADER: sign(key, url, body),
             DELIVERY_HEADER: str(row["id"]),
         }
         try:

@@ -1,5 +1,9 @@
 """Webhook signatures: ``X-SignalWire-Signature`` = hex HMAC-SHA256(signing_key, url + body).
 
+``signing_key`` is the webhook signing key of the project the event belongs to (``callplane
+projects list --json`` shows it), not its API token: a receiver holds the key, and the key cannot
+control calls. Each project's webhooks verify with its own key only.
+
 The URL is part of the signed message so that a captured delivery cannot be replayed to another
 endpoint of the receiver; the body is signed byte for byte, so a receiver must verify the raw
 request body before parsing it (re-serialising the parsed JSON would not give the same bytes).
@@ -8,7 +12,7 @@ Receiver-side use::
 
     from callplane.webhooks import verify_signature
 
-    ok = verify_signature(project_token, str(request.url), await request.body(),
+    ok = verify_signature(project_signing_key, str(request.url), await request.body(),
                           request.headers["X-SignalWire-Signature"])
 """
 

@@ -1,9 +1,19 @@
 """Operations on live calls, one module each; their command and SWML tables are merged here."""
 
-from callplane.engine.operations import collect, detect, digits, play, record, tap, transcribe
+from callplane.engine.operations import (
+    collect,
+    connect,
+    detect,
+    digits,
+    play,
+    record,
+    refer,
+    tap,
+    transcribe,
+)
 from callplane.engine.services import CommandHandler, SwmlMethod
 
-_MODULES = (play, record, collect, detect, digits, tap, transcribe)
+_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer)
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
 SWML_METHODS: dict[str, SwmlMethod] = {k: v for m in _MODULES for k, v in m.SWML_METHODS.items()}

@@ -236,6 +236,7 @@ class RecordOperation(Operation):
         self.call.dtmf_listeners.append(self._on_digit)
         self._capturing = True
         self.start_time = time.time()
+        self._save_row()  # the start time, for the `finished` event if a crash cuts it short
         self.move("recording", **self._base_params())
         if self._pending_pause is not None:
             behavior, self._pending_pause = self._pending_pause, None
@@ -369,25 +370,44 @@ class RecordOperation(Operation):
                 duration=None if result is None else round(result.duration, 3),
                 size=None if result is None else result.size,
                 created_at=self.created_at,
+                # What recover_recordings needs to report this recording after a crash.
+                meta={
+                    "status_url": self.status_url,
+                    "url": self.url,
+                    "audio": self.settings.describe(),
+                    "start_time": self.start_time,
+                },
             )
         )
 
     def _base_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "recording_id": self.recording_id,
-            "url": self.url,
-            "record": {"audio": self.settings.describe(), "url": self.url},
-        }
-        if self.start_time is not None:
-            params["start_time"] = self.start_time
-        return params
+        return _base_params(self.recording_id, self.url, self.settings.describe(), self.start_time)
 
     def _final_params(self, result: RecordingResult) -> dict[str, Any]:
-        duration = round(result.duration, 3)
         params = self._base_params()
-        params.update(duration=duration, size=result.size, end_time=self.end_time)
-        params["record"].update(format=result.format, duration=duration, size=result.size)
+        _add_result(params, result.duration, result.size, result.format, self.end_time)
         return params
+
+
+def _base_params(
+    recording_id: str, url: str, audio: dict[str, Any], start_time: float | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "recording_id": recording_id,
+        "url": url,
+        "record": {"audio": audio, "url": url},
+    }
+    if start_time is not None:
+        params["start_time"] = start_time
+    return params
+
+
+def _add_result(
+    params: dict[str, Any], duration: float, size: int, fmt: str, end_time: float | None
+) -> None:
+    duration = round(duration, 3)
+    params.update(duration=duration, size=size, end_time=end_time)
+    params["record"].update(format=fmt, duration=duration, size=size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -598,12 +618,23 @@ SWML_METHODS: dict[str, SwmlMethod] = {
 }
 
 
-def recover_recordings(store: Store, call_id: str) -> None:
+def recover_recordings(store: Store, call_id: str) -> list[tuple[str | None, dict[str, Any]]]:
     """Recordings a crash left unfinished (no size yet): repair what can be read and keep it,
-    so nothing already recorded is lost; drop the row of a file that is gone or unreadable."""
+    so nothing already recorded is lost; drop the row of a file that is gone or unreadable.
+
+    Returns the final event each one would have emitted, as ``(status_url, params)`` of a
+    ``calling.call.record`` event: ``finished`` with the file's url and duration, or ``error``
+    for a lost one (rows written before recordings kept their ``meta`` get none).
+    """
+    events: list[tuple[str | None, dict[str, Any]]] = []
     for row in store.list_recordings(call_id):
         if row["size"] is not None:
             continue
+        meta = row.get("meta") or {}
+        params: dict[str, Any] = {"control_id": row["control_id"]}
+        if meta:
+            start_time = meta.get("start_time") or row["created_at"]
+            params.update(_base_params(row["id"], meta["url"], meta["audio"], start_time))
         path = Path(row["path"])
         try:
             if row["format"] == "wav":
@@ -613,8 +644,17 @@ def recover_recordings(store: Store, call_id: str) -> None:
         except (OSError, RecorderError, RuntimeError) as exc:
             log.warning("recording %s of call %s is lost: %s", row["id"], call_id, exc)
             store.delete_recording(row["id"])
+            if meta:
+                reason = f"the recording was lost in a crash: {exc}"
+                events.append(
+                    (meta.get("status_url"), {**params, "state": "error", "reason": reason})
+                )
             continue
         log.warning("recording %s of call %s was repaired after a crash", row["id"], call_id)
-        store.save_recording(
-            {**row, "duration": samples / SAMPLE_RATE, "size": path.stat().st_size}
-        )
+        duration, size = samples / SAMPLE_RATE, path.stat().st_size
+        store.save_recording({**row, "duration": round(duration, 3), "size": size})
+        if meta:
+            end_time = params["start_time"] + duration
+            _add_result(params, duration, size, row["format"], end_time)
+            events.append((meta.get("status_url"), {**params, "state": "finished"}))
+    return events
