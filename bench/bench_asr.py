@@ -8,7 +8,7 @@ Figures:
   PocketSphinxRecognizer with a 5-phrase grammar and with the open language model, with and
   without partial results (partials add a streaming pass), on flite speech at 8 kHz; plus the
   word error rate of the open model on the same sentences.
-* Recorder cost per 20 ms tick (one outbound + one inbound frame) for WAV mono/stereo and MP3,
+* Recorder cost per 20 ms tick (one TickFrames: inbound + outbound) for WAV mono/stereo and MP3,
   in microseconds of CPU, i.e. how much of a media-clock tick one recording costs.
 """
 
@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from callplane.media.engine import TickFrames
 from callplane.media.recorder import Recorder
 from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE, resample, tone
 from callplane.providers.asr import PocketSphinxRecognizer, word_error_rate
@@ -99,14 +100,16 @@ def bench_recorder(seconds: int = 60) -> None:
     n = seconds * 50
     a = list(tone(500, 1.0))
     b = list(tone(1500, 1.0))
+    ticks = [
+        TickFrames(tick=i, inbound=a[i], outbound=b[i], speak=None, heard=True) for i in range(50)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         for fmt, stereo in (("wav", False), ("wav", True), ("mp3", False), ("mp3", True)):
             path = Path(tmp) / f"r.{fmt}"
             r = Recorder(path, format=fmt, stereo=stereo, direction="both")  # type: ignore[arg-type]
             t0 = time.process_time()
             for i in range(n):
-                r.feed(b[i % 50], "outbound")
-                r.feed(a[i % 50], "inbound")
+                r.feed(ticks[i % 50])
             res = r.finish()
             cpu = time.process_time() - t0
             print(

@@ -12,12 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import requires_sipp
 from farend import FarEnd
 from harness import LOOPBACK, Receiver, Server, Sipp
+from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient, RestError
+from callplane.engine.operations.collect import (
+    CollectOperation,
+    DigitsConfig,
+    SpeechConfig,
+    start_collect,
+)
 from callplane.media.dsp.dtmf import dtmf_digits
 from callplane.providers.tts import FliteTts
 
@@ -443,3 +451,111 @@ async def test_swml_prompt_speech_with_barge_in(
         assert hit.body["value"] == "billing"
         assert 0.5 <= float(hit.body["confidence"]) <= 1.0
         await until(lambda: server.call_status(leg["id"]) == "ended", 10, "the script's hangup")
+
+
+@requires_speech
+async def test_speech_collect_ends_when_the_far_end_stops_sending_rtp(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    """Bug: the far end spoke, then sent no RTP at all: the collect never ended (the recognizer
+    heard no silence, so its end-of-speech timer never ran). It must end within its
+    end-of-speech timeout + 1 s."""
+    word = await FliteTts().synthesize("support")
+    end_silence = 0.8
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(client, server, far_end)
+        await client.calling.collect(
+            call_id,
+            control_id="mute",
+            speech={"hints": ["sales", "support", "billing"], "end_silence_timeout": end_silence},
+            start_input_timers=True,
+            initial_timeout=5,
+            send_start_of_input=True,
+            status_url=receiver.url("/mute"),
+        )
+        await far_end.silence(0.5)
+        await far_end.play(word)
+        stopped = time.monotonic()  # and from here on, not one RTP packet more
+        events = await wait_results(receiver, "/mute", 2, within=end_silence + 1.0)
+        took = time.monotonic() - stopped
+        assert events[0]["result"]["type"] == "start_of_input"
+        assert events[1]["result"]["type"] in ("speech", "no_match"), events
+        assert took <= end_silence + 1.0, took
+        await client.calling.end(call_id)
+
+
+# -- in process, driven by TickFrames alone --------------------------------------------------
+
+
+def ticking_collect(**kwargs: Any) -> tuple[TickSession, CollectOperation, Emitted]:
+    session = TickSession()
+    call = tick_call(session)
+    emitted = Emitted()
+    op = start_collect(tick_services(emitted), call, control_id="c", status_url=None, **kwargs)
+    return session, op, emitted
+
+
+def collected(emitted: Emitted) -> list[dict[str, Any]]:
+    return [p["result"] for p in emitted.params("collect")]
+
+
+async def test_digit_and_initial_timeouts_count_ticks() -> None:
+    session, op, emitted = ticking_collect(
+        digits=DigitsConfig(max=4, terminators="#", digit_timeout=1.0),
+        speech=None,
+        initial_timeout=0.5,
+        start_input_timers=True,
+    )
+    session.silence(0.48)
+    assert collected(emitted) == []
+    op.call.dispatch_dtmf("1", 100)  # input began: the initial timer stops
+    session.silence(0.5)
+    op.call.dispatch_dtmf("2", 100)
+    session.silence(0.98)
+    assert collected(emitted) == [] and op.state == "collecting"
+    session.tick()  # the 50th tick since the last digit
+    assert collected(emitted) == [digit("12", "")] and op.state == "finished"
+    assert len(session.listeners) == 1  # only the call's KeyPresses is left
+
+    session, op, emitted = ticking_collect(
+        digits=DigitsConfig(max=4, terminators="#", digit_timeout=1.0),
+        speech=None,
+        initial_timeout=0.5,
+        start_input_timers=True,
+    )
+    session.silence(0.48)
+    session.tick()
+    assert collected(emitted) == [{"type": "no_input", "params": {}}]
+
+
+@requires_speech
+async def test_ticks_alone_end_a_speech_collect_after_the_far_end_goes_silent() -> None:
+    """Speech, then ticks where nothing arrived: the recognizer hears them as silence and
+    ends the utterance on its end-of-speech timer, counted in ticks."""
+    from callplane.providers.asr import PocketSphinxRecognizer
+
+    word = await FliteTts().synthesize("billing")
+    audio = np.concatenate([np.zeros(4000, np.int16), word, np.zeros((-word.size) % 160, np.int16)])
+    session, op, emitted = ticking_collect(
+        digits=None,
+        speech=SpeechConfig(end_silence_timeout=0.8, hints=("sales", "support", "billing")),
+        initial_timeout=5.0,
+        start_input_timers=True,
+        send_start_of_input=True,
+        recognizer=PocketSphinxRecognizer(),
+    )
+    for _ in range(200):  # the recognizer's session opens in a thread
+        if op._recognition is not None:
+            break
+        await asyncio.sleep(0.02)
+    session.ticks(audio.reshape(-1, 160))
+    ticks = 0
+    while op.state == "collecting" and ticks < 150:  # 3 s of ticks at most
+        session.tick()  # nothing arrived
+        ticks += 1
+        await asyncio.sleep(0.005)  # decoding runs in a thread: let its events in
+    assert op.state == "finished", collected(emitted)
+    results = collected(emitted)
+    assert [r["type"] for r in results] == ["start_of_input", "speech"]
+    assert results[1]["params"]["text"] == "billing"
+    assert ticks <= round((0.8 + 1.0) * 50), ticks

@@ -15,9 +15,13 @@ import numpy as np
 import pytest
 from farend import FarEnd
 from harness import Receiver, Server, wait_until
+from ticks import Emitted, TickSession, tick_call
 
 from callplane import AsyncRestClient, RestError
-from callplane.media.dsp import dtmf_digits
+from callplane.engine.keypad import KeyPresses
+from callplane.engine.operations.base import register
+from callplane.engine.operations.detect import DetectOperation, _amd
+from callplane.media.dsp import FaxToneDetector, dtmf_digits
 
 # The DSP tests' audio helpers (flite speech trimmed and levelled, sines, silence).
 sys.path.insert(0, str(Path(__file__).parents[1] / "media" / "dsp"))
@@ -333,3 +337,82 @@ async def test_swml_detect_machine_fax_in_background(
         {"type": "fax", "params": {"event": "CNG"}},
         {"type": "machine", "params": {"event": "finished"}},
     ]
+
+
+# -- in process, driven by TickFrames alone --------------------------------------------------
+
+
+def ticking_detect(
+    kind: str, timeout: float = 30.0, **detector: Any
+) -> tuple[TickSession, DetectOperation, Emitted]:
+    session = TickSession()
+    call = tick_call(session)
+    emitted = Emitted()
+    op = DetectOperation(
+        call,
+        "d",
+        None,
+        emitted,
+        finished_type=kind,
+        amd=_amd({}, detect_message_end=True, timeout=timeout) if kind == "machine" else None,
+        fax=FaxToneDetector(None) if kind == "fax" else None,
+        digits=detector.get("digits"),
+        timeout=timeout,
+    )
+    register(call, op)
+    op.start()
+    return session, op, emitted
+
+
+def detected(emitted: Emitted) -> list[str]:
+    return [p["detect"]["params"]["event"] for p in emitted.params("detect")]
+
+
+@needs_flite
+async def test_ticks_decide_machine_then_ready_when_the_far_end_goes_silent() -> None:
+    """A greeting, then the far end sends nothing at all (ticks with heard False): MACHINE
+    1.25 s into the greeting, READY after its end-silence, on the tick clock."""
+    session, op, emitted = ticking_detect("machine")
+    greeting = pcm(concat(silence(0.5), flite(GREETING)))
+    session.ticks(greeting.reshape(-1, 160))
+    assert detected(emitted) == ["MACHINE"]
+    assert op.result == "machine" and 1700 <= (op.result_ms or 0) <= 1900
+    session.silence(1.1)  # end_silence_timeout 1.0 s, counted in ticks
+    assert detected(emitted) == ["MACHINE", "READY", "finished"]
+    assert op.state == "finished" and session.listeners == []
+
+
+@needs_flite
+async def test_ticks_decide_human() -> None:
+    session, op, emitted = ticking_detect("machine")
+    session.ticks(pcm(concat(silence(0.6), flite(HELLO))).reshape(-1, 160))
+    session.silence(1.2)
+    assert detected(emitted) == ["HUMAN", "finished"]
+    assert op.result == "human"
+
+
+async def test_the_timeout_counts_ticks_not_wall_time() -> None:
+    session, op, emitted = ticking_detect("machine", timeout=1.0)
+    session.silence(0.98)
+    assert op.state == "detecting" and detected(emitted) == []
+    session.tick()  # the 50th tick
+    assert detected(emitted) == ["UNKNOWN", "finished"] and op.result_ms == 1000
+
+
+async def test_key_presses_find_in_band_digits_at_their_tick() -> None:
+    """KeyPresses' clock is the tick: an in-band digit is reported within 40 ms (2 ticks) of
+    its tone starting, and the RFC 4733 copy of the same press is dropped."""
+    session, op, emitted = ticking_detect("digit", digits="")
+    keypad = KeyPresses.for_call(op.call)
+    reported_at: list[tuple[str, int]] = []
+    keypad.subscribers.append(lambda d: reported_at.append((d, session.tick_number - 1)))
+    tones = pcm(concat(silence(0.2), dtmf_digits("5", tone=0.1, gap=0.1))).reshape(-1, 160)
+    start = session.tick_number + 10  # the tone starts in the 11th tick
+    session.ticks(tones)
+    [(digit, at)] = reported_at
+    assert digit == "5" and start <= at <= start + 2
+    op.call.dispatch_dtmf("5", 100)  # the same key press, reported at its release
+    session.silence(0.1)
+    assert detected(emitted) == ["5"] and len(reported_at) == 1
+    op.call.dispatch_dtmf("7", 100)  # another key, over RFC 4733 only
+    assert detected(emitted) == ["5", "7"]

@@ -21,8 +21,15 @@ import pytest
 import soundfile
 from farend import FarEnd, peaks, rms_db
 from harness import Receiver, Server, wait_until
+from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient, RestError
+from callplane.engine.operations.record import (
+    REST_DEFAULTS,
+    RecordOperation,
+    RecordSettings,
+    start_record,
+)
 
 # The DSP tests' flite helper (speech at 8 kHz, trimmed and levelled).
 sys.path.insert(0, str(Path(__file__).parents[1] / "media" / "dsp"))
@@ -500,3 +507,98 @@ async def test_server_shutdown_finalises_the_recording(
     assert len(raw) == p["size"] and abs(len(data) / 8000 - p["duration"]) < 0.001
     offset, ncc = align(data[:, 0], source)
     assert ncc > 0.9 and -0.3 < offset < 0.3
+
+
+async def test_a_recording_keeps_wall_time_while_digits_are_sent(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    """Bug: while SWML `send_digits` sent RFC 4733 events, listeners got no outbound frames,
+    so a `listen` recording of "1234" came out about 0.6 s short. Its duration now matches
+    the wall time between its start and its end (the event's start_time / end_time)."""
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        call_id = await dial_far_end(
+            client,
+            far_end,
+            {
+                "record_call": {
+                    "control_id": "dtmf",
+                    "direction": "listen",
+                    "status_url": receiver.url("/rec"),
+                }
+            },
+            {"sleep": 300},
+            {"send_digits": {"digits": "1234"}},
+            {"sleep": 300},
+            {"stop_record_call": {}},
+            {"sleep": -1},
+        )
+        event = await final_event(receiver, "/rec")
+        await client.calling.end(call_id)
+    assert far_end.digits() == "1234"
+    p = event["params"]
+    assert p["state"] == "finished"
+    wall = p["end_time"] - p["start_time"]
+    assert wall > 1.2, wall  # 0.3 s + the digits (~0.8 s) + 0.3 s
+    assert abs(p["duration"] - wall) <= 0.06, (p["duration"], wall)
+
+
+# -- in process, driven by TickFrames alone --------------------------------------------------
+
+
+def settings(**overrides: Any) -> RecordSettings:
+    values = {**REST_DEFAULTS, "format": "wav", **NO_TIMERS, **overrides}
+    return RecordSettings(**values)
+
+
+def ticking_record(tmp_path: Path, **overrides: Any) -> tuple[TickSession, RecordOperation]:
+    session = TickSession()
+    call = tick_call(session)
+    emitted = Emitted()
+    services = tick_services(emitted, recordings=tmp_path)
+    op = start_record(
+        services, call, control_id="r", settings=settings(**overrides), status_url=None
+    )
+    assert op.state == "recording"
+    return session, op
+
+
+async def test_n_ticks_record_n_slots_with_each_channel_in_place(tmp_path: Path) -> None:
+    """Stereo `both`: left = inbound + speak, right = outbound, one 20 ms slot per tick, and
+    the ticks where nothing arrived (heard False) are silence in their own place."""
+    session, op = ticking_record(tmp_path, direction="both", stereo=True)
+    far, ours, said = sine(500, 2.0), sine(1500, 2.0), sine(2500, 2.0)
+    for i in range(100):
+        part = slice(i * 160, (i + 1) * 160)
+        gap = 40 <= i < 60  # the far end stopped sending
+        session.tick(
+            None if gap else far[part] // 2, ours[part], said[part] // 2 if i >= 80 else None
+        )
+    await op.stop()
+    assert op.state == "finished" and op.result is not None
+    assert op.result.samples == 100 * 160 and op.result.duration == 2.0
+    data, _ = soundfile.read(str(op.path), dtype="int16", always_2d=True)
+    left, right = data[:, 0].reshape(100, 160), data[:, 1].reshape(100, 160)
+    assert np.array_equal(right.ravel(), ours)
+    half = (far // 2).reshape(100, 160)
+    assert np.array_equal(left[:40], half[:40]) and not left[40:60].any()
+    assert np.array_equal(left[60:80], half[60:80])
+    assert np.array_equal(left[80:], half[80:] + (said // 2).reshape(100, 160)[80:])
+
+
+async def test_max_length_and_initial_timeout_count_ticks(tmp_path: Path) -> None:
+    session, op = ticking_record(tmp_path, max_length=1.0)
+    for _ in range(49):
+        session.tick(sine(440, 0.02))
+    assert op.state == "recording"
+    session.tick(sine(440, 0.02))  # the 50th tick: 1.0 s
+    assert op.state == "recording" and session.listeners == []  # detached at once
+    await asyncio.sleep(0)  # finalised outside the tick
+    assert op.state == "finished" and op.result is not None and op.result.duration == 1.0
+
+    session, op = ticking_record(tmp_path, initial_timeout=0.5, end_silence_timeout=1.0)
+    session.silence(0.48)
+    await asyncio.sleep(0)
+    assert op.state == "recording"
+    session.tick()
+    await asyncio.sleep(0)
+    assert op.state == "no_input" and op.result is not None and op.result.duration == 0.5

@@ -26,10 +26,11 @@ import pytest
 import soundfile
 from farend import FarEnd, peaks
 from harness import LOOPBACK, Receiver, Server, free_port, wait_until
+from ticks import Emitted, TickSession, tick_call, tick_services
 from websockets.asyncio.server import ServerConnection, serve
 
 from callplane import AsyncRestClient, RestError
-from callplane.engine.operations.tap import InboundFifo, TapMixer
+from callplane.engine.operations.tap import TapSettings, start_tap
 from callplane.media.g711 import alaw_decode, ulaw_decode
 
 FROM = "+15559876543"
@@ -484,42 +485,98 @@ async def test_swml_tap_and_stop_tap_set_their_variables(
     assert tone_peaks(audio, 1) == [440]
 
 
-def test_mixer_aligns_directions_on_the_outbound_clock() -> None:
-    """Sans-IO: one frame per outbound tick, a tick late (its `speak` frame comes after its
-    `outbound` one); inbound waits two frames in the FIFO and missing packets become silence."""
+async def test_a_listen_tap_loses_no_tick_while_digits_are_sent(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    """Bug: while SWML `send_digits` sent RFC 4733 events, listeners got no outbound frames, so
+    a `listen` tap lost about 0.6 s of "1234". Now the tapped stream has 50 frames a second
+    throughout, the digits included."""
+    sink = RtpSink().start()
+    try:
+        async with AsyncRestClient(server.project, server.token, server.host) as client:
+            call_id = await dial_far_end(
+                client,
+                far_end,
+                {"tap": {"uri": f"rtp://{LOOPBACK}:{sink.port}", "direction": "listen"}},
+                {"sleep": 500},
+                {"send_digits": {"digits": "1234"}},
+                {"sleep": 500},
+                {"stop_tap": {}},
+                {"request": {"url": receiver.url("/done"), "method": "POST", "body": {}}},
+                {"sleep": -1},
+            )
+            await wait_for(lambda: any(h.path == "/done" for h in receiver.hits), 15, "/done")
+            await client.calling.end(call_id)
+    finally:
+        sink.close()
+    assert far_end.digits() == "1234"  # the digits did go out while the tap ran
+    p = sink.packets
+    span = p[-1].at - p[0].at
+    assert span > 1.4, span  # 0.5 s + the digits (~0.8 s) + 0.5 s
+    assert all((b.ts - a.ts) % 2**32 == 160 for a, b in itertools.pairwise(p))
+    # One packet per tick: nothing missing over the whole span, digits included.
+    assert len(p) - 1 >= round(span * 50) - 2, (len(p), span)
+    gaps = [b.at - a.at for a, b in itertools.pairwise(p)]
+    assert max(gaps) < 0.1, max(gaps)
+
+
+async def test_each_tick_is_sent_at_once_in_the_tapped_direction() -> None:
+    """In process, driven by TickFrames: every tick sends exactly one 20 ms packet, during the
+    tick itself (no lag, no FIFO), holding `speak` = inbound + speak, `listen` = outbound,
+    `both` = the sum, clipped."""
 
     def frame(value: int) -> np.ndarray:
         return np.full(160, value, dtype=np.int16)
 
-    mixers = {d: TapMixer(d) for d in ("speak", "listen", "both")}  # type: ignore[arg-type]
-    out: dict[str, list[int]] = {d: [] for d in mixers}
-    for tick in range(1, 7):
-        for direction, mixer in mixers.items():
-            if tick <= 3:
-                assert mixer.feed(frame(1000 * tick), "inbound") is None
-            done = mixer.feed(frame(tick), "outbound")
-            if done is not None:
-                assert done.dtype == np.int16 and len(done) == 160 and len(set(done)) == 1
-                out[direction].append(int(done[0]))
-            assert mixer.feed(frame(10 * tick), "speak") is None
-    # Inbound frame 1 waits for frame 2 (priming), so inbound runs one frame behind the clock,
-    # in order and without gaps; after the far end went quiet its side is silence.
-    assert out["listen"] == [1, 2, 3, 4, 5]
-    assert out["speak"] == [10, 1020, 2030, 3040, 50]
-    assert out["both"] == [11, 1022, 2033, 3044, 55]
-    # Sums clip instead of wrapping.
-    loud = TapMixer("both")
-    loud.feed(frame(30000), "inbound")
-    loud.feed(frame(30000), "inbound")
-    loud.feed(frame(30000), "outbound")
-    clipped = loud.feed(frame(0), "outbound")
-    assert clipped is not None and int(clipped[0]) == 32767
+    session = TickSession()
+    call = tick_call(session)
+    emitted = Emitted()
+    services = tick_services(emitted)
+    sockets: dict[str, socket.socket] = {}
+    for direction in ("speak", "listen", "both"):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((LOOPBACK, 0))
+        sock.settimeout(1.0)
+        sockets[direction] = sock
+        settings = TapSettings(
+            direction=direction,  # type: ignore[arg-type]
+            device="rtp",
+            codec="PCMU",
+            ptime=20,
+            addr=LOOPBACK,
+            port=sock.getsockname()[1],
+        )
+        op = start_tap(services, call, control_id=direction, settings=settings, status_url=None)
+        assert op.state == "tapping"
+    got: dict[str, list[int]] = {d: [] for d in sockets}
+    seqs: dict[str, list[int]] = {d: [] for d in sockets}
+    ticks = [
+        (frame(1000), frame(100), None),
+        (frame(2000), frame(200), frame(20)),
+        (None, frame(300), None),  # nothing arrived: silence on the speak side
+        (frame(30000), frame(30000), None),  # the sum clips
+    ]
+    for inbound, outbound, speak in ticks:
+        session.tick(inbound, outbound, speak)
+        for direction, sock in sockets.items():
+            packet = sock.recv(2048)  # already there: sent inside the tick
+            assert len(packet) == 12 + 160
+            seqs[direction].append(struct.unpack("!H", packet[2:4])[0])
+            got[direction].append(int(np.median(ulaw_decode(packet[12:]))))
+    for direction in sockets:
+        first = seqs[direction][0]
+        assert seqs[direction] == [(first + k) & 0xFFFF for k in range(4)]
 
-    fifo = InboundFifo()
-    fifo.push(frame(1))
-    assert fifo.pop() is None  # priming
-    for value in range(2, 10):
-        fifo.push(frame(value))
-    assert fifo.size == 320  # a backlog of 9 frames is trimmed to the two newest
-    popped = fifo.pop()
-    assert popped is not None and int(popped[0]) == 8
+    def near(values: list[int], expected: list[int]) -> bool:  # G.711 is lossy
+        return all(
+            abs(v - e) <= max(8, abs(e) // 16) for v, e in zip(values, expected, strict=True)
+        )
+
+    assert near(got["speak"], [1000, 2020, 0, 30000]), got["speak"]
+    assert near(got["listen"], [100, 200, 300, 30000]), got["listen"]
+    assert near(got["both"], [1100, 2220, 300, 32767]), got["both"]
+    for op in list(call.operations.values()):
+        await op.stop()
+    assert session.listeners == []
+    for sock in sockets.values():
+        sock.close()

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from farend import FarEnd
 from harness import Receiver, Server
+from ticks import TickSession, tick_call
 
 from callplane import AsyncRestClient, RestError
-from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
 from callplane.engine.operations import transcribe as transcribe_module
 from callplane.engine.services import Services
@@ -253,16 +253,6 @@ async def test_a_recognizer_that_fails_sends_transcript_failed() -> None:
     """In process: a recognizer that cannot open a session ends the transcription at once with
     `calling.transcript.failed` {id, segment_id} (no text) and frees the call's slot."""
 
-    class Media:
-        def __init__(self) -> None:
-            self.listeners: list[Callable[[np.ndarray, str], None]] = []
-
-        def add_listener(self, cb: Callable[[np.ndarray, str], None]) -> None:
-            self.listeners.append(cb)
-
-        def remove_listener(self, cb: Callable[[np.ndarray, str], None]) -> None:
-            self.listeners.remove(cb)
-
     class Broken:
         def supports(self, language: str | None) -> bool:
             return True
@@ -281,31 +271,60 @@ async def test_a_recognizer_that_fails_sends_transcript_failed() -> None:
             record_event=lambda call, kind, params: logged.append((kind, params)),
         ),
     )
-    media = Media()
-    call = cast(
-        Any,
-        SimpleNamespace(
-            id="c",
-            project_id="p",
-            status=CallStatus.ANSWERED,
-            operations={},
-            media=media,
-            segment_id="seg",
-        ),
-    )
+    media = TickSession()
+    call = tick_call(media)
     await transcribe_module.COMMANDS["calling.transcribe"](
         services, call, {"control_id": "x", "status_url": "http://127.0.0.1:9/t"}
     )
     op = call.operations[("transcribe", "x")]
-    media.listeners[0](np.zeros(160, dtype=np.int16), "inbound")
+    media.tick()
     assert await asyncio.wait_for(asyncio.shield(op.done), 5) == "error"
     [(payload, url)] = delivered
     assert url == "http://127.0.0.1:9/t"
     assert payload["event_type"] == FAILED and payload["space_id"] == "space"
-    assert payload["params"] == {"id": op.transcript_id, "call_id": "c", "segment_id": "seg"}
+    assert payload["params"] == {
+        "id": op.transcript_id,
+        "call_id": call.id,
+        "segment_id": call.segment_id,
+    }
     assert [p["state"] for kind, p in logged] == ["transcribing", "error"]
     assert call.operations == {} and media.listeners == []
     # SWML on a server without a recognizer: the method is unsupported (the script stops).
     services = cast(Services, SimpleNamespace(recognizer=None))
     with pytest.raises(SwmlMethodNotSupported):
         await transcribe_module.SWML_METHODS["transcribe"](services, call, {})
+
+
+@requires_speech
+async def test_ticks_alone_make_a_transcript() -> None:
+    """In process, driven by TickFrames: two sentences, each followed by ticks where nothing
+    arrived (the far end stopped sending RTP), then stop: the transcript has both."""
+    from callplane.providers.asr import PocketSphinxRecognizer
+
+    delivered: list[dict[str, Any]] = []
+    services = cast(
+        Services,
+        SimpleNamespace(
+            recognizer=PocketSphinxRecognizer(),
+            config=SimpleNamespace(space_id="space"),
+            deliver=lambda call, payload, url: delivered.append(payload),
+            record_event=lambda call, kind, params: None,
+        ),
+    )
+    session = TickSession()
+    call = tick_call(session)
+    await transcribe_module.COMMANDS["calling.transcribe"](services, call, {"control_id": "t"})
+    op = call.operations[("transcribe", "t")]
+    for sentence in (FIRST, SECOND):
+        audio = say(sentence)
+        session.ticks(
+            np.concatenate([audio, np.zeros((-audio.size) % 160, np.int16)]).reshape(-1, 160)
+        )
+        session.silence(1.0)
+        await asyncio.sleep(0.05)  # let the worker take the batch (decoding is in a thread)
+    await op.stop()
+    assert await asyncio.wait_for(asyncio.shield(op.done), 30) == "finished"
+    [payload] = delivered
+    assert payload["event_type"] == COMPLETED
+    wer = word_error_rate(f"{FIRST} {SECOND}", payload["params"]["text"])
+    assert wer <= MAX_WER, (wer, payload["params"]["text"])

@@ -9,24 +9,22 @@ of a key whose in-band copy ended one operation (RFC 4733 digits are reported at
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from callplane.media.dsp.dtmf import DtmfDetector, DtmfKeyDown
-from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE
+from callplane.media.sources import FRAME_SECONDS
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
-    from callplane.media.engine import Direction
-    from callplane.media.sources import Frame
+    from callplane.media.engine import TickFrames
 
 log = logging.getLogger("callplane.engine.keypad")
 
 # An RFC 4733 event and an in-band tone of the same digit starting this close are one key press.
 DUPLICATE_WINDOW = 0.3
-_FRAME_S = FRAME_SAMPLES / SAMPLE_RATE
+_FRAME_S = FRAME_SECONDS
 
 
 class _DigitMerger:
@@ -62,6 +60,11 @@ class KeyPresses:
       previous collect (it arrives at key release, ~100 ms later) is still recognised as a copy.
 
     It lives in `call.extensions` and goes away with the call and its RTP session.
+
+    Its clock is the media clock's tick number (``TickFrames.tick``, 50 per second): in-band
+    key presses are dated by the tick their tone began in, RFC 4733 ones (reported at key
+    release) by the latest tick minus the event's duration, so a test drives it with
+    TickFrames alone.
     """
 
     def __init__(self, call: Call) -> None:
@@ -69,7 +72,7 @@ class KeyPresses:
         self.subscribers: list[Callable[[str], None]] = []
         self._merger = _DigitMerger()
         self._detector = DtmfDetector()
-        self._fed = 0.0  # the in-band detector's clock: seconds of inbound audio fed so far
+        self._next_tick: int | None = None  # the tick after the latest one fed
 
     @classmethod
     def for_call(cls, call: Call) -> KeyPresses:
@@ -85,23 +88,22 @@ class KeyPresses:
 
     def on_rfc4733(self, digit: str, duration_ms: int) -> None:
         # RFC 4733 digits are reported at key release: the press began `duration` earlier.
-        start = time.monotonic() - duration_ms / 1000.0
+        start = self._now() - duration_ms / 1000.0
         log.debug("call %s: RFC 4733 digit %r (%d ms)", self.call.id, digit, duration_ms)
         self._deliver("rfc4733", digit.upper(), start)
 
-    def on_frame(self, frame: Frame, direction: Direction) -> None:
-        if direction != "inbound":
-            return
-        t = self._fed
-        self._fed += _FRAME_S
+    def _now(self) -> float:
+        """The media clock: the end of the latest tick fed, in seconds."""
+        return (self._next_tick or 0) * _FRAME_S
+
+    def on_frame(self, frames: TickFrames) -> None:
+        self._next_tick = frames.tick + 1
         # The detector runs even while no collect listens, so its view of a held key stays
         # continuous (silence costs next to nothing: the detector skips quiet frames).
-        for event in self._detector.feed(frame, t):
+        for event in self._detector.feed(frames.inbound, frames.tick * _FRAME_S):
             if isinstance(event, DtmfKeyDown):
-                # Map the detector's audio clock onto the monotonic clock of the RFC 4733 path.
-                start = time.monotonic() - (self._fed - event.t)
                 log.debug("call %s: in-band digit %r", self.call.id, event.digit)
-                self._deliver("inband", event.digit, start)
+                self._deliver("inband", event.digit, event.t)
 
     def _deliver(self, source: str, digit: str, start: float) -> None:
         if not self._merger.accept(source, digit, start):

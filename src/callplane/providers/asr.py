@@ -25,7 +25,7 @@ PocketSphinx
 ------------
 The wheel's English model is 16 kHz, so audio is upsampled 2x by a streaming polyphase FIR
 (state carried across frames, so no edge clicks every 20 ms). Endpointing is done here, on
-the 8 kHz frames: webrtcvad (through :class:`callplane.media.recorder.VoiceActivityDetector`)
+the 8 kHz frames: webrtcvad (through :class:`callplane.media.dsp.vad.Vad`, raw per-frame decision)
 with a 3-of-5-frames onset rule, a 300 ms pre-roll so the first phoneme is not clipped, and
 ``end_silence_timeout`` of trailing non-speech to end the utterance. Only the utterance is
 decoded, so silence costs no decoding at all. The final result comes from one batch pass over
@@ -75,7 +75,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from callplane.media.recorder import VoiceActivityDetector
+from callplane.media.dsp.vad import Vad
 from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE
 
 log = logging.getLogger(__name__)
@@ -456,7 +456,7 @@ class PocketSphinxSession:
         self._no_input = _frames_for(min(waits) if waits else DEFAULT_NO_INPUT)
         self._max_utt = _frames_for(MAX_UTTERANCE_SECONDS)
         self._timers = timers_started
-        self._vad = VoiceActivityDetector(sensitivity)
+        self._vad = Vad(input_sensitivity=sensitivity)
         self._up = Upsampler2x()
         self._onset: deque[bool] = deque(maxlen=_ONSET_WINDOW)
         self._preroll: deque[tuple[Frame, bool, bool]] = deque(maxlen=_PREROLL_FRAMES)
@@ -537,7 +537,7 @@ class PocketSphinxSession:
 
     def _feed(self, frame: Frame) -> list[RecognitionEvent]:
         self._frames += 1
-        vad = self._vad.is_speech(frame)
+        vad = self._vad.is_voiced(frame)
         window = np.concatenate([self._prev, frame.astype(np.float64)])
         self._prev = window[-FRAME_SAMPLES:]
         voiced = vad and is_voiced(window)

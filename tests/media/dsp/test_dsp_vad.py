@@ -94,3 +94,20 @@ def test_flush_ends_open_speech() -> None:
     assert [type(e) for e in ev] == [SpeechStart]
     assert [type(e) for e in vad.flush()] == [SpeechEnd]
     assert vad.flush() == []
+
+
+def test_raw_decision_for_record_and_asr() -> None:
+    """The per-frame verdict record's timers and the ASR endpointer use: silence and faint
+    noise are not speech, a vowel-like sound is, whatever the frame length."""
+    vad = Vad(input_sensitivity=44)
+    assert not vad.is_voiced(np.zeros(160, np.int16))
+    assert not vad.is_voiced(np.zeros(0, np.int16))
+    faint = np.random.default_rng(0).normal(0, 20, 160).astype(np.int16)  # about -64 dBov
+    assert not vad.is_voiced(faint)
+    # A vowel-like harmonic complex (150 Hz fundamental) at about -20 dBov.
+    t = np.arange(160 * 10) / SAMPLE_RATE
+    v = sum(np.sin(2 * np.pi * 150 * k * t) / k for k in range(1, 20))
+    v = (v / np.abs(v).max() * 6000).astype(np.int16)
+    assert sum(vad.is_voiced(v[i : i + 160]) for i in range(0, v.size, 160)) >= 8
+    assert vad.is_voiced(v[:480])  # three 20 ms pieces, judged piece by piece
+    assert not vad.in_speech  # the raw decision changes no state

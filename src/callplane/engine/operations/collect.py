@@ -35,6 +35,12 @@ the type carries nothing), plus `final` (bool) when `partial_results` is set and
   is the last event, with `state: "finished"` (earlier results carry `state: "collecting"`);
 * `error` (the recognizer failed), which ends even a continuous collect (`state: "error"`).
 
+Time: every timer counts media ticks (``TickFrames``, 50 per second, delivered whether or not
+the far end sends RTP), never wall-clock time: ``initial_timeout`` and ``digit_timeout`` here, the
+recognizer's no-input and end-of-speech timers on the audio it is fed. So a far end that stops
+sending RTP mid-answer still ends the collect (its silence is fed as silence), and a test drives
+a collect with TickFrames alone.
+
 Partial results are speech hypotheses only (`speech` {text}, `final: false`); digit input has
 no partial events.
 """
@@ -65,7 +71,7 @@ from callplane.engine.operations.base import (
 from callplane.engine.operations.play import start_play
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
-from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE
+from callplane.media.sources import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE
 from callplane.providers.asr import (
     AsyncRecognition,
     RecognitionEvent,
@@ -74,7 +80,7 @@ from callplane.providers.asr import (
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
-    from callplane.media.engine import Direction
+    from callplane.media.engine import TickFrames
     from callplane.media.sources import Frame
 
 log = logging.getLogger("callplane.engine.collect")
@@ -148,7 +154,6 @@ class CollectOperation(Operation):
         self.on_input_start: Callable[[], None] | None = None
         # The last result dict, for SWML prompt's variables.
         self.last_result: dict[str, Any] | None = None
-        self._loop = asyncio.get_running_loop()
         self._hub: KeyPresses | None = None
         # speech: one recognizer session per round; `_speech_round` tells a late event of an
         # earlier round's session from the current one's
@@ -162,8 +167,9 @@ class CollectOperation(Operation):
         # per round (a continuous collect runs many)
         self._collected = ""
         self._input_started = False
-        self._initial_timer: asyncio.TimerHandle | None = None
-        self._digit_timer: asyncio.TimerHandle | None = None
+        # Timers, in media ticks left until they fire (None = not running).
+        self._initial_left: int | None = None
+        self._digit_left: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -172,8 +178,8 @@ class CollectOperation(Operation):
         if self.digits_config is not None:
             self._hub = KeyPresses.for_call(self.call)
             self._hub.subscribers.append(self._on_digit)
-        if self.speech_config is not None and self.call.media is not None:
-            self.call.media.add_listener(self._on_speech_frame)
+        if self.call.media is not None:
+            self.call.media.add_listener(self._on_tick)
         self._listening = True
         self._open_speech()
         if self._timers_started:
@@ -210,13 +216,7 @@ class CollectOperation(Operation):
         if len(self._collected) >= config.max:
             self._result_digits(terminator="")
             return
-        self._cancel(self._digit_timer)
-        self._digit_timer = self._loop.call_later(config.digit_timeout, self._on_digit_timeout)
-
-    def _on_digit_timeout(self) -> None:
-        self._digit_timer = None
-        if not self.is_terminal:
-            self._result_digits(terminator="")
+        self._digit_left = _ticks(config.digit_timeout)
 
     def _result_digits(self, terminator: str) -> None:
         self._result(
@@ -225,13 +225,28 @@ class CollectOperation(Operation):
 
     # ------------------------------------------------------------------ speech
 
-    def _on_speech_frame(self, frame: Frame, direction: Direction) -> None:
-        if direction != "inbound":
+    def _on_tick(self, frames: TickFrames) -> None:
+        """One media tick: the far end's audio to the recognizer, then the timers."""
+        if self.is_terminal:
             return
-        if self._recognition is not None:
-            self._recognition.push(frame)
-        elif self._speech_task is not None and len(self._speech_buffer) < _MAX_BUFFERED_FRAMES:
-            self._speech_buffer.append(frame)
+        if self.speech_config is not None:
+            frame = frames.inbound
+            if self._recognition is not None:
+                self._recognition.push(frame)
+            elif self._speech_task is not None and len(self._speech_buffer) < _MAX_BUFFERED_FRAMES:
+                self._speech_buffer.append(frame)
+        if self._digit_left is not None:
+            self._digit_left -= 1
+            if self._digit_left <= 0:
+                self._digit_left = None
+                self._result_digits(terminator="")
+                return
+        if self._initial_left is not None:
+            self._initial_left -= 1
+            if self._initial_left <= 0:
+                self._initial_left = None
+                if not self._input_started:
+                    self._result({"type": "no_input", "params": {}})
 
     def _open_speech(self) -> None:
         if self.speech_config is None or self.is_terminal:
@@ -344,21 +359,14 @@ class CollectOperation(Operation):
         if by == "digit":
             # The caller answers with keys: speech recognition of this round is moot.
             self._end_speech()
-        self._cancel(self._initial_timer)
-        self._initial_timer = None
+        self._initial_left = None
         if self.send_start_of_input:
             self._report({"type": "start_of_input", "params": {}}, final=False)
         if self.on_input_start is not None:
             self.on_input_start()
 
     def _arm_initial_timer(self) -> None:
-        self._cancel(self._initial_timer)
-        self._initial_timer = self._loop.call_later(self.initial_timeout, self._on_initial_timeout)
-
-    def _on_initial_timeout(self) -> None:
-        self._initial_timer = None
-        if not self.is_terminal and not self._input_started:
-            self._result({"type": "no_input", "params": {}})
+        self._initial_left = _ticks(self.initial_timeout)
 
     def _result(self, result: dict[str, Any], *, error: bool = False) -> None:
         """A final result of this round: report it, then either start the next round
@@ -396,9 +404,7 @@ class CollectOperation(Operation):
         self._collected = ""
         self._input_started = False
         self._end_speech()
-        for timer in (self._initial_timer, self._digit_timer):
-            self._cancel(timer)
-        self._initial_timer = self._digit_timer = None
+        self._initial_left = self._digit_left = None
 
     def _close_listeners(self) -> None:
         if not self._listening:
@@ -407,13 +413,13 @@ class CollectOperation(Operation):
         if self._hub is not None:
             with contextlib.suppress(ValueError):
                 self._hub.subscribers.remove(self._on_digit)
-        if self.speech_config is not None and self.call.media is not None:
-            self.call.media.remove_listener(self._on_speech_frame)
+        if self.call.media is not None:
+            self.call.media.remove_listener(self._on_tick)
 
-    @staticmethod
-    def _cancel(timer: asyncio.TimerHandle | None) -> None:
-        if timer is not None:
-            timer.cancel()
+
+def _ticks(seconds: float) -> int:
+    """A timeout in media ticks (at least one)."""
+    return max(1, round(seconds / FRAME_SECONDS))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,10 +2,10 @@
 §7.3; swml.md `detect_machine`): answering-machine, fax-tone and DTMF detection on the audio the
 far end sends.
 
-One :class:`DetectOperation` runs the detectors of `callplane.media.dsp` on the call's inbound
-frames (`RtpSession.add_listener`, direction ``inbound``) and, for digits, on RFC 4733 events
-(`Call.dtmf_listeners`). Every result is one ``calling.call.detect`` event whose params are
-``{control_id, segment_id, detect: {type, params: {event, beep?}}}``.
+One :class:`DetectOperation` runs the detectors of `callplane.media.dsp` on the far end's audio
+of every media tick (`RtpSession.add_listener`, ``TickFrames.inbound``) and, for digits, on RFC
+4733 events (`Call.dtmf_listeners`). Every result is one ``calling.call.detect`` event whose
+params are ``{control_id, segment_id, detect: {type, params: {event, beep?}}}``.
 
 Events and when the operation ends
 ----------------------------------
@@ -30,13 +30,11 @@ Events and when the operation ends
 
 Time
 ----
-The detectors run on a frame clock: frame *n* since the operation started begins at n x 20 ms.
-Far ends that send nothing while silent (silence suppression, or a test peer between prompts)
-would stop that clock, and with it every silence-based timer (initial_timeout, end-silence,
-READY), so a watchdog feeds silent frames whenever the inbound stream falls more than 200 ms
-behind the wall clock. `detect_ms` (SWML) is read on the same frame clock. The overall `timeout`
-is a wall-clock timer, so a detect ends on time even if the media stops entirely. Packets of
-another ptime are cut into the 20 ms frames the detectors expect.
+The detectors run on the media clock: the operation's *n*-th tick begins at n x 20 ms. The
+engine delivers a tick every 20 ms whether or not the far end sends RTP (silence where nothing
+arrived, re-cut from any ptime), so silence-based timers (initial_timeout, end-silence, READY)
+run on through silence suppression, and the overall ``timeout`` counts ticks too (a test can
+drive a detect with TickFrames alone). `detect_ms` (SWML) is read on the same clock.
 
 SWML `detect_machine`
 ---------------------
@@ -62,8 +60,6 @@ import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
 from callplane.engine.keypad import KeyPresses
@@ -84,24 +80,18 @@ from callplane.media.dsp import (
     ToneDetected,
 )
 from callplane.media.dsp.amd import FINISHED, HUMAN, MACHINE, READY, UNKNOWN
-from callplane.media.sources import FRAME_SAMPLES, FRAME_SECONDS, Frame
+from callplane.media.sources import FRAME_SECONDS
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
-    from callplane.media.engine import Direction
+    from callplane.media.engine import TickFrames
 
 log = logging.getLogger("callplane.engine.detect")
 
 DEFAULT_TIMEOUT = 30.0
-# How far the inbound stream may lag the wall clock before silence is filled in, and how far
-# behind the fill stops (a little slack, so a packet that is merely late is not overtaken).
-_FILL_AFTER_FRAMES = 10
-_FILL_LEAVE_FRAMES = 5
-_WATCHDOG_PERIOD = 0.1
 # Longest a CNG burst takes to be recognised after AMD's beep rule fired on it: the beep is
 # reported 0.12 s into the burst, CNG at its end (≤ 0.62 s) plus the tracker's one-frame bridge.
 _FAX_HOLD = 0.75
-_SILENT_FRAME: Frame = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
 
 class DetectOperation(Operation):
@@ -134,13 +124,9 @@ class DetectOperation(Operation):
         # None = no digit detection; "" = any digit; else the set of digits to report.
         self._digits = None if digits is None else digits.upper()
         self._keypad: KeyPresses | None = None
-        self._timeout = timeout
+        # 0 = no limit; else the tick count at which the detect times out.
+        self._timeout_ticks = round(timeout / FRAME_SECONDS) if timeout > 0 else 0
         self._frames = 0
-        self._partial: Frame = _SILENT_FRAME[:0]
-        self._start = 0.0
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._watchdog: asyncio.Task[None] | None = None
         self._listening = False
         # AMD events held back while a fax tone may still be recognised (see module docstring).
         self._held: list[AmdEvent] = []
@@ -161,17 +147,11 @@ class DetectOperation(Operation):
         session = self.call.media
         if session is None:
             raise CommandError(422, "invalid_state", "the call has no media session", "id")
-        self._start = self._loop.time()
         session.add_listener(self._on_frame)
         if self._digits is not None:
             self._keypad = KeyPresses.for_call(self.call)
             self._keypad.subscribers.append(self._report_digit)
         self._listening = True
-        if self._timeout > 0:
-            self._timer = self._loop.call_later(self._timeout, self._on_timeout)
-        self._watchdog = asyncio.create_task(
-            self._fill_gaps(), name=f"detect-watchdog-{self.control_id}"
-        )
 
     async def stop(self) -> None:
         """`calling.detect.stop` and the end of the call: UNKNOWN if undecided, then finished."""
@@ -185,10 +165,6 @@ class DetectOperation(Operation):
             for ev in self._amd.stop(self.elapsed):
                 self._on_amd(ev)
         self._end()
-
-    def _on_timeout(self) -> None:
-        self._timer = None
-        self._halt()
 
     def _end(self, state: str = "finished") -> None:
         if self.is_terminal:
@@ -208,12 +184,6 @@ class DetectOperation(Operation):
                 self.call.media.remove_listener(self._on_frame)
             if self._keypad is not None and self._report_digit in self._keypad.subscribers:
                 self._keypad.subscribers.remove(self._report_digit)
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
-            self._watchdog.cancel()
-        self._watchdog = None
 
     def _report(self, detect_type: str, params: dict[str, Any]) -> None:
         self.report(
@@ -225,30 +195,15 @@ class DetectOperation(Operation):
 
     # ------------------------------------------------------------------ audio
 
-    async def _fill_gaps(self) -> None:
-        while not self.is_terminal:
-            await asyncio.sleep(_WATCHDOG_PERIOD)
-            expected = int((self._loop.time() - self._start) / FRAME_SECONDS)
-            if expected - self._frames > _FILL_AFTER_FRAMES:
-                while not self.is_terminal and self._frames < expected - _FILL_LEAVE_FRAMES:
-                    self._feed(_SILENT_FRAME)
-
-    def _on_frame(self, frame: Frame, direction: Direction) -> None:
-        if direction != "inbound" or self.is_terminal:
+    def _on_frame(self, frames: TickFrames) -> None:
+        if self.is_terminal:
             return
-        if frame.size == FRAME_SAMPLES and not self._partial.size:
-            self._feed(frame)
-            return
-        # Peers with another ptime (10, 30, 40 ms packets): the detectors need 20 ms frames.
-        buf = np.concatenate([self._partial, frame])
-        whole = buf.size // FRAME_SAMPLES
-        for k in range(whole):
-            if self.is_terminal:
-                return
-            self._feed(buf[k * FRAME_SAMPLES : (k + 1) * FRAME_SAMPLES])
-        self._partial = buf[whole * FRAME_SAMPLES :]
+        self._feed(frames)
+        if not self.is_terminal and self._timeout_ticks and self._frames >= self._timeout_ticks:
+            self._halt()
 
-    def _feed(self, frame: Frame) -> None:
+    def _feed(self, frames: TickFrames) -> None:
+        frame = frames.inbound
         t = self.elapsed
         self._frames += 1
         try:
@@ -373,8 +328,8 @@ def _amd(p: Mapping[str, Any], *, detect_message_end: bool, timeout: float) -> A
         # Not in the reference's schema but in RELAY's detect_answering_machine: READY waits for
         # the beep (up to the detector's beep_timeout) instead of the end of the greeting.
         wait_for_beep=_flag(p.get("wait_for_beep"), False),
-        # The operation's wall-clock timer is authoritative; this only keeps the detector's own
-        # end consistent with it (0 = no limit).
+        # The operation's tick count is authoritative; this only keeps the detector's own end
+        # consistent with it (0 = no limit).
         timeout=timeout if timeout > 0 else math.inf,
     )
 

@@ -32,14 +32,15 @@ only once the recording is final (404 while it is being written). ``error`` carr
 
 Timing
 ------
-The media clock's ``outbound`` frames (one per 20 ms tick) drive the stop conditions, so
-``initial_timeout`` fires even when the far end sends no RTP at all. Speech is judged on the
-recorded direction(s): inbound frames that arrived since the last tick, the outbound frame.
-While paused the voice-activity timers are frozen (paused audio is not the party's silence);
-``max_length`` counts what goes into the file, so a ``silence`` pause counts and a ``skip``
-pause does not. A stop decided inside the media listener detaches the recording at once (so
-the file ends exactly there) and finalises it on the next loop iteration, outside the clock's
-tick.
+The media clock's ticks (one :class:`~callplane.media.engine.TickFrames` per 20 ms, whether or
+not the far end sends RTP) drive the file and the stop conditions, which count ticks, never
+wall-clock time. Speech is judged on the recorded direction(s): the tick's ``inbound`` frame
+(the party's voice; our own speak-direction playbacks are recorded but are not the party
+speaking) and its ``outbound`` frame. While paused the voice-activity timers are frozen
+(paused audio is not the party's silence); ``max_length`` counts what goes into the file, so
+a ``silence`` pause counts and a ``skip`` pause does not. A stop decided inside the media
+listener detaches the recording at once (so the file ends exactly there) and finalises it on
+the next loop iteration, outside the clock's tick.
 """
 
 from __future__ import annotations
@@ -68,29 +69,27 @@ from callplane.engine.operations.base import (
 )
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
+from callplane.media.dsp.vad import Vad
 from callplane.media.recorder import (
     PauseBehavior,
     Recorder,
     RecorderError,
     RecordingResult,
     RecordingTimers,
-    VoiceActivityDetector,
     beep,
     repair_wav,
 )
-from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE, Frame
+from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE
 from callplane.store import RecordingRow, Store
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
-    from callplane.media.engine import Direction, Playback
+    from callplane.media.engine import Playback, TickFrames
     from callplane.media.recorder import RecordDirection, RecordFormat
 
 log = logging.getLogger("callplane.engine.record")
 
 TICKS_PER_SECOND = SAMPLE_RATE // FRAME_SAMPLES  # 50
-# The recorder's allowance for late inbound packets, in ticks.
-JITTER_FRAMES = 3
 FinalState = Literal["finished", "no_input"]
 
 # Start order of recordings in this process: `stop_record_call` without a control_id stops the
@@ -184,12 +183,10 @@ class RecordOperation(Operation):
         # Which directions the voice-activity timers listen to: the recorded ones.
         self._vad_in = settings.direction in ("speak", "both")
         self._vad_out = settings.direction in ("listen", "both")
-        self._vad: VoiceActivityDetector | None = None
+        self._vad: Vad | None = None
         self._timers: RecordingTimers | None = None
-        self._speech_since_tick = False
         self._max_ticks = round(settings.max_length * TICKS_PER_SECOND)
         self._ticks = 0  # ticks that went into the file (max_length)
-        self._fed_ticks = 0  # ticks fed to the recorder
         self._terminators = settings.terminators.upper()
 
     # ------------------------------------------------------------------ start
@@ -200,7 +197,7 @@ class RecordOperation(Operation):
         try:
             if s.initial_timeout > 0 or s.end_silence_timeout > 0:
                 # Only built when a timer needs it: webrtcvad is ~2 µs a frame but optional.
-                self._vad = VoiceActivityDetector(s.input_sensitivity)
+                self._vad = Vad(input_sensitivity=s.input_sensitivity)
                 self._timers = RecordingTimers(s.initial_timeout, s.end_silence_timeout, 0.0)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._recorder = Recorder(
@@ -208,7 +205,6 @@ class RecordOperation(Operation):
                 format=s.format,
                 stereo=s.stereo,
                 direction=s.direction,
-                jitter_frames=JITTER_FRAMES,
             )
         except (OSError, RecorderError, ValueError, ImportError) as exc:
             log.warning("record %s on call %s: %s", self.control_id, self.call.id, exc)
@@ -248,41 +244,29 @@ class RecordOperation(Operation):
 
     # ------------------------------------------------------------------ media
 
-    def _on_frame(self, frame: Frame, direction: Direction) -> None:
+    def _on_frame(self, frames: TickFrames) -> None:
+        """One media tick: into the file, then the stop conditions."""
         rec = self._recorder
         if not self._capturing or rec is None:
             return
+        paused = rec.paused
         try:
-            rec.feed(frame, direction)
+            rec.feed(frames)
         except (OSError, RecorderError) as exc:
             self._detach()
             asyncio.get_running_loop().call_soon(self._fail, f"cannot write: {exc}")
             return
-        if direction == "speak":
-            return  # our own playback on the speak side: in the file, but not the party's voice
-        paused = rec.paused
-        if direction == "inbound":
-            # One speech frame makes the tick speech: skip the detector after that.
-            if (
-                self._vad is not None
-                and self._vad_in
-                and not paused
-                and not self._speech_since_tick
-            ):
-                self._speech_since_tick = self._vad.is_speech(frame)
-            return
-        # An outbound frame is one media tick.
-        self._fed_ticks += 1
-        speech = self._speech_since_tick
-        self._speech_since_tick = False
-        if self._vad is not None and self._vad_out and not paused and not speech:
-            speech = self._vad.is_speech(frame)
         final: FinalState | None = None
         if not (paused and rec.pause_behavior == "skip"):
             self._ticks += 1
             if self._max_ticks and self._ticks >= self._max_ticks:
                 final = "finished"
         if final is None and self._timers is not None and not paused:
+            vad = self._vad
+            speech = vad is not None and (
+                (self._vad_in and vad.is_voiced(frames.inbound))
+                or (self._vad_out and vad.is_voiced(frames.outbound))
+            )
             reason = self._timers.update(speech)
             if reason is not None:
                 final = "no_input" if reason == "no_input" else "finished"

@@ -11,23 +11,21 @@ docs/architecture.md, "Media directions"):
 * ``listen`` = what the party hears: the ``outbound`` frames (what callplane sends it);
 * ``both``   = the two summed into one mono stream (clipped to 16 bits).
 
-The media clock's ``outbound`` frames (one per 20 ms tick) are the tap's clock: every tick yields
-exactly one 160-sample frame. Inbound audio arrives when packets do, so it goes through a small
-jitter FIFO (:class:`InboundFifo`) that is read once per tick: it holds back two frames before it
-starts (and again after running dry), so packets that arrive a little early or late relative to
-the tick still land in consecutive ticks; a missing packet is a frame of silence, never a shift,
-and a backlog beyond eight frames is trimmed so the delay stays bounded. A tick's ``speak`` frame
-comes right after its ``outbound`` frame, so a tick's tap frame is complete (and sent) when the
-next tick begins: the tap runs one tick (20 ms) behind the call.
+The media clock's ticks are the tap's clock: every :class:`~callplane.media.engine.TickFrames`
+(one per 20 ms, digit sending and hold included, silence where the far end sent nothing) yields
+exactly one 160-sample frame of the tapped direction, sent at once: no lag, no buffering
+(:func:`callplane.media.sinks.party_frame`).
 
-Devices
--------
-``rtp``: G.711 RTP (PCMU payload type 0, PCMA 8) to ``addr:port`` from a UDP socket bound on the
-engine's media host (an ephemeral port), one packet per ``ptime`` (10-120 ms; 20 by default),
-with the tap's own random SSRC, sequence number and timestamp (RFC 3550 §5.1), the marker bit on
-the first packet. No RTCP is sent and nothing is read from the socket.
+Devices (:mod:`callplane.media.sinks`)
+--------------------------------------
+``rtp``: :class:`~callplane.media.sinks.RtpSink`, G.711 RTP (PCMU payload type 0, PCMA 8) to
+``addr:port`` from a UDP socket bound on the engine's media host (an ephemeral port), one packet
+per ``ptime`` (10-120 ms; 20 by default), with the tap's own random SSRC, sequence number and
+timestamp (RFC 3550 §5.1), the marker bit on the first packet. No RTCP is sent and nothing is
+read from the socket.
 
-``ws``: a WebSocket client connection (``ws://`` or ``wss://``). callplane sends
+``ws``: :class:`~callplane.media.sinks.WebSocketSink`, a WebSocket client connection (``ws://``
+or ``wss://``). callplane sends
 
 1. one text message, JSON::
 
@@ -73,22 +71,13 @@ started on the call that still runs, and sets ``stop_tap_result`` (``success`` |
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import inspect
 import ipaddress
 import itertools
-import json
 import logging
-import random
-import socket
-import struct
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 from urllib.parse import urlsplit
-
-import numpy as np
 
 from callplane._version import __version__
 from callplane.engine.calls import CallStatus
@@ -103,14 +92,12 @@ from callplane.engine.operations.base import (
 )
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError
-from callplane.media import g711
-from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE, Frame
+from callplane.media.sinks import WS_OPEN_TIMEOUT, RtpSink, WebSocketSink, party_frame
+from callplane.media.sources import SAMPLE_RATE
 
 if TYPE_CHECKING:
-    from websockets.asyncio.client import ClientConnection
-
     from callplane.engine.calls import Call
-    from callplane.media.engine import Direction
+    from callplane.media.engine import TickFrames
 
 log = logging.getLogger("callplane.engine.tap")
 
@@ -122,19 +109,11 @@ PAYLOAD_TYPES: Mapping[str, int] = {"PCMU": 0, "PCMA": 8}
 DIRECTIONS: tuple[str, ...] = ("speak", "listen", "both")
 DEFAULT_PTIME = 20
 WS_FRAME_MS = 20
-WS_OPEN_TIMEOUT = 5.0
-WS_CLOSE_TIMEOUT = 2.0
-WS_QUEUE_FRAMES = 50  # one second of audio waits for a slow WebSocket reader, then frames drop
 # How long SWML `tap` waits for the tap to start (a WebSocket handshake) before moving on.
 SWML_START_TIMEOUT = WS_OPEN_TIMEOUT + 1.0
 
-_RTP_HEADER = struct.Struct("!BBHII")
-_INT16_MIN, _INT16_MAX = -32768, 32767
-
 # Start order of taps in this process: `stop_tap` without a control_id stops the latest.
 _started = itertools.count()
-# Tasks that outlive the call to a stop() (a WebSocket closing): referenced until they end.
-_background: set[asyncio.Task[None]] = set()
 
 
 @dataclass(frozen=True)
@@ -169,203 +148,6 @@ class TapSettings:
 
 
 # ---------------------------------------------------------------------------------------------
-# Audio: the engine's frames -> one frame per tick for the tapped direction
-
-
-class InboundFifo:
-    """The far end's audio between its packets' arrival and the tick that reads it.
-
-    Reading waits until ``prime`` samples are buffered (at the start and after running dry), so
-    a packet arriving a little after its tick is still in time for the next read; more than
-    ``limit`` buffered samples (a burst after a stall) are trimmed back to ``prime``.
-    """
-
-    def __init__(self, prime: int = 2 * FRAME_SAMPLES, limit: int = 8 * FRAME_SAMPLES) -> None:
-        self._chunks: deque[Frame] = deque()
-        self._size = 0
-        self._prime = prime
-        self._limit = limit
-        self._primed = False
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    def push(self, samples: Frame) -> None:
-        if not len(samples):
-            return
-        self._chunks.append(samples)
-        self._size += len(samples)
-        if self._size > self._limit:
-            self._discard(self._size - self._prime)
-
-    def pop(self, n: int = FRAME_SAMPLES) -> Frame | None:
-        """The next ``n`` samples (zero-padded when fewer are left), or None: nothing to play."""
-        if not self._primed:
-            if self._size < self._prime:
-                return None
-            self._primed = True
-        if self._size == 0:
-            self._primed = False
-            return None
-        out = np.zeros(n, dtype=np.int16)
-        filled = 0
-        while filled < n and self._chunks:
-            chunk = self._chunks[0]
-            take = min(n - filled, len(chunk))
-            out[filled : filled + take] = chunk[:take]
-            filled += take
-            if take == len(chunk):
-                self._chunks.popleft()
-            else:
-                self._chunks[0] = chunk[take:]
-        self._size -= filled
-        return out
-
-    def _discard(self, count: int) -> None:
-        while count > 0 and self._chunks:
-            chunk = self._chunks[0]
-            if len(chunk) <= count:
-                self._chunks.popleft()
-                self._size -= len(chunk)
-                count -= len(chunk)
-            else:
-                self._chunks[0] = chunk[count:]
-                self._size -= count
-                count = 0
-
-
-class TapMixer:
-    """Feeds on a session's listener frames; returns the tapped direction's frame of a tick once
-    that tick is complete (when the next tick's ``outbound`` frame arrives)."""
-
-    def __init__(self, direction: TapDirection) -> None:
-        self._speak = direction in ("speak", "both")
-        self._listen = direction in ("listen", "both")
-        self._fifo = InboundFifo()
-        self._open = False  # a tick is open (its outbound frame arrived)
-        self._out: Frame | None = None
-        self._in: Frame | None = None
-        self._said: Frame | None = None
-
-    def feed(self, frame: Frame, direction: Direction) -> Frame | None:
-        if direction == "inbound":
-            if self._speak:
-                self._fifo.push(frame)
-            return None
-        if direction == "speak":
-            if self._speak and self._open:
-                self._said = frame if self._said is None else _add(self._said, frame)
-            return None
-        # `outbound`: a new tick. The open one is complete now.
-        done = self._close() if self._open else None
-        self._open = True
-        self._out = frame if self._listen else None
-        self._in = self._fifo.pop() if self._speak else None
-        self._said = None
-        return done
-
-    def _close(self) -> Frame:
-        parts = [p for p in (self._in, self._said, self._out) if p is not None]
-        if not parts:
-            return np.zeros(FRAME_SAMPLES, dtype=np.int16)
-        if len(parts) == 1:
-            return parts[0]
-        total = np.zeros(FRAME_SAMPLES, dtype=np.int32)
-        for part in parts:
-            total[: len(part)] += part[:FRAME_SAMPLES]
-        return np.clip(total, _INT16_MIN, _INT16_MAX).astype(np.int16)
-
-
-def _add(a: Frame, b: Frame) -> Frame:
-    total = a.astype(np.int32) + b
-    out: Frame = np.clip(total, _INT16_MIN, _INT16_MAX).astype(np.int16)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Devices
-
-
-class RtpTapSender:
-    """G.711 RTP from one UDP socket: packets of ``ptime`` ms with their own SSRC, sequence
-    numbers and timestamps. ``send(frame)`` takes 20 ms frames; with ptime 10 the second packet
-    of a frame leaves 10 ms after the first."""
-
-    def __init__(self, sock: socket.socket, dest: tuple[str, int], settings: TapSettings) -> None:
-        self._sock = sock
-        self._dest = dest
-        self._pt = settings.payload_type
-        self._ptime = settings.ptime
-        self._packet_samples = settings.ptime * SAMPLE_RATE // 1000
-        self._table = g711.ULAW_ENCODE if self._pt == 0 else g711.ALAW_ENCODE
-        self._pending = bytearray()
-        self.ssrc = random.getrandbits(32)
-        self._seq = random.getrandbits(16)
-        self._ts = random.getrandbits(32)
-        self._marker = True
-        self._closed = False
-        self.packets_sent = 0
-        self.send_errors = 0
-
-    @property
-    def local_address(self) -> tuple[str, int]:
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
-
-    def send(self, frame: Frame) -> None:
-        if self._closed:
-            return
-        self._pending += self._table[frame.view(np.uint16)].tobytes()
-        n = self._packet_samples
-        delay = 0.0
-        while len(self._pending) >= n:
-            payload = bytes(self._pending[:n])
-            del self._pending[:n]
-            second = (0x80 if self._marker else 0) | self._pt
-            self._marker = False
-            packet = _RTP_HEADER.pack(0x80, second, self._seq, self._ts, self.ssrc) + payload
-            self._seq = (self._seq + 1) & 0xFFFF
-            self._ts = (self._ts + n) & 0xFFFF_FFFF
-            if delay:
-                asyncio.get_running_loop().call_later(delay, self._sendto, packet)
-            else:
-                self._sendto(packet)
-            delay += self._ptime / 1000
-
-    def _sendto(self, packet: bytes) -> None:
-        if self._closed:
-            return
-        try:
-            self._sock.sendto(packet, self._dest)
-            self.packets_sent += 1
-        except OSError:  # EAGAIN, unreachable: drop this packet, keep the tap
-            self.send_errors += 1
-
-    def close(self) -> None:
-        self._closed = True
-        self._sock.close()
-
-
-def _open_udp(media_host: str, dest: str) -> socket.socket:
-    """A non-blocking UDP socket on the media host (an ephemeral port) that can reach `dest`."""
-    family = socket.AF_INET6 if ipaddress.ip_address(dest).version == 6 else socket.AF_INET
-    host_is_v6 = ":" in media_host
-    if host_is_v6 == (family == socket.AF_INET6):
-        bind_host = media_host
-    else:
-        bind_host = "::" if family == socket.AF_INET6 else "0.0.0.0"
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        sock.setblocking(False)
-        sock.bind((bind_host, 0))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-# ---------------------------------------------------------------------------------------------
 # The operation
 
 
@@ -393,12 +175,9 @@ class TapOperation(Operation):
         self._services = services
         self.settings = settings
         self.sequence = next(_started)
-        self._mixer = TapMixer(settings.direction)
         self._listening = False
-        self._rtp: RtpTapSender | None = None
-        self._queue: asyncio.Queue[bytes | None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self.frames_dropped = 0
+        self._rtp: RtpSink | None = None
+        self._ws: WebSocketSink | None = None
         self.reason: str | None = None
         # Resolves True once tapping, False when it finished without ever tapping.
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -407,6 +186,11 @@ class TapOperation(Operation):
     def rtp_source(self) -> tuple[str, int] | None:
         return self._rtp.local_address if self._rtp is not None else None
 
+    @property
+    def frames_dropped(self) -> int:
+        """Frames a slow WebSocket reader lost."""
+        return self._ws.frames_dropped if self._ws is not None else 0
+
     # ------------------------------------------------------------------ start
 
     def start(self) -> None:
@@ -414,20 +198,37 @@ class TapOperation(Operation):
         if session is None or session.closed:
             self._end("the call has no media session")
             return
-        if self.settings.device == "rtp":
+        s = self.settings
+        if s.device == "rtp":
             try:
-                sock = _open_udp(self._services.config.media_host, self.settings.addr)
+                self._rtp = RtpSink.open(
+                    self._services.config.media_host,
+                    (s.addr, s.port),
+                    payload_type=s.payload_type,
+                    ptime=s.ptime,
+                )
             except (OSError, ValueError) as exc:
                 self._end(f"cannot open a UDP socket for the tap: {exc}")
                 return
-            self._rtp = RtpTapSender(sock, (self.settings.addr, self.settings.port), self.settings)
             self._attach()
             self._mark_tapping()
             return
-        self._queue = asyncio.Queue(maxsize=WS_QUEUE_FRAMES)
-        self._task = asyncio.create_task(self._run_ws(), name=f"tap-ws-{self.control_id}")
-        _background.add(self._task)
-        self._task.add_done_callback(_background.discard)
+        self._ws = WebSocketSink(
+            s.uri,
+            payload_type=s.payload_type,
+            start_message=self._start_message(),
+            stop_message=self._stop_message(),
+            user_agent=f"callplane/{__version__}",
+        )
+        self._ws.on_open = self._on_ws_open
+        self._ws.on_failure = self._end
+        self._ws.start()
+
+    def _on_ws_open(self) -> None:
+        if self.is_terminal:
+            return
+        self._attach()
+        self._mark_tapping()
 
     def _attach(self) -> None:
         session = self.call.media
@@ -448,85 +249,14 @@ class TapOperation(Operation):
 
     # ------------------------------------------------------------------ media
 
-    def _on_frame(self, frame: Frame, direction: Direction) -> None:
+    def _on_frame(self, frames: TickFrames) -> None:
         if not self._listening:
             return
-        out = self._mixer.feed(frame, direction)
-        if out is None:
-            return
+        frame = party_frame(frames, self.settings.direction)
         if self._rtp is not None:
-            self._rtp.send(out)
-        elif self._queue is not None:
-            encoded = g711.encode(out, self.settings.payload_type).tobytes()
-            try:
-                self._queue.put_nowait(encoded)
-            except asyncio.QueueFull:
-                self.frames_dropped += 1
-
-    # ------------------------------------------------------------------ WebSocket
-
-    async def _run_ws(self) -> None:
-        # Imported here: websockets comes with the server's uvicorn[standard]; only taps need it.
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed
-
-        uri = self.settings.uri
-        options: dict[str, Any] = {
-            "open_timeout": WS_OPEN_TIMEOUT,
-            "close_timeout": WS_CLOSE_TIMEOUT,
-            "compression": None,  # G.711 does not compress; save the CPU
-            "user_agent_header": f"callplane/{__version__}",
-        }
-        if "proxy" in inspect.signature(connect).parameters:
-            options["proxy"] = None  # websockets >= 15 would honour *_PROXY variables
-        try:
-            ws = await connect(uri, **options)
-        except asyncio.CancelledError:
-            raise
-        except (
-            Exception
-        ) as exc:  # refused, DNS, TLS, handshake, timeout: the tap ends, not the call
-            self._end(f"cannot connect to {uri}: {exc or type(exc).__name__}")
-            return
-        reader: asyncio.Task[None] | None = None
-        try:
-            if self.is_terminal:
-                return
-            await ws.send(json.dumps(self._start_message()))
-            if self.is_terminal:
-                return
-            reader = asyncio.create_task(self._drain_ws(ws), name=f"tap-ws-read-{self.control_id}")
-            self._attach()
-            self._mark_tapping()
-            assert self._queue is not None
-            while True:
-                data = await self._queue.get()
-                if data is None:
-                    break
-                await ws.send(data)
-            if self.reason is None:  # a normal stop: say so before closing
-                await ws.send(json.dumps(self._stop_message()))
-        except ConnectionClosed as exc:
-            self._end(f"the WebSocket connection closed: {exc}")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("tap %s on call %s: WebSocket failed", self.control_id, self.call.id)
-            self._end(f"the WebSocket failed: {exc}")
-        finally:
-            if reader is not None:
-                reader.cancel()
-            with contextlib.suppress(Exception):
-                await ws.close()
-
-    async def _drain_ws(self, ws: ClientConnection) -> None:
-        """Read (and ignore) what the peer sends, so its close is noticed at once."""
-        with contextlib.suppress(Exception):
-            async for _ in ws:
-                pass
-        if not self.is_terminal:
-            code = ws.close_code
-            self._end(f"the WebSocket peer closed the connection (code {code})")
+            self._rtp.send(frame)
+        elif self._ws is not None:
+            self._ws.send(frame)
 
     def _start_message(self) -> dict[str, Any]:
         return {
@@ -555,14 +285,9 @@ class TapOperation(Operation):
         self._detach()
         if self._rtp is not None:
             self._rtp.close()
-        if self._queue is not None:
-            # Wake the sender: it says `stop` (on a normal end) and closes the connection.
-            while True:
-                try:
-                    self._queue.put_nowait(None)
-                    break
-                except asyncio.QueueFull:
-                    self._queue.get_nowait()
+        if self._ws is not None:
+            # An open connection says `stop` (on a normal end) and closes in the background.
+            self._ws.close(normal=reason is None)
         extra = {"reason": reason} if reason is not None else {}
         self.move("finished", **self._params(), **extra)
         if not self.ready.done():
@@ -570,9 +295,8 @@ class TapOperation(Operation):
 
     async def stop(self) -> None:
         """`calling.tap.stop`, `stop_tap` or the call's end: no packet leaves after this
-        returns; a WebSocket is closed in the background."""
-        if self._task is not None and self.state == "starting":
-            self._task.cancel()  # still connecting: abandon the handshake
+        returns; a WebSocket still connecting is abandoned, an open one closed in the
+        background."""
         self._end()
 
     # ------------------------------------------------------------------ events

@@ -3,7 +3,8 @@ whole-call background transcription (reference §4.20, §4.21, §7.4, §9 item 2
 
 What is transcribed
 -------------------
-The far end's voice: the call's ``inbound`` frames (docs/architecture.md, "Media directions").
+The far end's voice: each media tick's ``inbound`` frame (docs/architecture.md, "Media
+directions").
 callplane's own side is what it plays (TTS prompts, files), which the application already
 knows, and transcribing it too would double the decoding cost and turn the spec's single
 ``text`` into a labelled dialogue no §7.4 consumer expects. Only inbound audio is heard.
@@ -28,11 +29,9 @@ rather than through it because a transcription is a chain of sessions: frames ar
 the next session opens must go to it, not be lost, so the session switch happens in the
 thread, between two frames.
 
-Inbound frames arrive as packets do; a far end that stops sending RTP (silence suppression,
-hold) would freeze the recognizer's clock mid-utterance. Every outbound tick (the media
-clock's 20 ms) that follows more than :data:`_GAP_TICKS` ticks without an inbound frame
-feeds one frame of digital silence instead, so an utterance still ends when the talker goes
-quiet.
+The media engine delivers one tick every 20 ms whether or not the far end sends RTP (silence
+where nothing arrived), so the recognizer's clock keeps running through silence suppression or
+hold, and an utterance ends when the talker goes quiet even if the RTP stops.
 
 Ending
 ------
@@ -102,7 +101,7 @@ from callplane.providers.asr import AsrError, RecognitionSession, SpeechRecogniz
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
-    from callplane.media.engine import Direction
+    from callplane.media.engine import TickFrames
     from callplane.media.sources import Frame
 
 log = logging.getLogger("callplane.engine.transcribe")
@@ -115,8 +114,6 @@ LANGUAGE = "en-US"
 # as well as long ones with the open language model.
 END_SILENCE = 0.7
 _FLUSH_FRAMES = int((END_SILENCE + 0.3) * SAMPLE_RATE / FRAME_SAMPLES)
-# Outbound ticks without an inbound frame before silence is fed in the far end's place.
-_GAP_TICKS = 10
 _SWML_STOP_WAIT = 10.0
 _SILENCE: Frame = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
@@ -133,7 +130,6 @@ class Transcriber:
         self._recognizer = recognizer
         self._end_silence = end_silence
         self._session: RecognitionSession | None = None
-        self._carry: Frame = np.zeros(0, dtype=np.int16)
         self.segments: list[str] = []
         self.utterances = 0  # utterances the recognizer ended (with or without text)
 
@@ -142,8 +138,8 @@ class Transcriber:
         return " ".join(self.segments)
 
     def feed(self, frames: Sequence[Frame]) -> None:
-        """Feed audio (any frame sizes; re-cut to 160 samples). Raises TranscriptionFailed."""
-        for frame in self._frames_of(frames):
+        """Feed 160-sample frames (one per media tick). Raises TranscriptionFailed."""
+        for frame in frames:
             self._feed_frame(frame)
 
     def flush(self) -> None:
@@ -157,14 +153,6 @@ class Transcriber:
         session, self._session = self._session, None
         if session is not None:
             session.close()
-
-    def _frames_of(self, frames: Sequence[Frame]) -> list[Frame]:
-        if self._carry.size == 0 and all(f.size == FRAME_SAMPLES for f in frames):
-            return list(frames)
-        audio = np.concatenate([self._carry, *(np.asarray(f, np.int16).ravel() for f in frames)])
-        whole = audio.size - audio.size % FRAME_SAMPLES
-        self._carry = audio[whole:]
-        return list(audio[:whole].reshape(-1, FRAME_SAMPLES))
 
     def _feed_frame(self, frame: Frame) -> None:
         if self._session is None:
@@ -214,7 +202,6 @@ class TranscribeOperation(Operation):
         self._pending: list[Frame] = []
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ticks_without_inbound = 0
         self._listening = False
         self._ending = False
         self._failure: Exception | None = None
@@ -238,19 +225,11 @@ class TranscribeOperation(Operation):
 
     # ------------------------------------------------------------------ audio in
 
-    def _on_frame(self, frame: Frame, direction: Direction) -> None:
-        if direction == "inbound":
-            self._ticks_without_inbound = 0
-            self._push(frame)
-        elif direction == "outbound":
-            self._ticks_without_inbound += 1
-            if self._ticks_without_inbound > _GAP_TICKS:
-                self._push(_SILENCE)
-
-    def _push(self, frame: Frame) -> None:
+    def _on_frame(self, frames: TickFrames) -> None:
         if self._ending:
             return
-        self._pending.append(np.array(frame, dtype=np.int16, copy=True))
+        # TickFrames' frames are owned copies: kept as they are.
+        self._pending.append(frames.inbound)
         if self._worker is None or self._worker.done():
             self._worker = self._spawn(self._drain())
 

@@ -1,5 +1,10 @@
 """Voice activity detection per 20 ms frame: webrtcvad + an energy floor + hangover smoothing.
 
+The one VAD of callplane: AMD (:mod:`.amd`) uses the smoothed speech start/end events, record's
+stop conditions (``initial_timeout``, ``end_silence_timeout``) and the speech recognizer's
+endpointing (:mod:`callplane.providers.asr`) use the raw per-frame decision
+(:meth:`Vad.is_voiced`), all with the same ``input_sensitivity`` mapping.
+
 webrtcvad (the WebRTC GMM classifier) decides "speech-like spectrum"; it is level-independent, so
 faint line noise or far-off talkers can pass it. An energy floor in dBov (dB relative to a
 full-scale sine) removes those. A frame is *voiced* when both agree.
@@ -26,7 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from callplane.media.sources import FRAME_SECONDS, SAMPLE_RATE, Frame
+from callplane.media.sources import FRAME_SAMPLES, FRAME_SECONDS, SAMPLE_RATE, Frame
 
 _FULL_SCALE2 = 32767.0**2
 
@@ -98,12 +103,21 @@ class Vad:
         self._last_voiced_end = 0.0
 
     def is_voiced(self, frame: Frame) -> bool:
-        """Raw decision for one frame (no state change)."""
-        x = np.asarray(frame, dtype=np.int16)
+        """Raw decision for one frame (no state change). A frame of another length than 20 ms
+        is judged by its whole 20 ms pieces (webrtcvad takes 10/20/30 ms), any voiced one wins."""
+        x = np.asarray(frame, dtype=np.int16).reshape(-1)
+        if x.size == 0:
+            return False
         xf = x.astype(np.float64)
         if float(np.dot(xf, xf)) / x.size < self._floor_ms:
             return False  # below the floor: skip the classifier (the cheap common case)
-        return bool(self._vad.is_speech(x.tobytes(), SAMPLE_RATE))
+        if x.size == FRAME_SAMPLES:
+            return bool(self._vad.is_speech(x.tobytes(), SAMPLE_RATE))
+        whole = x.size // FRAME_SAMPLES * FRAME_SAMPLES
+        return any(
+            self._vad.is_speech(x[i : i + FRAME_SAMPLES].tobytes(), SAMPLE_RATE)
+            for i in range(0, whole, FRAME_SAMPLES)
+        )
 
     def feed(self, frame: Frame, t: float) -> list[VadEvent]:
         voiced = self.voiced = self.is_voiced(frame)
