@@ -382,13 +382,23 @@ class Baresip:
     _ctrl: socket.socket | None = None
     _buffer: bytes = b""
     _seen: list[dict[str, Any]] = field(default_factory=list)
+    # Where the sndfile module writes what baresip hears (`*-dec.wav`) and says (`*-enc.wav`).
+    record_dir: Path | None = None
 
     @property
     def uri(self) -> str:
         return f"sip:bob@{LOOPBACK}:{self.sip_port}"
 
+    def recordings(self, kind: str = "dec") -> list[Path]:
+        """The WAV files of what baresip heard (`dec`) or sent (`enc`), oldest first."""
+        if self.record_dir is None:
+            return []
+        return sorted(self.record_dir.glob(f"*-{kind}.wav"), key=lambda p: p.stat().st_mtime)
+
     def start(self, source_wav: Path) -> Baresip:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.record_dir is not None:
+            self.record_dir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "config").write_text(
             "\n".join(
                 [
@@ -412,6 +422,11 @@ class Baresip:
                     "module ctrl_tcp.so",
                     "module uuid.so",
                     f"ctrl_tcp_listen {LOOPBACK}:{self.ctrl_port}",
+                    *(
+                        ["module sndfile.so", f"snd_path {self.record_dir}"]
+                        if self.record_dir is not None
+                        else []
+                    ),
                     "",
                 ]
             )
