@@ -8,12 +8,15 @@ checked for the other one's tone.
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
+import soundfile
 from farend import FarEnd, peaks, rms_db, ulaw_decode
 from harness import SCENARIOS, Receiver, Server, Sipp, sipp_available, wait_until
 
@@ -293,3 +296,40 @@ async def test_answer_on_bridge_answers_the_caller_only_when_the_callee_answers(
     answered_hit_mono = answered_hit.at - (time.time() - time.monotonic())  # Hit.at is wall time
     assert answered_hit_mono >= far_b.answered_at - 0.05
     assert answered_seen - far_b.answered_at < 2.0
+
+
+async def test_record_both_of_a_bridged_call_holds_both_parties(
+    server: Server, receiver: Receiver, far_end: FarEnd, far_b: FarEnd
+) -> None:
+    script = swml({"connect": {"to": far_b.uri, "status_url": receiver.url("/connect")}})
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15551230000", to=far_end.uri, swml=script)
+        await wait_for(lambda: "connected" in connect_states(receiver), 10, "connected")
+        await client.calling.record(
+            leg["id"],
+            control_id="both",
+            record={"audio": {"format": "wav", "stereo": True, "direction": "both"}},
+            status_url=receiver.url("/rec"),
+        )
+        await asyncio.gather(far_end.play(tone(600, 1.5)), far_b.play(tone(1400, 1.5)))
+        await client.calling.record_stop(leg["id"], control_id="both")
+        await wait_for(
+            lambda: [e for e in receiver.events("/rec") if e["params"]["state"] == "finished"],
+            10,
+            "the recording",
+        )
+        url = next(
+            e["params"]["url"]
+            for e in receiver.events("/rec")
+            if e["params"]["state"] == "finished"
+        )
+        async with httpx.AsyncClient(auth=(server.project, server.token), timeout=10) as http:
+            response = await http.get(url)
+        await client.calling.end(leg["id"])
+    assert response.status_code == 200
+    audio, rate = soundfile.read(io.BytesIO(response.content), dtype="float64")
+    assert rate == 8000 and audio.shape[1] == 2
+    speak, listen = audio[8000:, 0] * 32767, audio[8000:, 1] * 32767  # skip the first second
+    # The leg's far end (A) on the speak side, what A hears from the bridge (B) on listen.
+    assert [round(f / 10) * 10 for f in peaks(speak[:4000], 1)] == [600]
+    assert [round(f / 10) * 10 for f in peaks(listen[:4000], 1)] == [1400]
