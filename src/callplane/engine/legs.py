@@ -38,7 +38,6 @@ class Leg:
     offer: bytes | None = None  # our offer, while its answer is outstanding
     chosen: sdp.ChosenMedia | None = None
     local_sdp: bytes | None = None
-    held_by_us: bool = False
 
     def apply(self, chosen: sdp.ChosenMedia) -> None:
         """Point the RTP session at what was negotiated."""
@@ -103,9 +102,10 @@ class LegFactory:
 
     # ------------------------------------------------------------------ incoming
 
-    def answer_offer(self, leg: Leg, offer: bytes) -> bytes:
-        """Our answer to the caller's offer (for the 183 or the 200). Raises SwmlError when the
-        offer cannot be answered; the caller of this rejects the INVITE accordingly."""
+    def answer_offer(self, leg: Leg, offer: bytes, *, version: int | None = None) -> bytes:
+        """Our answer to an offer: the caller's INVITE (for the 183 or the 200), or a re-INVITE
+        (with the next session version). The leg follows what was negotiated. Raises SwmlError
+        when the offer cannot be answered; whoever received it refuses it accordingly."""
         try:
             answer, chosen = sdp.negotiate_answer(
                 offer,
@@ -113,12 +113,14 @@ class LegFactory:
                 leg.media.local_port,
                 leg.preferred_codecs(),
                 session_id=leg.session_id,
-                session_version=leg.version,
+                session_version=leg.version if version is None else version,
             )
         except sdp.SdpError as exc:
-            raise SwmlError(f"the caller's SDP is invalid: {exc}") from exc
+            raise SwmlError(f"the far end's SDP is invalid: {exc}") from exc
         if chosen is None:
-            raise SwmlError("no codec in common with the caller")
+            raise SwmlError("no codec in common with the far end")
+        if version is not None:
+            leg.version = version
         leg.apply(chosen)
         leg.local_sdp = answer
         return answer
@@ -157,22 +159,12 @@ class LegFactory:
         if leg is None:
             return None
         try:
-            answer, chosen = sdp.negotiate_answer(
-                offer,
-                self._host,
-                leg.media.local_port,
-                leg.preferred_codecs(),
-                direction="inactive" if leg.held_by_us else "sendrecv",
-                session_id=leg.session_id,
-                session_version=leg.version + 1,
-            )
-        except sdp.SdpError as exc:
-            log.info("call %s: re-INVITE with bad SDP refused: %s", call.id, exc)
+            answer = self.answer_offer(leg, offer, version=leg.version + 1)
+        except SwmlError as exc:
+            log.info("call %s: re-INVITE refused: %s", call.id, exc)
             return None
-        if chosen is None:
-            return None
-        leg.version += 1
-        leg.apply(chosen)
-        leg.local_sdp = answer
-        log.info("call %s: the far end re-negotiated media: we are %s", call.id, chosen.direction)
+        assert leg.chosen is not None
+        log.info(
+            "call %s: the far end re-negotiated media: we are %s", call.id, leg.chosen.direction
+        )
         return answer
