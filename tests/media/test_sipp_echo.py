@@ -51,7 +51,7 @@ async def test_tone_echoed_by_sipp_comes_back_intact(sipp_echo: int) -> None:
         s = await engine.open_session()
         s.configure(("127.0.0.1", sipp_echo))
         heard: list[Frame] = []
-        s.add_listener(lambda f, d: heard.append(f) if d == "inbound" else None)
+        s.add_listener(lambda f: heard.append(f.inbound) if f.heard else None)
         pb = s.play(sources.tone(1000, 1.0, level_dbfs=-10))
         assert await asyncio.wait_for(pb.done, 3) == "finished"
         await asyncio.sleep(0.2)
