@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--trunk", default=_env("TRUNK"), metavar="SIP-URI")
     serve.add_argument(
+        "--max-connections",
+        default=int(_env("MAX_CONNECTIONS", "1000") or 1000),
+        type=int,
+        metavar="N",
+        help="concurrent HTTP connections (at most half the descriptor limit); more close the "
+        "longest-idle ones",
+    )
+    serve.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -117,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         routes=dict(args.route),
         trunk=args.trunk,
         log_level=args.log_level,
+        max_connections=args.max_connections,
     )
     logging.basicConfig(
         level=args.log_level.upper(),

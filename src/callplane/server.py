@@ -18,6 +18,16 @@ import uvicorn
 
 from callplane._version import __version__
 from callplane.api.app import create_app
+from callplane.api.limits import (
+    DEFAULT_MAX_CONNECTIONS,
+    HEAD_TIMEOUT,
+    KEEP_ALIVE_TIMEOUT,
+    MAX_HEAD_BYTES,
+    ConnectionGate,
+    connection_cap,
+    guarded_protocol,
+    raise_descriptor_limit,
+)
 from callplane.api.recordings import recording_routes
 from callplane.engine.config import EngineConfig
 from callplane.engine.core import CallEngine
@@ -44,6 +54,7 @@ class ServerConfig:
     routes: dict[str, str] = field(default_factory=dict)
     trunk: str | None = None
     log_level: str = "info"
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     def fill_credentials(self) -> bool:
         """Generate the project id and token when absent; True when they were generated."""
@@ -123,6 +134,12 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         ready=lambda: ready,
         extra_routes=recording_routes(store.get_recording),
     )
+    raise_descriptor_limit()
+    gate = ConnectionGate(
+        max_connections=connection_cap(config.max_connections),
+        head_timeout=HEAD_TIMEOUT,
+        max_head_bytes=MAX_HEAD_BYTES,
+    )
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -131,6 +148,13 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             log_level=config.log_level.lower(),
             lifespan="off",
             access_log=config.log_level.lower() == "debug",
+            # The gate closes slow heads and caps connections (api.limits); uvicorn bounds the
+            # idle time between requests. limit_concurrency is not used: it answers 503 but
+            # keeps the sockets open, and the gate already bounds connections (so requests).
+            http=guarded_protocol(gate),
+            timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            backlog=min(2048, gate.max_connections),
         )
     )
     # uvicorn would capture SIGTERM and re-raise it once HTTP is down, killing the process before

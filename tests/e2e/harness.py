@@ -176,6 +176,8 @@ class Server:
     sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
     rtp_low: int = 0
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
+    preexec_fn: Callable[[], Any] | None = None  # e.g. to lower RLIMIT_NOFILE in the child
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -221,7 +223,10 @@ class Server:
         for name, url in self.routes.items():
             args += ["--route", f"{name}={url}"]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        env = None if self.env is None else {**os.environ, **self.env}
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=self.preexec_fn
+        )
         wait_until(self._healthy, 20, f"callplane to start (log: {self.log_path})")
         return self
 

@@ -1,0 +1,124 @@
+"""The HTTP server under hostile clients: slow request heads and floods of idle connections.
+
+Real sockets against a `callplane serve` subprocess on 127.0.0.1; every test is bounded in the
+number of sockets it opens and in time.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from harness import LOOPBACK, Server
+
+
+def _closed_within(sock: socket.socket, timeout: float) -> float | None:
+    """Seconds until the server closed ``sock`` (EOF or reset), or None if it stayed open."""
+    start = time.monotonic()
+    sock.settimeout(timeout)
+    try:
+        while True:
+            data = sock.recv(4096)
+            if not data:
+                return time.monotonic() - start
+    except (ConnectionResetError, BrokenPipeError):
+        return time.monotonic() - start
+    except TimeoutError:
+        return None
+
+
+@contextmanager
+def _idle_connections(port: int, count: int) -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.settimeout(2)
+            try:
+                sock.connect((LOOPBACK, port))
+            except OSError:
+                sock.close()  # the backlog is full: the flood is as big as it can get
+                continue
+            opened.append(sock)
+        yield opened
+    finally:
+        for sock in opened:
+            sock.close()
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_half_sent_request_line_is_closed(server: Server) -> None:
+    with socket.create_connection((LOOPBACK, server.http_port), timeout=5) as sock:
+        sock.sendall(b"GET /hea")
+        closed = _closed_within(sock, 15)
+    assert closed is not None, "a half-sent request line kept its connection open for 15 s"
+    assert closed <= 12
+
+
+def test_silent_connection_and_slow_headers_are_closed(server: Server) -> None:
+    with (
+        socket.create_connection((LOOPBACK, server.http_port), timeout=5) as silent,
+        socket.create_connection((LOOPBACK, server.http_port), timeout=5) as slow,
+    ):
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        for i in range(6):  # a header every 2 s: always "active", never complete
+            time.sleep(2)
+            try:
+                slow.sendall(f"X-Slow-{i}: y\r\n".encode())
+            except OSError:
+                break
+        assert _closed_within(slow, 6) is not None
+        assert _closed_within(silent, 3) is not None
+
+
+def test_keep_alive_connection_serves_several_requests(server: Server) -> None:
+    # The head timer restarts per request: a client pausing between requests is not cut off
+    # by it (only by the keep-alive idle timeout).
+    with httpx.Client(base_url=server.base_url, timeout=5) as client:
+        assert client.get("/health").status_code == 200
+        time.sleep(1)
+        assert client.get("/health").status_code == 200
+
+
+def test_oversized_request_head_is_refused(server: Server) -> None:
+    with socket.create_connection((LOOPBACK, server.http_port), timeout=5) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for _ in range(200):
+                sock.sendall(b"X-Fill: " + b"a" * 1000 + b"\r\n")
+        except OSError:
+            pass
+        assert _closed_within(sock, 5) is not None
+
+
+def _low_descriptor_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+
+def test_idle_connection_flood_leaves_health_answering(make_server: Any) -> None:
+    server: Server = make_server(preexec_fn=_low_descriptor_limit)
+    assert server.proc is not None
+    with _idle_connections(server.http_port, 1500) as flood:
+        assert len(flood) >= 1024  # more than the server can hold
+        cpu_before = _cpu_seconds(server.proc.pid)
+        time.sleep(3)
+        cpu = (_cpu_seconds(server.proc.pid) - cpu_before) / 3
+        for _ in range(3):
+            response = httpx.get(f"{server.base_url}/health", timeout=5)
+            assert response.status_code == 200
+        # A command works too (authenticated; a validation error is still an answer).
+        assert server.post({"command": "dial", "params": {}}).status_code == 422
+    assert cpu < 0.3, f"the server used {cpu:.2f} cores while holding idle connections"
+    assert "HTTP connection limit" in server.log()
+    assert httpx.get(f"{server.base_url}/health", timeout=5).status_code == 200
