@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
@@ -32,6 +33,7 @@ from callplane.api.recordings import recording_routes
 from callplane.engine.config import EngineConfig
 from callplane.engine.core import CallEngine
 from callplane.media.engine import MediaEngine
+from callplane.netpolicy import TargetPolicy
 from callplane.providers.asr import PocketSphinxRecognizer
 from callplane.providers.tts import DefaultTts
 from callplane.sip.endpoint import SipEndpoint
@@ -55,6 +57,23 @@ class ServerConfig:
     trunk: str | None = None
     log_level: str = "info"
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    private_targets: str = "allow"  # "deny": callers may only target public addresses
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def target_policy(self) -> TargetPolicy:
+        """The outbound target policy; the operator's own route SWML servers and trunk are
+        trusted even when private."""
+        trusted: list[tuple[str, int]] = []
+        for url in self.routes.values():
+            parts = urlsplit(url)
+            if parts.hostname:
+                trusted.append((parts.hostname, parts.port or _default_port(parts.scheme)))
+        if self.trunk:
+            host, port = _sip_hostport(self.trunk)
+            if host:
+                trusted.append((host, port))
+        return TargetPolicy.from_setting(self.private_targets, trusted=trusted)
 
     def fill_credentials(self) -> bool:
         """Generate the project id and token when absent; True when they were generated."""
@@ -66,6 +85,22 @@ class ServerConfig:
             self.token = "PT" + secrets.token_hex(24)
             generated = True
         return generated
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme.lower() == "https" else 80
+
+
+def _sip_hostport(uri: str) -> tuple[str, int]:
+    # The trunk was validated as a SIP URI by the engine's parse_uri when used; here only its
+    # host and port matter, and a malformed one simply trusts nothing.
+    from callplane.sip.message import SipParseError, parse_uri
+
+    try:
+        target = parse_uri(uri)
+    except SipParseError:
+        return "", 0
+    return target.host_bare, target.default_port()
 
 
 def _url_host(host: str) -> str:
@@ -100,11 +135,14 @@ class StoreIdempotency:
 async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -> None:
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = Store.open(config.data_dir / "callplane.db")
-    outbox = WebhookOutbox(store, signing_key=config.token)
-    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    targets = config.target_policy()
+    outbox = WebhookOutbox(store, signing_key=config.token, targets=targets)
+    # Every outbound HTTP fetch (SWML, audio, SWML request) goes through the target policy.
+    http = targets.http_client(timeout=httpx.Timeout(10.0, connect=5.0))
     sip = SipEndpoint(config.sip_host, config.sip_port, user_agent=f"callplane/{__version__}")
     media = MediaEngine(config.sip_host, config.rtp_ports)
     recognizer = _speech_recognizer()
+    scheme = "https" if config.tls_cert else "http"
     engine = CallEngine(
         EngineConfig(
             project_id=config.project,
@@ -115,7 +153,8 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             data_dir=config.data_dir,
             routes=dict(config.routes),
             trunk=config.trunk,
-            http_base_url=f"http://{_url_host(config.http_host)}:{config.http_port}",
+            http_base_url=f"{scheme}://{_url_host(config.http_host)}:{config.http_port}",
+            targets=targets,
         ),
         store=store,
         outbox=outbox,
@@ -132,6 +171,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         token=config.token,
         idempotency=StoreIdempotency(store),
         ready=lambda: ready,
+        targets=targets,
         extra_routes=recording_routes(store.get_recording),
     )
     raise_descriptor_limit()
@@ -155,6 +195,8 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             backlog=min(2048, gate.max_connections),
+            ssl_certfile=config.tls_cert,
+            ssl_keyfile=config.tls_key,
         )
     )
     # uvicorn would capture SIGTERM and re-raise it once HTTP is down, killing the process before
@@ -183,13 +225,15 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             return
         ready = True
         log.info(
-            "callplane %s ready: HTTP %s:%d, SIP udp %s:%d, project %s",
+            "callplane %s ready: %s %s:%d, SIP udp %s:%d, project %s, private targets %s",
             __version__,
+            scheme.upper(),
             config.http_host,
             config.http_port,
             config.sip_host,
             sip.port,
             config.project,
+            targets.setting,
         )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)

@@ -47,6 +47,7 @@ from callplane.api.idempotency import (
 )
 from callplane.api.schema import UUID_RE
 from callplane.engine.facade import CommandError, Engine
+from callplane.netpolicy import TargetPolicy
 
 log = logging.getLogger("callplane.api")
 
@@ -118,15 +119,16 @@ def create_app(
     token: str,
     idempotency: IdempotencyStore | None = None,
     ready: Callable[[], bool] | None = None,
-    allow_private_targets: bool = True,
+    targets: TargetPolicy | None = None,
     extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """Build the ASGI app.
 
     ``idempotency``: where Idempotency-Key responses are remembered; without one the header is
     ignored.  ``ready``: readiness probe for ``/health`` (e.g. "SIP endpoint bound").
-    ``allow_private_targets=False`` applies the hosted service's rules: tap RTP targets must be
-    public IPv4 and URLs with a literal private/loopback host are ``url_is_unsafe``.
+    ``targets``: the outbound target policy (`callplane.netpolicy`); when it denies private
+    targets, tap RTP addresses must be public IPv4 and URLs and sip: URIs whose host is a
+    non-public address (in any spelling) or a localhost name are ``url_is_unsafe``.
     """
     if not project_id or not token:
         raise ValueError("project_id and token must be non-empty")
@@ -134,7 +136,7 @@ def create_app(
 
     async def run_command(parsed: Any) -> tuple[int, dict[str, Any], bool]:
         """(status, body, engine_ran) for one parsed body."""
-        outcome = validate_request(parsed, allow_private_targets=allow_private_targets)
+        outcome = validate_request(parsed, targets=targets)
         if not isinstance(outcome, Command):
             status, body = for_problems(outcome)
             return status, body, False

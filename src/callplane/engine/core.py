@@ -379,9 +379,24 @@ class CallEngine:
         if p.get("username") and p.get("password"):
             auth = (str(p["username"]), str(p["password"]))
         timeout = float(p.get("timeout") or self.config.ring_timeout)
+        next_hop = None
+        if str(p.get("to") or "").startswith(("sip:", "sips:")):  # the caller's own target
+            try:
+                target = parse_uri(destination.uri)
+                port = target.default_port()
+                next_hop = (await self.config.targets.vet(target.host_bare, port), port)
+            except (SipParseError, OSError) as exc:
+                log.warning("call %s: cannot dial %s: %s", call.id, destination.uri, exc)
+                await self._finish(call, CallStatus.FAILED, "error")
+                return
         try:
             sip_call = self._sip.invite(
-                destination.uri, self._from_uri(p), offer, auth=auth, timeout=timeout
+                destination.uri,
+                self._from_uri(p),
+                offer,
+                auth=auth,
+                timeout=timeout,
+                outbound_proxy=next_hop,
             )
         except (SipParseError, RuntimeError, OSError) as exc:
             log.warning("call %s: cannot send INVITE to %s: %s", call.id, destination.uri, exc)

@@ -415,6 +415,10 @@ class TapOperation(Operation):
             self._end("the call has no media session")
             return
         if self.settings.device == "rtp":
+            refused = self._services.config.targets.refusal(self.settings.addr, self.settings.port)
+            if refused is not None:
+                self._end(f"{refused}: refused by --private-targets deny")
+                return
             try:
                 sock = _open_udp(self._services.config.media_host, self.settings.addr)
             except (OSError, ValueError) as exc:
@@ -480,6 +484,11 @@ class TapOperation(Operation):
         if "proxy" in inspect.signature(connect).parameters:
             options["proxy"] = None  # websockets >= 15 would honour *_PROXY variables
         try:
+            # Connect to the address the target policy vetted; Host and TLS name stay the URI's.
+            parts = urlsplit(uri)
+            port = parts.port or (443 if parts.scheme.lower() == "wss" else 80)
+            options["host"] = await self._services.config.targets.vet(parts.hostname or "", port)
+            options["port"] = port
             ws = await connect(uri, **options)
         except asyncio.CancelledError:
             raise
