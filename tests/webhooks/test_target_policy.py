@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from callplane._http1 import ConnectionFailed, ConnectionPool
+from callplane.engine.audio import AudioResolver, PlayItemError
+from callplane.engine.swml.web import perform_request
 from callplane.netpolicy import TargetPolicy, TargetRefused
 from callplane.store import Store
 from callplane.webhooks import WebhookOutbox
@@ -74,10 +78,13 @@ class Origin:
                     await reader.readexactly(int(headers["content-length"]))
                 status, extra, body = self.routes.get(path, (200, {}, b"ok"))
                 out = [f"HTTP/1.1 {status} X"] + [f"{k}: {v}" for k, v in extra.items()]
-                if "Content-Length" not in extra:
+                close = extra.get("Connection") == "close"  # the body ends with the connection
+                if "Content-Length" not in extra and not close:
                     out.append(f"Content-Length: {len(body)}")
                 writer.write(("\r\n".join(out) + "\r\n\r\n").encode() + body)
                 await writer.drain()
+                if close:
+                    break
         except (asyncio.IncompleteReadError, ConnectionError, IndexError):
             pass
         finally:
@@ -236,3 +243,56 @@ async def test_webhook_to_a_refused_receiver_is_given_up_at_once(
     assert all("--private-targets deny" in (row["last_error"] or "") for row in dead)
     assert "--private-targets deny" in caplog.text
     assert origin.connections == 0
+
+
+# ------------------------------------------------------------------ response bodies are capped
+
+
+class _NoSpeech:
+    async def synthesize(self, text: str, language: str, voice: str | None, gender: str) -> Any:
+        raise AssertionError("not used")
+
+
+@pytest.mark.parametrize("framing", [{}, {"Connection": "close"}])
+async def test_audio_fetch_is_capped_and_streamed(
+    origin: Origin, tmp_path: Path, framing: dict[str, str]
+) -> None:
+    origin.routes["/big.wav"] = (200, {"Content-Type": "audio/wav", **framing}, b"\0" * 300_000)
+    async with _client(TargetPolicy()) as client:
+        resolver = AudioResolver(tmp_path, client, _NoSpeech(), max_bytes=100_000)
+        with pytest.raises(PlayItemError, match="over 100000 bytes"):
+            await resolver.resolve(
+                {"type": "audio", "params": {"url": origin.url("/big.wav")}},
+                language="en-US",
+                voice=None,
+                gender="female",
+            )
+    assert os.listdir(tmp_path) == []  # no partial download left behind
+
+
+async def test_audio_fetch_refused_by_the_policy_is_a_play_error(tmp_path: Path) -> None:
+    async with _client(_deny()) as client:
+        resolver = AudioResolver(tmp_path, client, _NoSpeech())
+        with pytest.raises(PlayItemError, match="--private-targets deny"):
+            await resolver.resolve(
+                {"type": "audio", "params": {"url": "http://evil.test/a.wav"}},
+                language="en-US",
+                voice=None,
+                gender="female",
+            )
+
+
+async def test_swml_request_body_is_capped(origin: Origin) -> None:
+    origin.routes["/big"] = (200, {"Connection": "close"}, b"x" * 50_000)
+    origin.routes["/small"] = (200, {}, b'{"a": 1}')
+    async with _client(TargetPolicy()) as client:
+        big = await perform_request(
+            {"url": origin.url("/big"), "method": "GET"}, client=client, max_bytes=10_000
+        )
+        small = await perform_request(
+            {"url": origin.url("/small"), "method": "GET", "save_variables": True},
+            client=client,
+            max_bytes=10_000,
+        )
+    assert big["request_result"] == "failed" and "request_response_body" not in big
+    assert small["request_result"] == "success" and small["request_response"] == {"a": 1}
