@@ -6,16 +6,25 @@ number of sockets it opens and in time.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
+import shutil
 import socket
+import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from harness import LOOPBACK, Server
+
+from callplane import AsyncRestClient, RestClient, RestError
 
 
 def _closed_within(sock: socket.socket, timeout: float) -> float | None:
@@ -122,3 +131,85 @@ def test_idle_connection_flood_leaves_health_answering(make_server: Any) -> None
     assert cpu < 0.3, f"the server used {cpu:.2f} cores while holding idle connections"
     assert "HTTP connection limit" in server.log()
     assert httpx.get(f"{server.base_url}/health", timeout=5).status_code == 200
+
+
+# ------------------------------------------------------------------ HTTPS
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def _private_ca(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA made for this test and a certificate it signed for 127.0.0.1: (ca, cert, key)."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=callplane test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    _openssl(
+        "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1",
+        cwd=directory,
+    )  # fmt: skip
+    (directory / "server.ext").write_text(
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid\nsubjectKeyIdentifier=hash\n"
+    )
+    _openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
+        cwd=directory,
+    )  # fmt: skip
+    return directory / "ca.pem", directory / "server.pem", directory / "server.key"
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="the openssl command is missing")
+def test_https_round_trip_with_a_private_ca(
+    make_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, cert, key = _private_ca(tmp_path)
+    trust = ssl.create_default_context(cafile=str(ca))
+    server: Server = make_server(
+        scheme="https",
+        verify=trust,
+        env={"CALLPLANE_TLS_CERT": str(cert), "CALLPLANE_TLS_KEY": str(key)},
+    )
+    assert server.get("/health").json() == {"status": "ok"}
+    assert "ready: HTTPS" in server.log()
+
+    # Plain HTTP to the HTTPS port gets no API answer; an untrusting client refuses the server.
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://{server.host}/health", timeout=5)
+    with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+        httpx.get(f"{server.base_url}/health", timeout=5)
+
+    # The SDK trusts the private CA through SSL_CERT_FILE (httpx honours it for both clients).
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    with RestClient(server.project, server.token, server.base_url) as client:
+        with pytest.raises(RestError) as refused:
+            client.calling.dial(from_="+15550001111", to="nobody", swml={"sections": {}})
+        assert refused.value.status_code == 422
+
+    async def async_round_trip() -> int:
+        async with AsyncRestClient(server.project, server.token, server.base_url) as client:
+            try:
+                await client.calling.end("3fa85f64-5717-4562-b3fc-2c963f66afa6")
+            except RestError as exc:
+                return exc.status_code
+        return 200
+
+    assert asyncio.run(async_round_trip()) == 404
+
+
+def test_tls_cert_without_key_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "callplane.cli", "serve", "--tls-cert", "/nonexistent.pem"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "--tls-cert and --tls-key go together" in result.stderr
