@@ -28,6 +28,7 @@ from callplane.api.limits import (
     connection_cap,
     guarded_protocol,
     raise_descriptor_limit,
+    watch_descriptors,
 )
 from callplane.api.recordings import recording_routes
 from callplane.engine.config import EngineConfig
@@ -207,6 +208,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(watch_descriptors(), name="descriptor-watch")
     try:
         await outbox.start()
         await sip.start()
@@ -243,6 +245,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         server.should_exit = True
         await serving
     finally:
+        watchdog.cancel()
         await media.stop()
         await sip.stop()
         await outbox.stop(flush_timeout=5.0)

@@ -213,3 +213,15 @@ def test_tls_cert_without_key_is_refused() -> None:
         timeout=30,
     )
     assert result.returncode == 2 and "--tls-cert and --tls-key go together" in result.stderr
+
+
+async def test_descriptor_watch_warns_near_the_limit(caplog: pytest.LogCaptureFixture) -> None:
+    from callplane.api.limits import watch_descriptors
+
+    open_now = len(os.listdir("/proc/self/fd"))
+    with caplog.at_level("WARNING", logger="callplane.http"):
+        task = asyncio.create_task(watch_descriptors(interval=0.01, limit=open_now + 2))
+        await asyncio.sleep(0.1)
+        task.cancel()
+    [record] = [r for r in caplog.records if "file descriptors in use" in r.getMessage()]
+    assert f"of {open_now + 2} file descriptors" in record.getMessage()  # once, not per tick

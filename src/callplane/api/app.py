@@ -17,6 +17,7 @@ Failure policy: malformed input is a 400/422 in the reference's shapes; an engin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -52,6 +53,9 @@ from callplane.netpolicy import TargetPolicy
 log = logging.getLogger("callplane.api")
 
 MAX_BODY_BYTES: Final = 1024 * 1024  # a SWML document is the biggest legitimate body
+# A body trickled in slowly would hold its connection (and a slot of the connection cap,
+# api.limits) forever: the whole body must arrive within this many seconds.
+BODY_TIMEOUT: Final = 30.0
 MAX_JSON_DEPTH: Final = 64
 
 
@@ -121,6 +125,7 @@ def create_app(
     ready: Callable[[], bool] | None = None,
     targets: TargetPolicy | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Starlette:
     """Build the ASGI app.
 
@@ -151,9 +156,12 @@ def create_app(
 
     async def commands(request: Request) -> Response:
         try:
-            raw = await _read_body(request)
+            async with asyncio.timeout(body_timeout):
+                raw = await _read_body(request)
         except _BodyTooLarge:
             return json_response(413, simple(413))
+        except TimeoutError:
+            return json_response(408, simple(408), headers={"Connection": "close"})
         try:
             parsed: Any = parse_json(raw)
         except _Unparseable:

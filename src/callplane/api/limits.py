@@ -17,12 +17,19 @@ connects, ``/health`` included (uvloop then accepts-and-drops every new connecti
   and only when every connection is busy with a request is the newcomer itself closed. A
   legitimate client that sends its request at once is therefore always served;
 * reaching the cap is logged (at most every 10 s, with how many connections were closed).
+
+`watch_descriptors` logs when the process nears its descriptor limit for any reason (calls'
+RTP sockets, files): at EMFILE uvloop silently accepts-and-closes new connections (libuv's
+reserved-descriptor trick) and asyncio logs and pauses accepting for a second, so the cap
+above keeps HTTP itself well clear of it and this warning tells the operator when something
+else does not.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import resource
 import time
 from dataclasses import dataclass, field
@@ -184,3 +191,36 @@ def guarded_protocol(gate: ConnectionGate) -> type[asyncio.Protocol]:
 
         base = H11Protocol
     return type(f"Guarded{base.__name__}", (_Guard, base), {"gate": gate})
+
+
+def _open_descriptors() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None  # not Linux: nothing to watch
+
+
+async def watch_descriptors(
+    *, interval: float = 5.0, threshold: float = 0.85, limit: int | None = None
+) -> None:
+    """Run until cancelled; warn (at most once a minute) above ``threshold`` of the limit."""
+    if limit is None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return
+        limit = soft
+    warned_at = -60.0
+    while True:
+        count = _open_descriptors()
+        if count is None:
+            return
+        now = time.monotonic()
+        if count >= threshold * limit and now - warned_at >= 60.0:
+            log.warning(
+                "%d of %d file descriptors in use: new connections and calls will fail "
+                "(raise `ulimit -n` or lower --max-connections)",
+                count,
+                limit,
+            )
+            warned_at = now
+        await asyncio.sleep(interval)
