@@ -216,8 +216,8 @@ class TargetPolicy:
         transport = httpx.AsyncHTTPTransport(verify=context)
         limits = httpx.Limits()
         # httpx's transport has no parameter for httpcore's network backend; the pool it made
-        # is replaced by the same pool over the vetting backend (tests/webhooks and
-        # tests/e2e/test_target_policy prove the check happens on every connection).
+        # is replaced by the same pool over the vetting backend (tests/webhooks/
+        # test_target_policy.py proves the check happens on every connection and hop).
         transport._pool = httpcore.AsyncConnectionPool(
             ssl_context=context,
             max_connections=limits.max_connections,
