@@ -19,12 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
 
 _MAX_HEAD = 64 * 1024
+MAX_BODY = 16 * 1024 * 1024
+
+#: ``(host, port) -> address to connect to``; raises OSError to refuse (see callplane.netpolicy).
+ConnectTo = Callable[[str, int], Awaitable[str]]
 
 
 class ConnectionFailed(Exception):
@@ -51,7 +56,12 @@ class ConnectionPool:
         headers: dict[str, str],
         max_connections: int,
         timeout: float,
+        connect_to: ConnectTo | None = None,
+        max_body: int = MAX_BODY,
     ) -> None:
+        """``connect_to`` picks (and may refuse) the address each new connection goes to; the
+        Host header and the TLS server name stay the URL's. A response body over ``max_body``
+        bytes fails the request."""
         parts = urlsplit(base_url)
         self._tls = parts.scheme.lower() == "https"
         self._host = parts.hostname or ""
@@ -62,6 +72,8 @@ class ConnectionPool:
         fixed = {"Host": parts.netloc, **headers}
         self._head = "".join(f"{name}: {value}\r\n" for name, value in fixed.items()).encode()
         self._timeout = timeout
+        self._connect_to = connect_to
+        self._max_body = max_body
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._closed = False
@@ -80,7 +92,7 @@ class ConnectionPool:
                 async with asyncio.timeout(self._timeout):
                     if connection is None:
                         connection = await self._connect()
-                    response, keep_alive = await _exchange(connection, request)
+                    response, keep_alive = await _exchange(connection, request, self._max_body)
             except TimeoutError:
                 _close(connection)
                 raise ConnectionFailed(f"timed out after {self._timeout:g} s") from None
@@ -112,8 +124,11 @@ class ConnectionPool:
 
     async def _connect(self) -> _Connection:
         try:
+            address = self._host
+            if self._connect_to is not None:
+                address = await self._connect_to(self._host, self._port)
             return await asyncio.open_connection(
-                self._host,
+                address,
                 self._port,
                 ssl=self._ssl,
                 server_hostname=self._host if self._tls else None,
@@ -123,7 +138,9 @@ class ConnectionPool:
             raise ConnectionFailed(f"cannot connect: {type(exc).__name__}: {exc}") from exc
 
 
-async def _exchange(connection: _Connection, request: bytes) -> tuple[RawResponse, bool]:
+async def _exchange(
+    connection: _Connection, request: bytes, max_body: int
+) -> tuple[RawResponse, bool]:
     reader, writer = connection
     try:
         writer.write(request)
@@ -132,7 +149,7 @@ async def _exchange(connection: _Connection, request: bytes) -> tuple[RawRespons
             status, version, headers = await _read_head(reader)
             if not 100 <= status < 200:
                 break  # 1xx interim responses are skipped
-        content, keep_alive = await _read_body(reader, status, headers)
+        content, keep_alive = await _read_body(reader, status, headers, max_body)
     except asyncio.IncompleteReadError as exc:
         raise ConnectionFailed(
             "the server closed the connection "
@@ -163,16 +180,24 @@ async def _read_head(reader: asyncio.StreamReader) -> tuple[int, str, dict[str, 
     return status, version, headers
 
 
+def _check_size(size: int, max_body: int) -> None:
+    if size > max_body:
+        raise ValueError(f"response body over {max_body} bytes")
+
+
 async def _read_body(
-    reader: asyncio.StreamReader, status: int, headers: dict[str, str]
+    reader: asyncio.StreamReader, status: int, headers: dict[str, str], max_body: int
 ) -> tuple[bytes, bool]:
     """The body and whether the connection can carry another request."""
     if status in (204, 304):
         return b"", True
     if "chunked" in headers.get("transfer-encoding", "").lower():
         chunks: list[bytes] = []
+        total = 0
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+            total += size
+            _check_size(total, max_body)
             if size == 0:
                 while await reader.readuntil(b"\r\n") != b"\r\n":  # trailers
                     pass
@@ -181,8 +206,17 @@ async def _read_body(
             if await reader.readexactly(2) != b"\r\n":
                 raise ValueError("bad chunk terminator")
     if "content-length" in headers:
-        return await reader.readexactly(int(headers["content-length"])), True
-    return await reader.read(), False  # delimited by the server closing the connection
+        length = int(headers["content-length"])
+        _check_size(length, max_body)
+        return await reader.readexactly(length), True
+    # Delimited by the server closing the connection.
+    parts: list[bytes] = []
+    total = 0
+    while chunk := await reader.read(64 * 1024):
+        total += len(chunk)
+        _check_size(total, max_body)
+        parts.append(chunk)
+    return b"".join(parts), False
 
 
 def _close(connection: _Connection | None) -> None:

@@ -157,6 +157,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="new INVITEs a second per source address before 503 (default 20/40; 0: no limit)",
     )
     serve.add_argument(
+        "--max-connections",
+        default=int(_env("MAX_CONNECTIONS", "1000") or 1000),
+        type=int,
+        metavar="N",
+        help="concurrent HTTP connections (at most half the descriptor limit); more close the "
+        "longest-idle ones",
+    )
+    serve.add_argument(
+        "--private-targets",
+        default=_env("PRIVATE_TARGETS", "allow"),
+        choices=["allow", "deny"],
+        help="deny: URLs, taps and dialled sip: URIs may only reach public addresses (use it "
+        "when callers are not trusted; see README 'Exposing callplane')",
+    )
+    serve.add_argument("--tls-cert", default=_env("TLS_CERT"), type=Path, metavar="FILE")
+    serve.add_argument("--tls-key", default=_env("TLS_KEY"), type=Path, metavar="FILE")
+    serve.add_argument(
         "--log-level",
         default=_env("LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -223,9 +240,14 @@ def _public(row: Any) -> dict[str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.command == "projects":
         return _projects(args)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together (HTTPS needs both)")
+    if args.private_targets not in ("allow", "deny"):  # a bad CALLPLANE_PRIVATE_TARGETS
+        parser.error(f"--private-targets must be allow or deny, got {args.private_targets!r}")
     from callplane.server import ServerConfig, serve
 
     http_host, http_port = _hostport(args.http, 8080)
@@ -246,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sip_users=dict(args.sip_user),
         max_calls=args.max_calls,
         sip_rate=args.sip_rate,
+        max_connections=args.max_connections,
+        private_targets=args.private_targets,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     logging.basicConfig(
         level=args.log_level.upper(),

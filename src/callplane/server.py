@@ -13,16 +13,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
 
 from callplane._version import __version__
 from callplane.api.app import create_app
+from callplane.api.limits import (
+    DEFAULT_MAX_CONNECTIONS,
+    HEAD_TIMEOUT,
+    KEEP_ALIVE_TIMEOUT,
+    MAX_HEAD_BYTES,
+    ConnectionGate,
+    connection_cap,
+    guarded_protocol,
+    raise_descriptor_limit,
+    watch_descriptors,
+)
 from callplane.api.recordings import recording_routes
 from callplane.engine.config import EngineConfig
 from callplane.engine.core import CallEngine
 from callplane.media.engine import MediaEngine
+from callplane.netpolicy import TargetPolicy
 from callplane.providers.asr import PocketSphinxRecognizer
 from callplane.providers.tts import DefaultTts
 from callplane.sip.endpoint import SipEndpoint
@@ -56,6 +69,24 @@ class ServerConfig:
     sip_users: dict[str, str] = field(default_factory=dict)
     max_calls: int | None = None  # None: half the RTP range's even ports
     sip_rate: tuple[float, float] = (20.0, 40.0)  # new INVITEs/s per source, burst; 0: off
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    private_targets: str = "allow"  # "deny": callers may only target public addresses
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    def target_policy(self) -> TargetPolicy:
+        """The outbound target policy; the operator's own route SWML servers and trunk are
+        trusted even when private."""
+        trusted: list[tuple[str, int]] = []
+        for url in self.routes.values():
+            parts = urlsplit(url)
+            if parts.hostname:
+                trusted.append((parts.hostname, parts.port or _default_port(parts.scheme)))
+        if self.trunk:
+            host, port = _sip_hostport(self.trunk)
+            if host:
+                trusted.append((host, port))
+        return TargetPolicy.from_setting(self.private_targets, trusted=trusted)
 
     def effective_max_calls(self) -> int:
         lo, hi = self.rtp_ports
@@ -91,6 +122,22 @@ def _token_of(store: Store) -> Callable[[str], str | None]:
         return None if row is None else row["token"]
 
     return lookup
+
+
+def _default_port(scheme: str) -> int:
+    return 443 if scheme.lower() == "https" else 80
+
+
+def _sip_hostport(uri: str) -> tuple[str, int]:
+    # The trunk was validated as a SIP URI by the engine's parse_uri when used; here only its
+    # host and port matter, and a malformed one simply trusts nothing.
+    from callplane.sip.message import SipParseError, parse_uri
+
+    try:
+        target = parse_uri(uri)
+    except SipParseError:
+        return "", 0
+    return target.host_bare, target.default_port()
 
 
 def _url_host(host: str) -> str:
@@ -130,8 +177,10 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
     for line in generated:  # secrets are shown once, when generated
         print(line, flush=True)
     config.project, config.token = default["id"], default["token"]
-    outbox = WebhookOutbox(store, signing_key=default["signing_key"])
-    http = httpx.AsyncClient(timeout=httpx.Timeout(10.0, connect=5.0))
+    targets = config.target_policy()
+    outbox = WebhookOutbox(store, signing_key=default["signing_key"], targets=targets)
+    # Every outbound HTTP fetch (SWML, audio, SWML request) goes through the target policy.
+    http = targets.http_client(timeout=httpx.Timeout(10.0, connect=5.0))
     sip = SipEndpoint(
         config.sip_host,
         config.sip_port,
@@ -144,6 +193,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
     )
     media = MediaEngine(config.sip_host, config.rtp_ports)
     recognizer = _speech_recognizer()
+    scheme = "https" if config.tls_cert else "http"
     engine = CallEngine(
         EngineConfig(
             project_id=config.project,
@@ -154,7 +204,8 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             data_dir=config.data_dir,
             routes=dict(config.routes),
             trunk=config.trunk,
-            http_base_url=f"http://{_url_host(config.http_host)}:{config.http_port}",
+            http_base_url=f"{scheme}://{_url_host(config.http_host)}:{config.http_port}",
+            targets=targets,
         ),
         store=store,
         outbox=outbox,
@@ -171,7 +222,14 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         tokens=_token_of(store),
         idempotency=StoreIdempotency(store),
         ready=lambda: ready,
+        targets=targets,
         extra_routes=recording_routes(store.get_recording),
+    )
+    raise_descriptor_limit()
+    gate = ConnectionGate(
+        max_connections=connection_cap(config.max_connections),
+        head_timeout=HEAD_TIMEOUT,
+        max_head_bytes=MAX_HEAD_BYTES,
     )
     server = uvicorn.Server(
         uvicorn.Config(
@@ -181,6 +239,15 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             log_level=config.log_level.lower(),
             lifespan="off",
             access_log=config.log_level.lower() == "debug",
+            # The gate closes slow heads and caps connections (api.limits); uvicorn bounds the
+            # idle time between requests. limit_concurrency is not used: it answers 503 but
+            # keeps the sockets open, and the gate already bounds connections (so requests).
+            http=guarded_protocol(gate),
+            timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
+            backlog=min(2048, gate.max_connections),
+            ssl_certfile=config.tls_cert,
+            ssl_keyfile=config.tls_key,
         )
     )
     # uvicorn would capture SIGTERM and re-raise it once HTTP is down, killing the process before
@@ -191,6 +258,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+    watchdog = asyncio.create_task(watch_descriptors(), name="descriptor-watch")
     try:
         await outbox.start()
         await sip.start()
@@ -211,14 +279,17 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             return
         ready = True
         log.info(
-            "callplane %s ready: HTTP %s:%d, SIP udp %s:%d, %d project(s), inbound to %s",
+            "callplane %s ready: %s %s:%d, SIP udp %s:%d, %d project(s), inbound to %s, "
+            "private targets %s",
             __version__,
+            scheme.upper(),
             config.http_host,
             config.http_port,
             config.sip_host,
             sip.port,
             len(store.list_projects()),
             config.project,
+            targets.setting,
         )
         stopped = asyncio.create_task(stop.wait())
         await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -230,6 +301,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
     finally:
         if heartbeat is not None:
             heartbeat.cancel()
+        watchdog.cancel()
         await media.stop()
         await sip.stop()
         await outbox.stop(flush_timeout=5.0)

@@ -20,6 +20,7 @@ from api_harness import (
 
 from callplane.api import create_app
 from callplane.engine.facade import CommandError
+from callplane.netpolicy import TargetPolicy
 
 URL = "/api/calling/calls"
 END = {"command": "calling.end", "id": CALL_ID, "params": {"reason": "hangup"}}
@@ -308,7 +309,9 @@ def test_request_id_is_echoed_or_generated(http: httpx.Client) -> None:
 
 def test_private_targets_can_be_refused() -> None:
     engine = RecordingEngine()
-    app = create_app(engine, project_id=PROJECT, token=TOKEN, allow_private_targets=False)
+    app = create_app(
+        engine, project_id=PROJECT, token=TOKEN, targets=TargetPolicy(allow_private=False)
+    )
     tap = {
         "command": "calling.tap",
         "id": CALL_ID,

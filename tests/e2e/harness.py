@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -189,6 +190,10 @@ class Server:
     sip_port: int = field(default_factory=lambda: free_port(socket.SOCK_DGRAM))
     rtp_low: int = 0
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] | None = None
+    scheme: str = "http"  # "https" with --tls-cert/--tls-key in extra_args
+    verify: ssl.SSLContext | bool = True  # trusting the CA of the server's certificate, for https
+    preexec_fn: Callable[[], Any] | None = None  # e.g. to lower RLIMIT_NOFILE in the child
     proc: subprocess.Popen[bytes] | None = None
 
     def __post_init__(self) -> None:
@@ -198,7 +203,7 @@ class Server:
 
     @property
     def base_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return f"{self.scheme}://{LOOPBACK}:{self.http_port}"
 
     @property
     def host(self) -> str:
@@ -234,7 +239,10 @@ class Server:
         for name, url in self.routes.items():
             args += ["--route", f"{name}={url}"]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        env = None if self.env is None else {**os.environ, **self.env}
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=self.preexec_fn
+        )
         wait_until(self._healthy, 20, f"callplane to start (log: {self.log_path})")
         return self
 
@@ -243,7 +251,8 @@ class Server:
         if self.proc.poll() is not None:
             raise AssertionError(f"callplane exited: {self.log_path.read_text()[-3000:]}")
         try:
-            return httpx.get(f"{self.base_url}/health", timeout=1).status_code == 200
+            response = httpx.get(f"{self.base_url}/health", timeout=1, verify=self.verify)
+            return response.status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -282,10 +291,16 @@ class Server:
             auth=(self.project, self.token),
             headers=headers,
             timeout=10,
+            verify=self.verify,
         )
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"{self.base_url}{path}", auth=(self.project, self.token), timeout=10)
+        return httpx.get(
+            f"{self.base_url}{path}",
+            auth=(self.project, self.token),
+            timeout=10,
+            verify=self.verify,
+        )
 
     def call_status(self, call_id: str) -> str:
         return str(self.get(f"/api/calling/calls/{call_id}").json()["status"])

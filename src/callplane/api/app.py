@@ -18,6 +18,7 @@ Failure policy: malformed input is a 400/422 in the reference's shapes; an engin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -48,10 +49,14 @@ from callplane.api.idempotency import (
 )
 from callplane.api.schema import UUID_RE
 from callplane.engine.facade import CommandError, Engine
+from callplane.netpolicy import TargetPolicy
 
 log = logging.getLogger("callplane.api")
 
 MAX_BODY_BYTES: Final = 1024 * 1024  # a SWML document is the biggest legitimate body
+# A body trickled in slowly would hold its connection (and a slot of the connection cap,
+# api.limits) forever: the whole body must arrive within this many seconds.
+BODY_TIMEOUT: Final = 30.0
 MAX_JSON_DEPTH: Final = 64
 
 
@@ -121,18 +126,20 @@ def create_app(
     limiter: FailureLimiter | None = None,
     idempotency: IdempotencyStore | None = None,
     ready: Callable[[], bool] | None = None,
-    allow_private_targets: bool = True,
+    targets: TargetPolicy | None = None,
     extra_routes: Sequence[BaseRoute] = (),
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Starlette:
     """Build the ASGI app.
 
     ``idempotency``: where Idempotency-Key responses are remembered; without one the header is
     ignored.  ``ready``: readiness probe for ``/health`` (e.g. "SIP endpoint bound").
-    ``allow_private_targets=False`` applies the hosted service's rules: tap RTP targets must be
-    public IPv4 and URLs with a literal private/loopback host are ``url_is_unsafe``.
     ``tokens`` maps a project id to its token (None if unknown): every project is served. Without
     it, ``project_id``/``token`` is the only project. ``limiter``: how wrong credentials are
     slowed down (default: 10 per source per minute, then 429).
+    ``targets``: the outbound target policy (`callplane.netpolicy`); when it denies private
+    targets, tap RTP addresses must be public IPv4 and URLs and sip: URIs whose host is a
+    non-public address (in any spelling) or a localhost name are ``url_is_unsafe``.
     """
     if tokens is None:
         if not project_id or not token:
@@ -142,7 +149,7 @@ def create_app(
 
     async def run_command(project_id: str, parsed: Any) -> tuple[int, dict[str, Any], bool]:
         """(status, body, engine_ran) for one parsed body."""
-        outcome = validate_request(parsed, allow_private_targets=allow_private_targets)
+        outcome = validate_request(parsed, targets=targets)
         if not isinstance(outcome, Command):
             status, body = for_problems(outcome)
             return status, body, False
@@ -158,9 +165,12 @@ def create_app(
     async def commands(request: Request) -> Response:
         project_id = project_of(request)
         try:
-            raw = await _read_body(request)
+            async with asyncio.timeout(body_timeout):
+                raw = await _read_body(request)
         except _BodyTooLarge:
             return json_response(413, simple(413))
+        except TimeoutError:
+            return json_response(408, simple(408), headers={"Connection": "close"})
         try:
             parsed: Any = parse_json(raw)
         except _Unparseable:

@@ -65,6 +65,7 @@ from callplane.api.schema import (
     url,
     uuid_like,
 )
+from callplane.netpolicy import TargetPolicy
 
 LENIENCIES: Final = (
     "control_id is optional on start commands (play, record, collect, detect, tap, stream, "
@@ -121,6 +122,8 @@ SEND_DIGITS: Final = re.compile(r"[0-9A-Da-d*#w,]+")
 VOICE_NAME: Final = re.compile(r"[A-Za-z0-9._:\-]+")
 VARIABLE_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SIP_URI: Final = re.compile(r"(?is)sip:.+")
+# The host of a sip:/sips: URI: after the userinfo, before the port, params or headers.
+SIP_HOST: Final = re.compile(r"(?is)(sips?):(?:[^@;?]*@)?(\[[^\]]*\]|[^:;?>]*)(?::(\d{1,5}))?")
 FILTER_PROMPT: Final = re.compile(r"(?s)prompt:.+")
 HOLD_SECONDS: Final = re.compile(r"\s*\d+\s*")
 
@@ -247,10 +250,28 @@ def translation_filter(value: Any, path: str, ctx: Ctx) -> Any:
     )
 
 
+def unsafe_sip_target(value: str, path: str, ctx: Ctx) -> bool:
+    """With private targets denied, a sip: URI whose host is a non-public literal or a local
+    name is ``url_is_unsafe`` (names are resolved and checked again when dialling)."""
+    match = SIP_HOST.match(value.strip())
+    if match is None:
+        return False
+    port = int(match.group(3) or (5061 if match.group(1).lower() == "sips" else 5060))
+    reason = ctx.targets.refusal(match.group(2), port)
+    if reason is None:
+        return False
+    ctx.fail("url_is_unsafe", path, f"must not point to a private or local network ({reason})")
+    return True
+
+
 def transfer_dest(value: Any, path: str, ctx: Ctx) -> Any:
     if isinstance(value, str):
         if not value.strip():
             return ctx.fail("missing_required_parameter", path, "is required")
+        if value.strip().lower().startswith(("http://", "https://")):
+            return HTTP_URL(value, path, ctx)
+        if unsafe_sip_target(value, path, ctx):
+            return INVALID
         return value.strip()
     if isinstance(value, dict) and "sections" in value:
         return swml_document()(value, path, ctx)
@@ -301,6 +322,8 @@ def _url_or_swml(raw: dict[str, Any], ctx: Ctx, *, status_ok: bool) -> None:
 
 def _dial_post(out: dict[str, Any], raw: dict[str, Any], path: str, ctx: Ctx) -> None:
     _url_or_swml(raw, ctx, status_ok=False)
+    if isinstance(out.get("to"), str):
+        unsafe_sip_target(out["to"], join(path, "to"), ctx)
     if is_blank(raw.get("to")):
         if is_blank(raw.get("to_script")):
             ctx.fail("missing_required_parameter", "to", "is required (unless to_script is given)")
@@ -836,12 +859,12 @@ class Command:
     params: dict[str, Any]
 
 
-def validate_request(body: Any, *, allow_private_targets: bool = True) -> Command | list[Problem]:
+def validate_request(body: Any, *, targets: TargetPolicy | None = None) -> Command | list[Problem]:
     """Validate one request body (already parsed JSON). Returns the command or every problem.
 
     Problems come in reading order: ``command``, ``id``, ``params``, then inside ``params``.
     """
-    ctx = Ctx(allow_private_targets=allow_private_targets)
+    ctx = Ctx(targets=targets or TargetPolicy())
     if not isinstance(body, dict):
         ctx.fail("must_be_object", "", "must be a JSON object", status=400)
         return ctx.problems

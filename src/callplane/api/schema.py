@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from callplane.netpolicy import TargetPolicy, is_public
+
 ERROR_DOCS_URL: Final = "https://signalwire.com/docs/apis/error-codes"
 
 
@@ -80,7 +82,7 @@ class Problem:
 class Ctx:
     """Accumulates problems; carries the app options some rules depend on."""
 
-    allow_private_targets: bool = True
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
     problems: list[Problem] = field(default_factory=list)
 
     def fail(self, code: str, path: str, rule: str, *, status: int = 422) -> _Invalid:
@@ -214,26 +216,16 @@ def json_object() -> Validator:
 # --------------------------------------------------------------------------- URLs and addresses
 
 
-def _url_host_is_private(host: str) -> bool:
-    if host.lower() in {"localhost", "localhost.localdomain"} or host.lower().endswith(
-        ".localhost"
-    ):
-        return True
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False  # a DNS name: resolving it here would block; the fetcher re-checks.
-    return not address.is_global
-
-
 def url(
     *, schemes: tuple[str, ...] = ("http", "https"), code: str = "not_an_http_url"
 ) -> Validator:
     """An absolute URL with one of ``schemes`` and a host.
 
-    When the app is configured with ``allow_private_targets=False`` a literal private, loopback
-    or link-local host is ``url_is_unsafe`` (the hosted service's rule); a self-hosted callplane
-    allows them by default because its webhooks and SWML servers usually live next door.
+    When the app's target policy denies private targets (``--private-targets deny``) a host
+    that is a non-public address in any spelling, or a localhost name, is ``url_is_unsafe``
+    (`callplane.netpolicy.TargetPolicy.refusal`; names are checked again, resolved, when
+    callplane connects). A self-hosted callplane allows them by default because its
+    webhooks and SWML servers usually live next door.
     """
     shown = " or ".join(f"{s}://" for s in schemes)
 
@@ -250,8 +242,11 @@ def url(
             if code == "not_an_http_url":
                 return ctx.fail(code, path, "must be a valid http or https url")
             return ctx.fail(code, path, f"must be a valid url starting with {shown}")
-        if not ctx.allow_private_targets and _url_host_is_private(host):
-            return ctx.fail("url_is_unsafe", path, "must not point to a private or local network")
+        default_port = 443 if parts.scheme.lower() in ("https", "wss") else 80
+        reason = ctx.targets.refusal(host, parts.port or default_port)
+        if reason is not None:
+            rule = f"must not point to a private or local network ({reason})"
+            return ctx.fail("url_is_unsafe", path, rule)
         return value.strip()
 
     return check
@@ -265,7 +260,7 @@ def public_ipv4() -> Validator:
             address = ipaddress.IPv4Address(value.strip())
         except ValueError:
             return ctx.fail("invalid_parameter", path, "must be an IPv4 address")
-        if not ctx.allow_private_targets and not address.is_global:
+        if not ctx.targets.allow_private and not is_public(address):
             return ctx.fail(
                 "invalid_parameter", path, "must be a public IPv4 address (private/reserved)"
             )

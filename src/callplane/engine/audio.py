@@ -20,6 +20,9 @@ import numpy.typing as npt
 from callplane.media import sources
 from callplane.media.sources import Source
 
+#: The largest audio file a play fetches; a larger one is the play's error, not a memory spike.
+MAX_AUDIO_BYTES = 50 * 1024 * 1024
+
 
 class PlayItemError(Exception):
     """An item that cannot be played; becomes the play's `error` event with this reason."""
@@ -55,8 +58,16 @@ def swml_sound_to_item(sound: str) -> dict[str, Any]:
 
 
 class AudioResolver:
-    def __init__(self, cache_dir: Path, http: httpx.AsyncClient, tts: SpeechSynthesizer) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        http: httpx.AsyncClient,
+        tts: SpeechSynthesizer,
+        *,
+        max_bytes: int = MAX_AUDIO_BYTES,
+    ) -> None:
         self._cache_dir = cache_dir
+        self._max_bytes = max_bytes
         self._http = http
         self._tts = tts
         self._fetches: dict[str, asyncio.Future[Path]] = {}
@@ -109,14 +120,28 @@ class AudioResolver:
         return await asyncio.shield(pending)
 
     async def _download(self, url: str, path: Path) -> Path:
-        try:
-            response = await self._http.get(url, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise PlayItemError(f"cannot fetch {url}: {exc}") from exc
-        if response.status_code != 200:
-            raise PlayItemError(f"cannot fetch {url}: HTTP {response.status_code}")
+        """Stream the body to a partial file, so a large answer is never held in memory."""
         self._cache_dir.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".part")
-        partial.write_bytes(response.content)
+        try:
+            async with self._http.stream("GET", url, follow_redirects=True) as response:
+                if response.status_code != 200:
+                    raise PlayItemError(f"cannot fetch {url}: HTTP {response.status_code}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self._max_bytes:
+                    raise PlayItemError(f"cannot fetch {url}: over {self._max_bytes} bytes")
+                size = 0
+                with partial.open("wb") as out:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > self._max_bytes:
+                            raise PlayItemError(f"cannot fetch {url}: over {self._max_bytes} bytes")
+                        out.write(chunk)
+        except httpx.HTTPError as exc:
+            partial.unlink(missing_ok=True)
+            raise PlayItemError(f"cannot fetch {url}: {exc}") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         partial.replace(path)
         return path

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callplane.netpolicy import TargetPolicy
+
 
 @dataclass
 class EngineConfig:
@@ -19,6 +21,8 @@ class EngineConfig:
     ring_timeout: float = 60.0
     # Where users download recordings: the HTTP API's own address.
     http_base_url: str = "http://127.0.0.1:8080"
+    # Which addresses taps and dialled sip: URIs may reach (the HTTP client applies it too).
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
 
     @property
     def recordings_dir(self) -> Path:

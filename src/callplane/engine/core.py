@@ -396,6 +396,16 @@ class CallEngine:
         if p.get("username") and p.get("password"):
             auth = (str(p["username"]), str(p["password"]))
         timeout = float(p.get("timeout") or self.config.ring_timeout)
+        next_hop = None
+        if str(p.get("to") or "").startswith(("sip:", "sips:")):  # the caller's own target
+            try:
+                target = parse_uri(destination.uri)
+                port = target.default_port()
+                next_hop = (await self.config.targets.vet(target.host_bare, port), port)
+            except (SipParseError, OSError) as exc:
+                log.warning("call %s: cannot dial %s: %s", call.id, destination.uri, exc)
+                await self._finish(call, CallStatus.FAILED, "error")
+                return
         try:
             sip_call = self._sip.invite(
                 destination.uri,
@@ -404,6 +414,7 @@ class CallEngine:
                 auth=auth,
                 timeout=timeout,
                 headers=dict(p.get("headers") or {}),
+                outbound_proxy=next_hop,
             )
         except (SipParseError, RuntimeError, OSError) as exc:
             log.warning("call %s: cannot send INVITE to %s: %s", call.id, destination.uri, exc)
@@ -586,7 +597,7 @@ class CallEngine:
         peer.dialed_for = parent
         self._calls[peer.id] = peer
         self._store.save_call(peer.to_row())
-        p: dict[str, Any] = {"from": spec.from_, "timeout": spec.timeout}
+        p: dict[str, Any] = {"to": spec.to, "from": spec.from_, "timeout": spec.timeout}
         if spec.username and spec.password:
             p["username"], p["password"] = spec.username, spec.password
         if spec.headers:

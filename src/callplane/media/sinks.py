@@ -27,8 +27,9 @@ import random
 import socket
 import struct
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -210,8 +211,13 @@ class WebSocketSink:
         open_timeout: float = WS_OPEN_TIMEOUT,
         close_timeout: float = WS_CLOSE_TIMEOUT,
         user_agent: str | None = None,
+        connect_address: Callable[[str, int], Awaitable[str]] | None = None,
     ) -> None:
+        """``connect_address(host, port)`` picks the address to connect to (the caller's
+        outbound target policy: it may refuse by raising OSError); Host and the TLS name stay
+        the URI's."""
         self._table = _encoder(payload_type)
+        self._connect_address = connect_address
         self.uri = uri
         self._start_message = start_message
         self._stop_message = stop_message
@@ -293,6 +299,11 @@ class WebSocketSink:
         if "proxy" in inspect.signature(connect).parameters:
             options["proxy"] = None  # websockets >= 15 would honour *_PROXY variables
         try:
+            if self._connect_address is not None:
+                parts = urlsplit(self.uri)
+                port = parts.port or (443 if parts.scheme.lower() == "wss" else 80)
+                options["host"] = await self._connect_address(parts.hostname or "", port)
+                options["port"] = port
             ws = await connect(self.uri, **options)
         except asyncio.CancelledError:
             raise

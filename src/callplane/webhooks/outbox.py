@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 from callplane._http1 import ConnectionFailed, ConnectionPool
 from callplane._version import __version__
+from callplane.netpolicy import TargetPolicy, TargetRefused
 from callplane.store import OutboxRow, Store
 from callplane.webhooks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 
@@ -55,6 +56,8 @@ DEFAULT_MAX_AGE = 24 * 3600.0
 # Rows a lane reads from SQLite at a time: enough to amortise the SELECT, small enough that a
 # backlog on thousands of keys does not pull every body into memory.
 _LANE_BATCH = 16
+# Receivers answer with a status; their bodies are not used, only bounded.
+_MAX_RESPONSE_BODY = 1024 * 1024
 
 
 @dataclass
@@ -90,6 +93,8 @@ class WebhookOutbox:
     HTTP/1.1 connections, one pool per receiver origin (``callplane._http1``), ``timeout`` seconds
     per attempt; redirects are not followed (a redirect is not an acknowledgement: it is retried).
     ``signing_key`` signs rows enqueued without a ``project_id``.
+    ``targets`` vets every connection (`callplane.netpolicy`): a receiver the policy refuses is
+    given up at once (marked dead, logged), since retrying cannot change the answer.
     """
 
     def __init__(
@@ -103,6 +108,7 @@ class WebhookOutbox:
         max_concurrency: int = 16,
         timeout: float = 10.0,
         user_agent: str = USER_AGENT,
+        targets: TargetPolicy | None = None,
     ) -> None:
         if min_backoff <= 0 or max_backoff < min_backoff:
             raise ValueError("need 0 < min_backoff <= max_backoff")
@@ -117,6 +123,7 @@ class WebhookOutbox:
         self._max_concurrency = max_concurrency
         self._timeout = timeout
         self._user_agent = user_agent
+        self._targets = targets or TargetPolicy()
         self.stats = OutboxStats()
 
         self._running = False
@@ -357,6 +364,8 @@ class WebhookOutbox:
                 headers={"Content-Type": "application/json", "User-Agent": self._user_agent},
                 max_connections=self._max_concurrency,
                 timeout=self._timeout,
+                connect_to=self._targets.vet,
+                max_body=_MAX_RESPONSE_BODY,
             )
             self._pools[origin] = pool
         target = parts.path or "/"
@@ -384,6 +393,8 @@ class WebhookOutbox:
         try:
             response = await pool.post(target, body, headers)
         except ConnectionFailed as exc:
+            if isinstance(exc.__cause__, TargetRefused):
+                return _Outcome(ok=False, error=str(exc), permanent=True)
             # Connection refused, timeouts, resets: the receiver is down or slow; retry.
             return _Outcome(ok=False, error=str(exc))
         if 200 <= response.status < 300:

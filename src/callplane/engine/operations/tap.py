@@ -200,6 +200,10 @@ class TapOperation(Operation):
             return
         s = self.settings
         if s.device == "rtp":
+            refused = self._services.config.targets.refusal(s.addr, s.port)
+            if refused is not None:
+                self._end(f"{refused}: refused by --private-targets deny")
+                return
             try:
                 self._rtp = RtpSink.open(
                     self._services.config.media_host,
@@ -219,6 +223,7 @@ class TapOperation(Operation):
             start_message=self._start_message(),
             stop_message=self._stop_message(),
             user_agent=f"callplane/{__version__}",
+            connect_address=self._services.config.targets.vet,
         )
         self._ws.on_open = self._on_ws_open
         self._ws.on_failure = self._end

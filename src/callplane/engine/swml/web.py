@@ -184,10 +184,24 @@ def _seconds_or_none(value: Any, name: str) -> float | None:
     return None if seconds <= 0 else seconds  # 0 = no timeout
 
 
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    content = bytearray()
+    async for chunk in response.aiter_bytes():
+        content.extend(chunk)
+        if len(content) > max_bytes:
+            raise _TooLarge(f"the response body exceeds {max_bytes} bytes")
+    return bytes(content)
+
+
 async def perform_request(
     params: Mapping[str, Any],
     *,
     client: httpx.AsyncClient | None = None,
+    max_bytes: int = _MAX_DOCUMENT_BYTES,
 ) -> dict[str, Any]:
     """Run a SWML `request` with already-expanded params; return the variables it sets.
 
@@ -196,7 +210,8 @@ async def perform_request(
     ``request_response_body`` (text, ≤ 64 KB), ``request_response_headers`` (object keyed by
     lowercase header name, ≤ 64 entries; a name with a dash is read with brackets:
     ``${request_response_headers['content-type']}``) and, with ``save_variables``,
-    ``request_response`` (the parsed JSON body).
+    ``request_response`` (the parsed JSON body). A body over ``max_bytes`` (read streaming,
+    never whole) or a connection the target policy refuses is ``request_result: failed``.
     """
     url = str(params["url"])
     method = str(params["method"]).upper()
@@ -222,23 +237,21 @@ async def perform_request(
     own_client = client is None
     http = client or httpx.AsyncClient()
     try:
-        response = await http.request(
-            method,
-            url,
-            headers=headers,
-            content=content,
-            timeout=timeout,
-            follow_redirects=True,
-        )
-    except httpx.HTTPError as exc:
-        log.info("SWML request %s %s failed: %r", method, url, exc)
+        request = http.build_request(method, url, headers=headers, content=content, timeout=timeout)
+        response = await http.send(request, stream=True, follow_redirects=True)
+        try:
+            raw = await _read_capped(response, max_bytes)
+        finally:
+            await response.aclose()
+    except (httpx.HTTPError, _TooLarge) as exc:
+        log.info("SWML request %s %s failed: %s", method, url, exc)
         out.update(request_result="failed", return_value="failed")
         return out
     finally:
         if own_client:
             await http.aclose()
     result = "success" if 200 <= response.status_code < 300 else "failed"
-    text = response.text
+    text = raw.decode(response.encoding or "utf-8", errors="replace")
     response_headers: dict[str, str] = {}
     for key, value in response.headers.items():
         if len(response_headers) >= _MAX_RESPONSE_HEADERS:
