@@ -19,6 +19,7 @@ from callplane.engine.operations.base import Operation
 from callplane.engine.services import Services
 from callplane.media.engine import FrameListener, TickFrames
 from callplane.media.sources import FRAME_SAMPLES
+from callplane.netpolicy import TargetPolicy
 
 SILENT = np.zeros(FRAME_SAMPLES, dtype=np.int16)
 
@@ -97,6 +98,7 @@ def tick_services(emitted: Emitted, recordings: Path | None = None, **extra: Any
     """The few `Services` members the operations under test use."""
     rows: dict[str, Any] = {}
     config = SimpleNamespace(
+        targets=TargetPolicy.from_setting("allow"),
         media_host="127.0.0.1",
         recordings_dir=recordings,
         recording_url=lambda rid: f"http://127.0.0.1/recordings/{rid}",
