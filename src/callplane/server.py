@@ -146,13 +146,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _speech_recognizer() -> PocketSphinxRecognizer | None:
+def _speech_recognizer(data_dir: Path) -> PocketSphinxRecognizer | None:
     """pocketsphinx is a dependency of the server, but a build without it still serves
     everything except speech (which then answers 501)."""
     if importlib.util.find_spec("pocketsphinx") is None:
         log.warning("pocketsphinx is not installed: speech recognition answers 501")
         return None
-    return PocketSphinxRecognizer()
+    # Its grammar and dictionary files live in the data directory, not in a temporary one: a
+    # killed server would leave a temporary directory behind for every start.
+    return PocketSphinxRecognizer(work_dir=data_dir / "asr")
 
 
 class StoreIdempotency:
@@ -192,7 +194,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         burst=config.sip_rate[1],
     )
     media = MediaEngine(config.sip_host, config.rtp_ports)
-    recognizer = _speech_recognizer()
+    recognizer = _speech_recognizer(config.data_dir)
     scheme = "https" if config.tls_cert else "http"
     engine = CallEngine(
         EngineConfig(
