@@ -84,12 +84,13 @@ async def test_tone_between_two_sessions(engine: MediaEngine) -> None:
 
 async def test_packet_rate_sequence_and_timestamps(engine: MediaEngine) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 40400))
+    sock.bind(("127.0.0.1", 0))
+    far_port = sock.getsockname()[1]  # OS-chosen: parallel runs never clash
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
         s = await engine.open_session()
-        s.configure(("127.0.0.1", 40400))
+        s.configure(("127.0.0.1", far_port))
         s.play(sources.tone(1000, None))
         packets: list[tuple[float, bytes]] = []
         while len(packets) < 101:
@@ -279,12 +280,13 @@ async def test_dtmf_errors(engine: MediaEngine) -> None:
 
 async def test_dtmf_packets_share_ssrc_and_sequence_space(engine: MediaEngine) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 40402))
+    sock.bind(("127.0.0.1", 0))
+    far_port = sock.getsockname()[1]  # OS-chosen: parallel runs never clash
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
         s = await engine.open_session()
-        s.configure(("127.0.0.1", 40402), telephone_event_pt=101)
+        s.configure(("127.0.0.1", far_port), telephone_event_pt=101)
         task = asyncio.create_task(s.send_digits("7"))
         packets = []
         while len(packets) < 20:
@@ -471,7 +473,8 @@ async def test_inbound_is_one_frame_per_tick_and_silent_when_the_far_end_stops(
 
 async def test_hold_stops_sending_and_unhold_resumes_on_the_wall_clock(engine: MediaEngine) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 40402))
+    sock.bind(("127.0.0.1", 0))
+    far_port = sock.getsockname()[1]  # OS-chosen: parallel runs never clash
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
 
@@ -488,7 +491,7 @@ async def test_hold_stops_sending_and_unhold_resumes_on_the_wall_clock(engine: M
 
     try:
         s = await engine.open_session()
-        s.configure(("127.0.0.1", 40402))
+        s.configure(("127.0.0.1", far_port))
         seen = TickCounter(s)
         before = await packets_for(0.3)
         s.set_direction("recvonly")  # the far end put us on hold (it sent a=sendonly)
