@@ -1142,12 +1142,12 @@ class MediaEngine:
 
         # 7. Group taps: the room's total (a conference recording).
         for group, k in self._tapped:
-            total = self._plan.total(k)
-            if total is None:
+            room = self._plan.total(k)
+            if room is None:
                 continue
             for tap in tuple(group._taps):
                 try:
-                    tap(tick, total)
+                    tap(tick, room)
                 except Exception:
                     log.exception("mix group tap failed; removing it")
                     group.remove_tap(tap)

@@ -113,7 +113,8 @@ class MixPlan:
         the first mix."""
         if self.totals is None:
             return None
-        return np.clip(self.totals[group], -32768, 32767).astype(np.int16)
+        out: npt.NDArray[np.int16] = np.clip(self.totals[group], -32768, 32767).astype(np.int16)
+        return out
 
     def mix_into(
         self,
