@@ -11,6 +11,7 @@ import asyncio
 import io
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -341,3 +342,74 @@ async def test_bad_parameters_end_the_script_with_an_error_and_a_full_conference
         following = fars[2].audio(t, time.monotonic())
         assert [round(f / 10) * 10 for f in peaks(following, 1)] == [900]
         await client.calling.end(third["id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Without sockets: speaker detection driven by TickFrames, and trim-silence on a file.
+
+
+async def test_speaker_events_follow_what_a_participant_says() -> None:
+    from ticks import Emitted, TickSession, tick_call, tick_services
+
+    from callplane.engine.operations.conference import Conference, Directory, Participant, _Callback
+    from callplane.media.engine import MediaEngine
+
+    emitted = Emitted()
+    services = tick_services(emitted, media=MediaEngine(), extensions={})
+    conf = Conference(
+        Directory(), services, project_id="p", name="talk", kind="conference", max_participants=10
+    )
+    session = TickSession()
+    call = tick_call(session)
+    conf.callback = _Callback(
+        call,
+        "http://127.0.0.1/cb",
+        frozenset({"participant-speech-start", "participant-speech-stop"}),
+    )
+    p = Participant(
+        conf,
+        call,
+        muted=False,
+        coach=None,
+        start_on_enter=True,
+        end_on_exit=False,
+        beep_on_enter=False,
+        beep_on_exit=False,
+    )
+    conf.participants[call.id] = p
+    session.add_listener(p.on_frame)
+    session.silence(1.0)
+    assert emitted.events == []
+    voice = tone(300, 0.02, 0.1)  # -20 dBFS
+    session.ticks([voice, voice])  # two loud ticks: not yet speech
+    assert emitted.events == []
+    session.tick(voice)
+    session.ticks([voice] * 50)
+    session.silence(0.4)  # a pause shorter than the hangover
+    session.ticks([voice] * 10)
+    assert [p["status"] for _, p in emitted.events] == ["participant-speech-start"]
+    session.silence(0.6)
+    events = [p for _, p in emitted.events]
+    assert [e["status"] for e in events] == ["participant-speech-start", "participant-speech-stop"]
+    assert events[0]["call_id"] == call.id and events[0]["conference_id"] == conf.id
+    assert events[0]["name"] == "talk" and events[0]["size"] == 1
+    quiet = tone(300, 0.02, 0.003)  # -50 dBFS: noise, not speech
+    session.ticks([quiet] * 20)
+    assert len(emitted.events) == 2
+    conf.group.close()
+
+
+def test_trim_silence_cuts_only_the_silent_ends(tmp_path: Path) -> None:
+    from callplane.engine.operations.conference import trim_silence
+
+    path = tmp_path / "room.wav"
+    body = tone(440, 0.5)
+    soundfile.write(
+        path, np.concatenate([np.zeros(4000, np.int16), body, np.zeros(8000, np.int16)]), 8000
+    )
+    duration, size = trim_silence(path)
+    audio, rate = soundfile.read(path, dtype="int16")
+    assert rate == 8000 and size == path.stat().st_size
+    loud = np.flatnonzero(np.abs(body) > 64)
+    assert np.array_equal(audio, body[loud[0] : loud[-1] + 1])  # the tone, whole, nothing else
+    assert abs(duration - audio.size / 8000) < 1e-9 and abs(duration - 0.5) < 0.01

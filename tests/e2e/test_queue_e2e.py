@@ -191,3 +191,49 @@ async def test_callers_who_hang_up_or_wait_too_long_leave_the_queue(
     assert receiver.events("/q2")[1]["params"]["reason"] == "timeout"
     failed = receiver.events("/a")[1]["params"]
     assert failed["connect_state"] == "failed" and failed["failed_reason"] == "no_answer"
+
+
+# ---------------------------------------------------------------------------------------------
+# Without sockets: the queue's order, positions and events.
+
+
+async def test_queue_order_positions_and_events() -> None:
+    from ticks import Emitted, TickSession, tick_call, tick_services
+
+    from callplane.engine.operations.queue import Waiter, queues_of
+
+    emitted = Emitted()
+    services = tick_services(emitted, extensions={})
+    queue = queues_of(services).get(services, "p", "support")
+    assert queues_of(services).get(services, "p", "support") is queue
+    assert queues_of(services).get(services, "other-project", "support") is not queue
+    calls = [tick_call(TickSession()) for _ in range(3)]
+    agent = tick_call(TickSession())
+    waiters = [
+        Waiter(queue, c, status_url="http://127.0.0.1/q", transfer_after_bridge="x") for c in calls
+    ]
+    for w in waiters:
+        queue.enqueue(w)
+    assert [queue.position(w) for w in waiters] == [1, 2, 3]
+    queue.leave(waiters[1], "hangup")  # the middle one abandons
+    assert queue.position(waiters[2]) == 2
+    taken = queue.take(agent)
+    assert taken is waiters[0] and await taken.taken is agent
+    assert queue.position(waiters[2]) == 1
+    assert waiters[1].taken.cancelled()
+    assert queue.take(agent) is waiters[2] and queue.take(agent) is None
+    events = [(p["status"], p["call_id"], p["position"], p["size"]) for _, p in emitted.events]
+    ids = [c.id for c in calls]
+    assert events == [
+        ("enqueue", ids[0], 1, 1),
+        ("enqueue", ids[1], 2, 2),
+        ("enqueue", ids[2], 3, 3),
+        ("leave", ids[1], 2, 2),
+        ("dequeue", ids[0], 1, 1),
+        ("dequeue", ids[2], 1, 0),
+    ]
+    assert all(
+        p["queue_name"] == "support" and p["queue_id"] == queue.id for _, p in emitted.events
+    )
+    view = queues_of(services).list("p")
+    assert view[0]["dequeued"] == 2 and view[0]["left"] == 1 and view[0]["size"] == 0

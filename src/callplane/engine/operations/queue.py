@@ -102,6 +102,7 @@ class Queue:
 
     def _event(self, w: Waiter, status: str, position: int, **extra: Any) -> None:
         params = {
+            "call_id": w.call.id,
             "status": status,
             "id": self.id,
             "queue_id": self.id,
