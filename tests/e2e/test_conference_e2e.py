@@ -306,6 +306,12 @@ async def test_bad_parameters_end_the_script_with_an_error_and_a_full_conference
 ) -> None:
     a, b, _ = fars
     full = {"name": "small", "max_participants": 2, "beep": False}
+    unknown = "/api/calling/conferences/4f1c4ac6-33f5-4a53-9d5e-4a39c1b1a3c2"
+    assert (await asyncio.to_thread(server.get, unknown)).status_code == 404
+    assert (await asyncio.to_thread(server.get, "/api/calling/conferences/x")).status_code == 404
+    async with httpx.AsyncClient(timeout=5) as http:
+        anonymous = await http.get(f"{server.base_url}/api/calling/queues")
+    assert anonymous.status_code == 401
     follow = {"play": {"url": receiver.serve_file("/f.wav", wav(tone(900, 4.0)), "audio/wav")}}
     async with AsyncRestClient(server.project, server.token, server.host) as client:
         bad = await client.calling.dial(
