@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -29,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_media import RECV_PORT
+from benchkit import free_port
 
 BENCH_MEDIA = Path(__file__).resolve().parent / "bench_media.py"
 
@@ -43,7 +44,9 @@ def parse_layout(text: str) -> list[int]:
     return sizes
 
 
-async def run_conferences(sizes: list[int], seconds: float, record: bool) -> dict[str, float]:
+async def run_conferences(
+    sizes: list[int], seconds: float, record: bool, recv_port: int
+) -> dict[str, float]:
     from callplane.media import sources
     from callplane.media.engine import MediaEngine
 
@@ -61,7 +64,7 @@ async def run_conferences(sizes: list[int], seconds: float, record: bool) -> dic
         group = engine.mix_group()
         for k in range(size):
             s = await engine.open_session()
-            s.configure(("127.0.0.1", RECV_PORT), payload_type=0)
+            s.configure(("127.0.0.1", recv_port), payload_type=0)
             s.play(sources.tone(freqs[k % len(freqs)], None, -24.0), direction="speak")
             group.add(s)
             sessions.append(s)
@@ -94,8 +97,10 @@ async def run_conferences(sizes: list[int], seconds: float, record: bool) -> dic
 
 def bench(layout: str, seconds: float, record: bool) -> None:
     sizes = parse_layout(layout)
+    # Not bench_media's fixed port: another benchmark running meanwhile must not get our packets.
+    recv_port = free_port(socket.SOCK_DGRAM)
     receiver = subprocess.Popen(
-        [sys.executable, str(BENCH_MEDIA), "--receiver", str(RECV_PORT), str(seconds + 3.0)],
+        [sys.executable, str(BENCH_MEDIA), "--receiver", str(recv_port), str(seconds + 3.0)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -105,10 +110,10 @@ def bench(layout: str, seconds: float, record: bool) -> None:
     try:
         import uvloop
 
-        sender = uvloop.run(run_conferences(sizes, seconds, record))
+        sender = uvloop.run(run_conferences(sizes, seconds, record, recv_port))
         loop_kind = "uvloop"
     except ImportError:
-        sender = asyncio.run(run_conferences(sizes, seconds, record))
+        sender = asyncio.run(run_conferences(sizes, seconds, record, recv_port))
         loop_kind = "asyncio"
     out, _ = receiver.communicate(timeout=seconds + 30)
     recv = json.loads(out.strip().splitlines()[-1])
