@@ -5,18 +5,22 @@
 
 A layout is a `+`-joined list of `<conferences>x<participants>`; `1x100+30x5` runs one
 conference of 100 and thirty of 5 at the same time (250 participants). Every participant is an
-RTP session in one mix group per conference and talks all the time (a speak-direction tone
-stands for its far end's voice, so every member's voice goes through the mix-minus: the worst
-case); `--record` adds a group tap per conference (what a conference recording reads). Packets go
-to a receiver in ANOTHER process (bench_media.py's, kernel receive timestamps), which reports
-the gap between consecutive packets of each stream (|gap - 20 ms|: send jitter) and sequence
-gaps (lost or reordered packets). CPU is this process's CPU over the steady state.
+RTP session in one mix group per conference, and every one talks all the time (the worst case for
+the mix): the far ends are ANOTHER process (this script re-run with ``--far-ends``) that sends
+each session a tone as PCMU RTP every 20 ms from one UDP socket and receives on that same socket
+what the sessions send back (symmetric RTP: the sessions latch onto it). So the media process
+does exactly what it does for real calls: decode, jitter buffers, mix-minus, encode, send. The far
+ends timestamp every packet in the kernel and report the gap between consecutive packets of each
+stream (|gap - 20 ms|: send jitter) and sequence gaps (lost or reordered packets).
+``--record`` adds a group tap per conference (what a conference recording reads). CPU is the
+media process's CPU over the steady state.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -30,9 +34,71 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import free_port
 
-BENCH_MEDIA = Path(__file__).resolve().parent / "bench_media.py"
+def run_far_ends(seconds: float) -> None:
+    """The far ends: send each session its tone, receive and timestamp what comes back."""
+    import select
+    import struct
+
+    from bench_media import analyse
+    from callplane.media import g711
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:  # root can exceed rmem_max (SO_RCVBUFFORCE = 33 on Linux): bursts must not overflow
+        sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 8 << 20)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS: kernel receive timestamps
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    print(sock.getsockname()[1], flush=True)
+    ports = [int(p) for p in sys.stdin.readline().split()]
+    freqs = (300, 500, 700, 1100, 1300, 1700, 1900, 2300)
+    t = np.arange(8000) / 8000
+    # One second of each tone, encoded once; 50 payloads of 160 bytes each.
+    payloads = [
+        g711.ulaw_encode((0.1 * 32767 * np.sin(2 * np.pi * f * t)).astype(np.int16)).tobytes()
+        for f in freqs
+    ]
+    header = struct.Struct("!BBHII")
+    cap = 2_000_000
+    ssrc = np.zeros(cap, dtype=np.uint32)
+    seq = np.zeros(cap, dtype=np.uint16)
+    ts = np.zeros(cap, dtype=np.uint32)
+    arr = np.zeros(cap, dtype=np.int64)
+    buf = bytearray(2048)
+    anc_size = socket.CMSG_SPACE(16)
+    n = 0
+    k = 0
+    start = time.monotonic()
+    deadline = start + seconds
+    while time.monotonic() < deadline:
+        due = start + k * 0.020
+        if time.monotonic() >= due:
+            frame = k % 50
+            for i, port in enumerate(ports):
+                body = payloads[i % len(payloads)][frame * 160 : (frame + 1) * 160]
+                packet = header.pack(0x80, 0, k & 0xFFFF, (k * 160) & 0xFFFFFFFF, 0x1000 + i)
+                with contextlib.suppress(BlockingIOError):
+                    sock.sendto(packet + body, ("127.0.0.1", port))
+            k += 1
+            continue
+        select.select([sock], [], [], max(0.0, due - time.monotonic()))
+        while n < cap:
+            try:
+                size, anc, _, _ = sock.recvmsg_into([buf], anc_size)
+            except BlockingIOError:
+                break
+            if size < 12 or not anc:
+                continue
+            sec, nsec = struct.unpack_from("qq", anc[0][2])
+            arr[n] = sec * 1_000_000_000 + nsec
+            seq[n] = (buf[2] << 8) | buf[3]
+            ts[n] = int.from_bytes(buf[4:8], "big")
+            ssrc[n] = int.from_bytes(buf[8:12], "big")
+            n += 1
+    print(json.dumps(analyse(ssrc[:n], seq[:n], ts[:n], arr[:n])), flush=True)
 
 
 def parse_layout(text: str) -> list[int]:
@@ -45,14 +111,14 @@ def parse_layout(text: str) -> list[int]:
 
 
 async def run_conferences(
-    sizes: list[int], seconds: float, record: bool, recv_port: int
+    sizes: list[int], seconds: float, record: bool, far_ends: subprocess.Popen[str]
 ) -> dict[str, float]:
-    from callplane.media import sources
     from callplane.media.engine import MediaEngine
 
+    assert far_ends.stdin is not None and far_ends.stdout is not None
+    far_port = int(far_ends.stdout.readline())
     engine = MediaEngine("127.0.0.1", (0, 0))
     await engine.start()
-    freqs = (300, 500, 700, 1100, 1300, 1700, 1900, 2300)
     sessions = []
     taps = 0
 
@@ -62,15 +128,16 @@ async def run_conferences(
 
     for size in sizes:
         group = engine.mix_group()
-        for k in range(size):
+        for _ in range(size):
             s = await engine.open_session()
-            s.configure(("127.0.0.1", recv_port), payload_type=0)
-            s.play(sources.tone(freqs[k % len(freqs)], None, -24.0), direction="speak")
+            s.configure(("127.0.0.1", far_port), payload_type=0)
             group.add(s)
             sessions.append(s)
         if record:
             group.add_tap(tap)
-    await asyncio.sleep(1.0)  # warm up
+    far_ends.stdin.write(" ".join(str(s.local_port) for s in sessions) + "\n")
+    far_ends.stdin.flush()
+    await asyncio.sleep(1.5)  # warm up: the far ends start sending, jitter buffers settle
     stats = engine.stats
     ticks0, tick_cpu0 = stats.ticks, stats.tick_cpu
     stats.lateness.clear()
@@ -97,23 +164,19 @@ async def run_conferences(
 
 def bench(layout: str, seconds: float, record: bool) -> None:
     sizes = parse_layout(layout)
-    # Not bench_media's fixed port: another benchmark running meanwhile must not get our packets.
-    recv_port = free_port(socket.SOCK_DGRAM)
     receiver = subprocess.Popen(
-        [sys.executable, str(BENCH_MEDIA), "--receiver", str(recv_port), str(seconds + 3.0)],
+        [sys.executable, __file__, "--far-ends", str(seconds + 3.0)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert receiver.stdout is not None
-    if receiver.stdout.readline().strip() != "ready":
-        raise SystemExit("receiver failed to start")
     try:
         import uvloop
 
-        sender = uvloop.run(run_conferences(sizes, seconds, record, recv_port))
+        sender = uvloop.run(run_conferences(sizes, seconds, record, receiver))
         loop_kind = "uvloop"
     except ImportError:
-        sender = asyncio.run(run_conferences(sizes, seconds, record, recv_port))
+        sender = asyncio.run(run_conferences(sizes, seconds, record, receiver))
         loop_kind = "asyncio"
     out, _ = receiver.communicate(timeout=seconds + 30)
     recv = json.loads(out.strip().splitlines()[-1])
@@ -133,6 +196,9 @@ def bench(layout: str, seconds: float, record: bool) -> None:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--far-ends":
+        run_far_ends(float(sys.argv[2]))
+        return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--layout", action="append", help="e.g. 1x100, 50x5, 1x100+30x5")
     ap.add_argument("-d", type=float, default=10.0, help="seconds measured per run")
