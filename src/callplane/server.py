@@ -20,6 +20,7 @@ import uvicorn
 
 from callplane._version import __version__
 from callplane.api.app import create_app
+from callplane.api.conferences import conference_routes
 from callplane.api.limits import (
     DEFAULT_MAX_CONNECTIONS,
     HEAD_TIMEOUT,
@@ -34,6 +35,7 @@ from callplane.api.limits import (
 from callplane.api.recordings import recording_routes
 from callplane.engine.config import EngineConfig
 from callplane.engine.core import CallEngine
+from callplane.engine.operations import conference, queue
 from callplane.media.engine import MediaEngine
 from callplane.netpolicy import TargetPolicy
 from callplane.providers.asr import PocketSphinxRecognizer
@@ -225,7 +227,12 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         idempotency=StoreIdempotency(store),
         ready=lambda: ready,
         targets=targets,
-        extra_routes=recording_routes(store.get_recording),
+        extra_routes=[
+            *recording_routes(store.get_recording),
+            *conference_routes(
+                conference.directory_of(engine.services), queue.queues_of(engine.services)
+            ),
+        ],
     )
     raise_descriptor_limit()
     gate = ConnectionGate(

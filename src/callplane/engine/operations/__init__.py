@@ -2,10 +2,12 @@
 
 from callplane.engine.operations import (
     collect,
+    conference,
     connect,
     detect,
     digits,
     play,
+    queue,
     record,
     refer,
     tap,
@@ -13,7 +15,19 @@ from callplane.engine.operations import (
 )
 from callplane.engine.services import CommandHandler, SwmlMethod
 
-_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer)
+_MODULES = (
+    play,
+    record,
+    collect,
+    detect,
+    digits,
+    tap,
+    transcribe,
+    connect,
+    refer,
+    conference,
+    queue,
+)
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
 SWML_METHODS: dict[str, SwmlMethod] = {k: v for m in _MODULES for k, v in m.SWML_METHODS.items()}
