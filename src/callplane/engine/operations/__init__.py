@@ -8,12 +8,13 @@ from callplane.engine.operations import (
     play,
     record,
     refer,
+    stream,
     tap,
     transcribe,
 )
 from callplane.engine.services import CommandHandler, SwmlMethod
 
-_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer)
+_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer, stream)
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
 SWML_METHODS: dict[str, SwmlMethod] = {k: v for m in _MODULES for k, v in m.SWML_METHODS.items()}
