@@ -3,6 +3,7 @@
 from callplane.engine.operations import (
     collect,
     connect,
+    denoise,
     detect,
     digits,
     play,
@@ -14,7 +15,7 @@ from callplane.engine.operations import (
 )
 from callplane.engine.services import CommandHandler, SwmlMethod
 
-_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer, stream)
+_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer, stream, denoise)
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
 SWML_METHODS: dict[str, SwmlMethod] = {k: v for m in _MODULES for k, v in m.SWML_METHODS.items()}
