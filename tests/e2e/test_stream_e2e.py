@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import ssl
 import subprocess
@@ -22,11 +23,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import soundfile
 from farend import FarEnd, peaks
 from harness import LOOPBACK, Receiver, Server, free_port, wait_until
 from websockets.asyncio.server import ServerConnection, serve
 
-from callplane import AsyncRestClient
+from callplane import AsyncRestClient, RestError
 from callplane.media.g711 import ulaw_decode, ulaw_encode
 
 FROM = "+15559876543"
@@ -291,3 +293,75 @@ async def test_connect_to_a_stream_is_bidirectional_with_marks_and_clear(
             )
             assert server.call_status(call_id) in ("answered", "ending", "ended")
             await wait_for(lambda: server.call_status(call_id) == "ended", what="script end")
+
+
+async def test_both_tracks_in_l16_and_the_url_rules(
+    server: Server, receiver: Receiver, far_end: FarEnd
+) -> None:
+    """both_tracks: an inbound and an outbound message per tick, with the same chunk; L16 is
+    16 kHz little-endian PCM. REST accepts wss:// only; SWML's ws:// reaches loopback (private
+    targets allowed); a connect to a socket that refuses fails with a reason."""
+    status = receiver.url("/stream")
+    async with app_server() as (port, peers):
+        dead = f"ws://{LOOPBACK}:{free_port()}/nobody"
+        document = swml(
+            {
+                "stream": {
+                    "url": f"ws://{LOOPBACK}:{port}/both",
+                    "track": "both_tracks",
+                    "codec": "L16",
+                    "status_url": status,
+                }
+            },
+            {"connect": {"to": f"stream:{dead}", "status_url": status}},
+            {"set": {"reason": "${connect_failed_reason}"}},
+            {"request": {"url": receiver.url("/vars"), "method": "POST",
+                         "body": {"result": "${connect_result}", "reason": "${reason}",
+                                  "stream": "${stream_result}"}}},
+            {"sleep": -1},
+        )  # fmt: skip
+        async with AsyncRestClient(server.project, server.token, server.host) as client:
+            leg = await client.calling.dial(from_=FROM, to=far_end.uri, swml=document)
+            call_id = str(leg["id"])
+            await asyncio.wait_for(far_end.answered.wait(), 10)
+            await wait_for(lambda: receiver.events("/vars"), what="the script's variables")
+            # What callplane plays (outbound) is a 1 kHz tone; the far end says 440 Hz.
+            buf = io.BytesIO()
+            soundfile.write(buf, sine(1000, 3.0), 8000, format="WAV", subtype="PCM_16")
+            tone_url = receiver.serve_file("/tone.wav", buf.getvalue(), "audio/wav")
+            await client.calling.play(
+                call_id, control_id="p", play=[{"type": "audio", "params": {"url": tone_url}}]
+            )
+            await far_end.play(sine(440, 2.0))
+            with pytest.raises(RestError) as refused:
+                await client.calling.stream(
+                    call_id, control_id="x", url=f"ws://{LOOPBACK}:{port}/x"
+                )
+            assert refused.value.status_code == 422
+            await client.calling.end(call_id)
+            await wait_for(lambda: server.call_status(call_id) == "ended")
+    variables = receiver.events("/vars")[0]
+    assert variables["stream"] == "success"
+    assert variables["result"] == "failed" and variables["reason"], variables
+    (peer,) = peers
+    start = peer.events("start")[0]["start"]
+    assert start["tracks"] == ["inbound", "outbound"]
+    assert start["mediaFormat"] == {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1}
+    media = [m["media"] for m in peer.events("media")]
+    inbound = [m for m in media if m["track"] == "inbound"]
+    outbound = [m for m in media if m["track"] == "outbound"]
+    assert [m["chunk"] for m in inbound] == [m["chunk"] for m in outbound]
+    assert all(len(base64.b64decode(m["payload"])) == 640 for m in media)
+
+    def audio(messages: list[dict[str, Any]]) -> np.ndarray:
+        raw = b"".join(base64.b64decode(m["payload"]) for m in messages)
+        return np.frombuffer(raw, dtype="<i2").astype(np.float64)
+
+    def peak(x: np.ndarray) -> float:
+        spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+        return float(np.fft.rfftfreq(x.size, 1 / 16000)[int(np.argmax(spectrum))])
+
+    loud_in = audio(inbound)
+    loud_out = audio(outbound)
+    assert abs(peak(loud_in[np.abs(loud_in) > 0][:16000]) - 440) < 10
+    assert abs(peak(loud_out[np.abs(loud_out) > 0][:16000]) - 1000) < 10
