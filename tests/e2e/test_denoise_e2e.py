@@ -18,8 +18,11 @@ import pytest
 from farend import FarEnd
 from harness import LOOPBACK, Server
 from test_stream_e2e import app_server, swml, wait_for
+from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient
+from callplane.engine.facade import CommandError
+from callplane.engine.operations import denoise as denoise_module
 from callplane.media import rnnoise
 from callplane.media.g711 import ulaw_decode
 
@@ -29,10 +32,10 @@ from dsp_audio import flite, to_frames
 FROM = "+15559876543"
 SENTENCE = "I would like to speak to someone about my bill"
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("flite") is None or not rnnoise.available(),
-    reason="flite (Debian) and the pyrnnoise wheel's librnnoise are needed",
+needs_rnnoise = pytest.mark.skipif(
+    not rnnoise.available(), reason="the pyrnnoise wheel's librnnoise is needed"
 )
+needs_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="flite (Debian) missing")
 
 
 def snr_db(clean: np.ndarray, heard: np.ndarray) -> float:
@@ -53,6 +56,8 @@ def snr_db(clean: np.ndarray, heard: np.ndarray) -> float:
     return float(10 * np.log10(max(signal, 1e-9) / noise))
 
 
+@needs_rnnoise
+@needs_flite
 async def test_denoise_raises_the_snr_of_what_every_consumer_hears(
     server: Server, far_end: FarEnd
 ) -> None:
@@ -105,3 +110,29 @@ async def test_denoise_raises_the_snr_of_what_every_consumer_hears(
     assert after - before > 10, (before, after)
     denoise = [e["params"] for e in events if e["event_type"] == "calling.call.denoise"]
     assert [d["denoised"] for d in denoise] == [True, False]
+
+
+@needs_rnnoise
+async def test_one_filter_per_call_its_events_and_the_cap() -> None:
+    emitted = Emitted()
+    services = tick_services(emitted)
+    services.config.max_denoised_calls = 1  # type: ignore[misc]
+    first, second = TickSession(), TickSession()
+    call, other = tick_call(first), tick_call(second)
+    op = denoise_module.start_denoise(services, call)
+    assert denoise_module.start_denoise(services, call) is op  # at most one filter per call
+    assert first.inbound_filter is not None  # type: ignore[attr-defined]
+    noise = np.random.default_rng(2).normal(0, 3000, 160 * 100).astype(np.int16)
+    frames = noise.reshape(-1, 160).copy()
+    for frame in frames:
+        first.inbound_filter(frame)  # type: ignore[attr-defined]
+    assert frames[50:].std() < noise[8000:].std() / 20
+    with pytest.raises(CommandError) as refused:
+        denoise_module.start_denoise(services, other)
+    assert refused.value.status == 422 and "1 calls are denoised" in refused.value.message
+    assert await denoise_module.stop_denoise(call)
+    assert first.inbound_filter is None  # type: ignore[attr-defined]
+    assert not await denoise_module.stop_denoise(call)
+    denoise_module.start_denoise(services, other)  # the slot is free again
+    await denoise_module.stop_denoise(other)
+    assert [p["denoised"] for p in emitted.params("denoise")] == [True, False, True, False]
