@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import LOOPBACK, Receiver, Server, free_port, wait_until
+from harness import LOOPBACK, Baresip, Receiver, Server, baresip_available, free_port, wait_until
 from websockets.asyncio.server import ServerConnection, serve
 
 from callplane import AsyncRestClient, RestError
@@ -365,3 +365,28 @@ async def test_both_tracks_in_l16_and_the_url_rules(
     loud_out = audio(outbound)
     assert abs(peak(loud_in[np.abs(loud_in) > 0][:16000]) - 440) < 10
     assert abs(peak(loud_out[np.abs(loud_out) > 0][:16000]) - 1000) < 10
+
+
+@pytest.mark.skipif(not baresip_available(), reason="baresip is not installed")
+async def test_baresip_key_presses_arrive_as_dtmf_messages(server: Server, tmp_path: Path) -> None:
+    source = tmp_path / "silence.wav"
+    soundfile.write(source, np.zeros(8000 * 60, dtype=np.int16), 8000, subtype="PCM_16")
+    baresip = Baresip(tmp_path / "baresip").start(source)
+    try:
+        async with app_server() as (port, peers):
+            document = swml(
+                {"stream": {"url": f"ws://{LOOPBACK}:{port}/keys"}},
+                {"sleep": -1},
+            )
+            async with AsyncRestClient(server.project, server.token, server.host) as client:
+                leg = await client.calling.dial(from_=FROM, to=baresip.uri, swml=document)
+                await wait_for(lambda: peers and peers[0].events("media"), what="the stream")
+                await asyncio.to_thread(baresip.command, "sndcode", "42*#")
+                await wait_for(lambda: len(peers[0].events("dtmf")) >= 4, what="the digits")
+                await asyncio.sleep(0.5)  # no duplicate (RFC 4733 and in-band are merged)
+                await client.calling.end(str(leg["id"]))
+    finally:
+        baresip.stop()
+    digits = [m["dtmf"]["digit"] for m in peers[0].events("dtmf")]
+    assert digits == ["4", "2", "*", "#"]
+    assert all(m["dtmf"]["track"] == "inbound_track" for m in peers[0].events("dtmf"))
