@@ -191,15 +191,29 @@ async def test_one_way_stream_sends_the_callers_audio_dtmf_and_metadata(
     # 50 messages per second of wall-clock time, over the whole stream.
     span = media[-1][0] - media[0][0]
     assert abs((len(media) - 1) / span - 50) < 2.5, (len(media), span)
-    # The payload is the far end's audio (PCMU both ways: compared after one round trip).
+    # The payload is the far end's audio (PCMU both ways: compared after one round trip). On a
+    # loaded machine the jitter buffer may conceal a packet the far end sent late, which shifts
+    # what follows by 20 ms: so each half second is correlated on its own alignment, and every
+    # 20 ms frame is looked up among the far end's frames (G.711 survives the trip bit-exact).
     heard = ulaw_decode(b"".join(base64.b64decode(m["payload"]) for _, m in media))
-    sent = ulaw_decode(ulaw_encode(known).tobytes()).astype(np.float64)
-    heard_f = heard.astype(np.float64)
-    corr = np.correlate(heard_f, sent[:4000], mode="valid")
-    lag = int(np.argmax(corr))
-    segment = heard_f[lag : lag + sent.size]
-    r = np.corrcoef(segment, sent[: segment.size])[0, 1]
-    assert r > 0.9, r
+    sent = ulaw_decode(ulaw_encode(known).tobytes())
+    heard_f, sent_f = heard.astype(np.float64), sent.astype(np.float64)
+    lag = int(np.argmax(np.correlate(heard_f, sent_f[:4000], mode="valid")))
+    block, slack = 4000, 800
+    scores = []
+    for start in range(0, sent.size - block + 1, block):
+        ref = sent_f[start : start + block]
+        lo = max(0, lag + start - slack)
+        window = heard_f[lo : lag + start + block + slack]
+        offset = int(np.argmax(np.correlate(window, ref, mode="valid")))
+        scores.append(float(np.corrcoef(window[offset : offset + block], ref)[0, 1]))
+        lag = offset + lo - start
+    assert float(np.median(scores)) > 0.9, scores
+    index = {sent[k : k + 160].tobytes(): k // 160 for k in range(0, sent.size, 160)}
+    found = [index.get(heard[k : k + 160].tobytes()) for k in range(0, heard.size - 159, 160)]
+    matched = [k for k in found if k is not None]
+    assert matched == sorted(matched), "frames arrived out of order"
+    assert len(set(matched)) >= 0.9 * len(index), (len(set(matched)), len(index))
     assert [d["dtmf"]["digit"] for d in peer.events("dtmf")] == ["7", "#"]
 
 
@@ -244,6 +258,17 @@ async def test_connect_to_a_stream_is_bidirectional_with_marks_and_clear(
                         )
                     )
 
+            # Messages that are not the protocol's are ignored; the stream goes on.
+            for junk in (
+                "not json",
+                "[1]",
+                '{"event": "media", "media": {"payload": 5}}',
+                '{"event": "media", "media": {"payload": "%%%"}}',
+                '{"event": "x"}',
+                '{"event": "mark", "mark": "no-name"}',
+            ):
+                await peer.ws.send(junk)
+            await peer.ws.send(b"\x00binary")
             # 1 s of tone in odd-sized chunks (faster than real time), then a mark.
             sent_at = time.monotonic()
             await send_audio(tone_1s, 1000)

@@ -362,14 +362,13 @@ class WebSocketSink:
         """Read what the peer sends (for ``on_message``, or to notice its close at once)."""
         from websockets.exceptions import ConnectionClosed
 
-        try:
+        with contextlib.suppress(ConnectionClosed):
             async for message in ws:
-                if self.on_message is not None and not self._closed:
+                if self.on_message is None or self._closed:
+                    continue
+                try:
                     self.on_message(message)
-        except asyncio.CancelledError:
-            raise
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("WebSocket %s: handling a message failed", self.uri)
+                except Exception:
+                    # One message the owner could not handle must not end the connection.
+                    log.exception("WebSocket %s: handling a message failed", self.uri)
         self._fail(f"the WebSocket peer closed the connection (code {ws.close_code})")
