@@ -4,12 +4,12 @@ cost of one denoised call.
     .venv/bin/python bench/bench_stream.py                 # 200 streams, 10 s
     .venv/bin/python bench/bench_stream.py -n 50 -d 5
 
-Streams: N one-way streams (callplane's ``WebSocketSink`` and the stream operation's codec and
-message shapes, PCMU, one JSON ``media`` message per 20 ms tick from one clock task, as the media
-clock's listeners do) to a WebSocket server in ANOTHER process (this script with ``--receiver``),
-which timestamps every message. Figures: CPU seconds of the sending process per stream-second
-(steady state), and p50/p99/max of |gap - 20 ms| between consecutive messages of one stream at
-the receiver. The RTP side of the call is not included (bench/bench_media.py measures it).
+Streams: N calls (RTP sessions of a real ``MediaEngine``, each playing a tone to a UDP socket
+nobody reads) each get a real ``StreamOperation`` (one-way, ``outbound_track``, PCMU) to a
+WebSocket server in ANOTHER process (this script with ``--receiver``), which timestamps every
+``media`` message. Figures: the CPU the streams add to the process per stream-second (the process
+CPU with streams minus the same calls' CPU before the streams started), and p50/p99/max of
+|gap - 20 ms| between consecutive messages of one stream at the receiver.
 
 Denoise: the time of ``Denoiser.process`` on one 20 ms frame (resampling to 48 kHz, two RNNoise
 frames, back to 8 kHz), i.e. the CPU one denoised call adds to each tick. With ``--quality``:
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
 import sys
 import time
@@ -33,9 +32,7 @@ from typing import Any
 import numpy as np
 
 from benchkit import free_port
-from callplane.engine.operations.stream import _Codec
 from callplane.media import rnnoise
-from callplane.media.sinks import WebSocketSink
 
 
 async def receiver(port: int, seconds: float) -> None:
@@ -54,7 +51,7 @@ async def receiver(port: int, seconds: float) -> None:
         cpu0 = time.process_time()
         await asyncio.sleep(seconds)
         receiver_cpu = (time.process_time() - cpu0) / seconds
-    gaps = np.concatenate([np.diff(t[50:]) for t in arrivals.values() if len(t) > 60])
+    gaps = np.concatenate([np.diff(t[150:]) for t in arrivals.values() if len(t) > 160])
     dev = np.abs(gaps - 0.020) * 1000
     print(
         json.dumps(
@@ -72,6 +69,16 @@ async def receiver(port: int, seconds: float) -> None:
 
 
 async def senders(n: int, seconds: float) -> dict[str, Any]:
+    """n calls' RTP sessions on a real MediaEngine, each with a real StreamOperation."""
+    import socket
+    from types import SimpleNamespace
+
+    from callplane.engine.calls import Call, CallStatus
+    from callplane.engine.operations.stream import StreamOperation, StreamSettings
+    from callplane.media import sources
+    from callplane.media.engine import MediaEngine
+    from callplane.netpolicy import TargetPolicy
+
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -79,65 +86,65 @@ async def senders(n: int, seconds: float) -> dict[str, Any]:
         "--receiver",
         str(port),
         "-d",
-        str(seconds + 6),
+        str(seconds + 8),
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
     assert (await proc.stdout.readline()).strip() == b"ready"
-    sinks = [
-        WebSocketSink(f"ws://127.0.0.1:{port}/s{k}", payload_type=0, queue_frames=100)
-        for k in range(n)
-    ]
-    opened = 0
-    all_open = asyncio.Event()
+    # The calls' RTP goes to a socket nobody reads (the kernel drops it): only the send counts.
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    engine = MediaEngine("127.0.0.1", (0, 0))
+    await engine.start()
+    tone = sources.tone(440, None, -12.0)
+    calls = []
+    for _ in range(n):
+        session = await engine.open_session()
+        session.configure(sink.getsockname(), payload_type=0)
+        session.play(tone)
+        call = Call(
+            project_id="bench",
+            from_="+15550000001",
+            to="+15550000002",
+            direction="outbound-api",
+            call_type="relay_sip_call",
+            status=CallStatus.ANSWERED,
+        )
+        call.media = session
+        calls.append(call)
+    await asyncio.sleep(1.0)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(2.0)
+    engine_only = (time.process_time() - cpu0) / (time.monotonic() - wall0)
 
-    def on_open() -> None:
-        nonlocal opened
-        opened += 1
-        if opened == n:
-            all_open.set()
-
-    for s in sinks:
-        s.on_open = on_open
-        s.start()
-    await asyncio.wait_for(all_open.wait(), 20)
-    codecs = [_Codec("PCMU") for _ in sinks]
-    t = np.arange(160) / 8000
-    frame = np.round(8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    ticks = int(seconds * 50)
-    cpu0 = wall0 = 0.0
-    for tick in range(ticks):
-        if tick == 50:  # steady state from the second second on
-            cpu0, wall0 = time.process_time(), time.monotonic()
-        for k, sink in enumerate(sinks):
-            payload = base64.b64encode(codecs[k].encode(frame, "inbound")).decode("ascii")
-            sink.send_json(
-                {
-                    "event": "media",
-                    "sequenceNumber": str(tick + 2),
-                    "media": {
-                        "track": "inbound",
-                        "chunk": str(tick + 1),
-                        "timestamp": str(tick * 20),
-                        "payload": payload,
-                    },
-                    "streamSid": "MZbench",
-                },
-                droppable=True,
-            )
-        await asyncio.sleep(max(0.0, start + (tick + 1) * 0.020 - loop.time()))
+    services: Any = SimpleNamespace(
+        emit=lambda op, params: None, config=SimpleNamespace(targets=TargetPolicy())
+    )
+    ops = []
+    for k, call in enumerate(calls):
+        settings = StreamSettings(url=f"ws://127.0.0.1:{port}/s{k}", track="outbound_track")
+        op = StreamOperation(
+            call, f"s{k}", None, services.emit, services=services, settings=settings
+        )
+        op.start()
+        ops.append(op)
+    await asyncio.wait_for(asyncio.gather(*(op.ready for op in ops)), 30)
+    await asyncio.sleep(1.0)
+    cpu0, wall0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
     cpu = time.process_time() - cpu0
     wall = time.monotonic() - wall0
-    dropped = sum(s.frames_dropped for s in sinks)
-    for s in sinks:
-        s.close()
+    dropped = sum(op._ws.frames_dropped for op in ops if op._ws is not None)
+    for op in ops:
+        await op.stop()
+    await engine.stop()
+    sink.close()
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     result = json.loads(out.decode().strip().splitlines()[-1])
     result.update(
-        cpu_ms_per_stream_second=1000 * cpu / (n * wall),
-        sender_cpu_share=cpu / wall,
+        cpu_ms_per_stream_second=1000 * (cpu / wall - engine_only) / n,
+        total_cpu_share=cpu / wall,
+        engine_only_share=engine_only,
         dropped=dropped,
     )
     return result
@@ -289,8 +296,10 @@ def main() -> None:
         print(f"load average before: {f.read().split()[0]} (2 cores shared with other work)")
     r = run(senders(args.n, args.d))
     print(
-        f"{args.n} streams, {args.d:.0f} s: CPU {r['cpu_ms_per_stream_second']:.3f} ms per "
-        f"stream-second ({100 * r['sender_cpu_share']:.0f} % of a core); message gap "
+        f"{args.n} calls with a one-way stream each, {args.d:.0f} s: the streams cost "
+        f"{r['cpu_ms_per_stream_second']:.3f} ms CPU per stream-second (the process: "
+        f"{100 * r['total_cpu_share']:.0f} % of a core, of which the calls' RTP alone "
+        f"{100 * r['engine_only_share']:.0f} %); message gap "
         f"|gap-20ms| p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms;"
         f" {r['messages']} messages at the receiver, {r['dropped']} dropped; the receiver "
         f"used {100 * r['receiver_cpu_share']:.0f} % of a core"
