@@ -363,6 +363,11 @@ async def test_both_tracks_in_l16_and_the_url_rules(
                     call_id, control_id="x", url=f"ws://{LOOPBACK}:{port}/x"
                 )
             assert refused.value.status_code == 422
+            with pytest.raises(RestError) as opus:
+                await client.calling.stream(
+                    call_id, control_id="o", url=f"wss://{LOOPBACK}:{port}/o", codec="OPUS"
+                )
+            assert opus.value.status_code == 501
             await client.calling.end(call_id)
             await wait_for(lambda: server.call_status(call_id) == "ended")
     variables = receiver.events("/vars")[0]
@@ -415,3 +420,44 @@ async def test_baresip_key_presses_arrive_as_dtmf_messages(server: Server, tmp_p
     digits = [m["dtmf"]["digit"] for m in peers[0].events("dtmf")]
     assert digits == ["4", "2", "*", "#"]
     assert all(m["dtmf"]["track"] == "inbound_track" for m in peers[0].events("dtmf"))
+
+
+@pytest.mark.parametrize(
+    ("url", "setting", "refused"),
+    [
+        ("wss://example.com/x", "deny", False),
+        ("wss://127.0.0.1/x", "allow", False),
+        ("ws://127.0.0.1:9/x", "allow", False),
+        ("ws://10.1.2.3/x", "allow", False),
+        ("ws://[::1]/x", "allow", False),
+        ("ws://127.0.0.1:9/x", "deny", True),
+        ("ws://example.com/x", "allow", True),
+        ("http://127.0.0.1/x", "allow", True),
+        ("wss:///nohost", "allow", True),
+    ],
+)
+def test_url_rules(url: str, setting: str, refused: bool) -> None:
+    from callplane.engine.operations.stream import url_refusal
+    from callplane.netpolicy import TargetPolicy
+
+    assert (url_refusal(url, TargetPolicy.from_setting(setting)) is not None) is refused
+
+
+def test_stream_parameters_and_their_defaults() -> None:
+    from callplane.engine.operations.stream import settings_from
+
+    s = settings_from({"url": "wss://a/b"})
+    assert (s.track, s.codec, s.tracks, s.bidirectional) == (
+        "inbound_track",
+        "PCMU",
+        ["inbound"],
+        False,
+    )
+    s = settings_from(
+        {"url": "wss://a/b", "track": "both_tracks", "codec": "l16", "custom_parameters": {"n": 1}},
+        bidirectional=True,
+    )
+    assert (s.codec, s.tracks, s.custom_parameters) == ("L16", ["inbound", "outbound"], {"n": "1"})
+    for bad in ({"track": "sideways"}, {"codec": "OPUS"}, {"custom_parameters": [1]}):
+        with pytest.raises(ValueError):
+            settings_from({"url": "wss://a/b", **bad})

@@ -413,8 +413,11 @@ async def _stream(services: Services, call: Call, p: dict[str, Any]) -> None:
     try:
         settings = settings_from(p)
     except ValueError as exc:
-        attribute = "codec" if "codec" in str(exc) else "track"
-        raise CommandError(422, "invalid_parameter", str(exc), attribute) from None
+        if str(exc).startswith("codec"):  # free-form in the reference: OPUS is a codec, not built
+            raise CommandError(
+                501, "not_implemented", f"streaming with this {exc}", "codec"
+            ) from None
+        raise CommandError(422, "invalid_parameter", str(exc), "track") from None
     refused = url_refusal(settings.url, services.config.targets)
     if refused is not None:
         raise CommandError(422, "invalid_parameter", refused, "url")
