@@ -415,6 +415,8 @@ async def test_baresip_key_presses_arrive_as_dtmf_messages(server: Server, tmp_p
                 await wait_for(lambda: len(peers[0].events("dtmf")) >= 4, what="the digits")
                 await asyncio.sleep(0.5)  # no duplicate (RFC 4733 and in-band are merged)
                 await client.calling.end(str(leg["id"]))
+                # The call's end stops the stream: `stop`, then a normal close.
+                await wait_for(lambda: peers[0].events("stop"), what="the stop message")
     finally:
         baresip.stop()
     digits = [m["dtmf"]["digit"] for m in peers[0].events("dtmf")]
