@@ -141,7 +141,17 @@ async def test_one_way_stream_sends_the_callers_audio_dtmf_and_metadata(
             url=f"wss://{LOOPBACK}:{free_port()}/nobody",
             status_url=status,
         )
+        # A second stream of the same call, another track, runs beside the first.
+        await client.calling.stream(
+            call_id,
+            control_id="s2",
+            url=f"wss://{LOOPBACK}:{port}/second",
+            track="outbound_track",
+            codec="PCMA",
+            status_url=status,
+        )
         await wait_for(lambda: stream_states(receiver, "/stream", "s1") == ["streaming"])
+        await wait_for(lambda: stream_states(receiver, "/stream", "s2") == ["streaming"])
         await far_end.play(known)
         await far_end.send_digits("7#")
         await asyncio.sleep(0.3)
@@ -162,8 +172,12 @@ async def test_one_way_stream_sends_the_callers_audio_dtmf_and_metadata(
     finished = receiver.events("/stream", STREAM_EVENT)[-1]["params"]
     assert finished["name"] == "agent" and finished["url"].startswith("wss://")
 
-    (peer,) = peers
-    assert peer.path == "/app"
+    assert sorted(p.path for p in peers) == ["/app", "/second"]
+    second = next(p for p in peers if p.path == "/second")
+    assert second.events("start")[0]["start"]["tracks"] == ["outbound"]
+    assert second.events("start")[0]["start"]["mediaFormat"]["encoding"] == "audio/x-alaw"
+    assert len(second.events("media")) > 100
+    peer = next(p for p in peers if p.path == "/app")
     assert peer.headers["Authorization"] == "Bearer sekret"
     names = [m["event"] for _, m in peer.messages]
     assert names[:2] == ["connected", "start"] and names[-1] == "stop"
