@@ -24,7 +24,9 @@ from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
 from callplane.engine.operations.base import Emit, Operation, register, require_answered
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
+from callplane.media.dsp.dtmf import DtmfDetector
 from callplane.media.rnnoise import Denoiser, RnnoiseUnavailable
+from callplane.media.sources import Frame
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
@@ -35,6 +37,38 @@ CONTROL_ID = "denoise"  # one filter per call: a fixed key among the call's oper
 
 # The calls being denoised now, process-wide (the CPU cap).
 _active: set[str] = set()
+# Frames kept unfiltered after a key's tone was last seen (its tail and the detector's hangover).
+DTMF_HOLD_FRAMES = 3
+
+
+class DtmfSafeDenoiser:
+    """The call's inbound filter: RNNoise, except while a DTMF tone sounds.
+
+    RNNoise takes a key's steady tone pair for noise and removes it (10 digits in, none detected
+    after it), which would deafen in-band DTMF detection (collect, detect, streams' `dtmf`).
+    Frames holding a tone pair pass unchanged; RNNoise still sees them, so its state stays
+    continuous. The DTMF detector costs ~25 µs per frame against RNNoise's ~1 ms.
+    """
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser = denoiser
+        self._detector = DtmfDetector()
+        self._t = 0.0
+        self._hold = 0
+
+    def __call__(self, frame: Frame) -> None:
+        raw = frame.copy()
+        self._detector.feed(raw, self._t)
+        self._t += 0.020
+        self.denoiser.process(frame)
+        if self._detector.tone_present:
+            self._hold = DTMF_HOLD_FRAMES
+        if self._hold:
+            self._hold -= 1
+            frame[:] = raw
+
+    def close(self) -> None:
+        self.denoiser.close()
 
 
 class DenoiseOperation(Operation):
@@ -45,13 +79,13 @@ class DenoiseOperation(Operation):
 
     def __init__(self, call: Call, emit: Emit, denoiser: Denoiser) -> None:
         super().__init__(call, CONTROL_ID, None, emit)
-        self.denoiser = denoiser
+        self.filter = DtmfSafeDenoiser(denoiser)
 
     def begin(self) -> None:
         session = self.call.media
         if session is None or session.closed:
             raise CommandError(422, "invalid_state", "the call has no media session", "id")
-        session.inbound_filter = self.denoiser.process
+        session.inbound_filter = self.filter
         _active.add(self.call.id)
         self._emit(self, {"denoised": True})
 
@@ -59,9 +93,9 @@ class DenoiseOperation(Operation):
         if self.is_terminal:
             return
         session = self.call.media
-        if session is not None and session.inbound_filter == self.denoiser.process:
+        if session is not None and session.inbound_filter is self.filter:
             session.inbound_filter = None
-        self.denoiser.close()
+        self.filter.close()
         _active.discard(self.call.id)
         self._emit(self, {"denoised": False})
         self.finish("off")
