@@ -215,7 +215,7 @@ class StreamOperation(Operation):
     def _on_open(self) -> None:
         if self.is_terminal or self._ws is None:
             return
-        self._seq = 1  # `connected` went first
+        self._seq = 0  # `connected` carries no sequence number; `start` is 1
         self._send("start", self._start_params())
         session = self.call.media
         if session is None or session.closed:
