@@ -31,3 +31,5 @@ if [ "$profile" = test ]; then
 else
     .venv/bin/python -m pip install -q -e '.[server]'
 fi
+# RNNoise for calling.denoise: the wheel's librnnoise only, without its heavy dependencies.
+.venv/bin/python -m pip install -q --no-deps 'pyrnnoise==0.4.5'

@@ -647,3 +647,37 @@ async def test_coach_whispers_to_one_member_and_a_tap_gets_the_room(engine: Medi
     n = len(tapped)
     await asyncio.sleep(0.1)
     assert len(tapped) == n
+
+
+async def test_an_inbound_filter_comes_before_listeners_and_the_bridged_peer(
+    engine: MediaEngine,
+) -> None:
+    # far end A -> leg A (filtered)  ==bridge==  leg B -> far end B
+    far_a, leg_a = await pair(engine)
+    far_b, leg_b = await pair(engine)
+    at_leg_a = Collector(leg_a)
+    at_far_b = Collector(far_b)
+    far_a.play(sources.tone(500, None, level_dbfs=-12))
+    bridge = engine.mix_group()
+    bridge.add(leg_a)
+    bridge.add(leg_b)
+    filtered: list[int] = []
+
+    def halve(frame: Frame) -> None:
+        filtered.append(1)
+        frame //= 2
+
+    leg_a.inbound_filter = halve
+    await asyncio.sleep(0.6)
+    assert filtered, "the filter never ran"
+    assert rms_db(at_leg_a.audio()[-4000:]) == pytest.approx(-21, abs=1.0)  # -15 dB, halved
+    assert rms_db(at_far_b.audio()[-4000:]) == pytest.approx(-21, abs=1.0)
+    leg_a.inbound_filter = None
+    at_leg_a.clear()
+    await asyncio.sleep(0.3)
+    assert rms_db(at_leg_a.audio()[-1600:]) == pytest.approx(-15, abs=1.0)
+    # A filter that raises is removed; the clock and the call go on.
+    leg_a.inbound_filter = lambda frame: 1 / 0  # type: ignore[func-returns-value]
+    await asyncio.sleep(0.1)
+    assert leg_a.inbound_filter is None
+    bridge.close()

@@ -77,6 +77,8 @@ class TickFrames:
 
 
 FrameListener = Callable[[TickFrames], None]
+# Rewrites a session's inbound frame in place, right after the jitter buffer (noise reduction).
+InboundFilter = Callable[[Frame], None]
 PlayDirection = Literal["listen", "speak", "both"]
 MediaDirection = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 DtmfCallback = Callable[[str, int], None]
@@ -293,6 +295,7 @@ class RtpSession:
         self._active: list[Playback] = []  # playing, in start order (mixed together)
         self._playbacks: set[Playback] = set()  # playing or paused
         self._listeners: list[FrameListener] = []
+        self._inbound_filter: InboundFilter | None = None
         self.on_dtmf: DtmfCallback | None = None
         self._dtmf_rx = DtmfReceiver()
         self._dtmf_plan: deque[TickAction | asyncio.Future[None]] = deque()
@@ -417,6 +420,18 @@ class RtpSession:
             self._active.remove(pb)
 
     # -- listeners and DTMF --------------------------------------------------------------------
+
+    @property
+    def inbound_filter(self) -> InboundFilter | None:
+        return self._inbound_filter
+
+    @inbound_filter.setter
+    def inbound_filter(self, f: InboundFilter | None) -> None:
+        """Set before every consumer of the inbound audio (mix groups, listeners: recordings,
+        recognisers, taps, streams): applied to each frame of received audio as it leaves the
+        jitter buffer (not to the silence played where nothing arrived)."""
+        self._inbound_filter = f
+        self._engine._membership_changed()
 
     def add_listener(self, callback: FrameListener) -> None:
         """Receive one :class:`TickFrames` per tick, every tick, after the tick's packets left.
@@ -760,6 +775,7 @@ class MediaEngine:
         self._groups: set[MixGroup] = set()
         self._plan = MixPlan(())
         self._tapped: list[tuple[MixGroup, int]] = []  # (group, its index in the plan)
+        self._filters: list[tuple[int, InboundFilter]] = []  # (row, filter) of this tick's rows
         self._dirty = True
         self.tick_count = 0
         self._scratch = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -911,6 +927,11 @@ class MediaEngine:
             to = row_of.get(m.heard_by) if m.heard_by in g._members else None
             return MemberRow(row_of[s], m.hears, m.speaks and to is not None, to)
 
+        self._filters = [
+            (i, s._inbound_filter)
+            for i, s in enumerate(self._clocked)
+            if s._inbound_filter is not None
+        ]
         self._plan = MixPlan(
             [[row(g, s, m) for s, m in g._members.items() if s in row_of] for g in groups],
             [bool(g._taps) for g in groups],
@@ -992,6 +1013,13 @@ class MediaEngine:
 
         # 0. One inbound frame per session from its jitter buffer.
         heard = [s.jitter.pop_into(inbound[i]) for i, s in enumerate(sessions)]
+        for i, inbound_filter in self._filters:
+            if heard[i]:
+                try:
+                    inbound_filter(inbound[i])
+                except Exception:
+                    log.exception("inbound filter of %s failed; removed", sessions[i])
+                    sessions[i].inbound_filter = None
 
         # 1. Gather: one frame view per active playback; owners[i] = its session row.
         frames: list[Frame] = []

@@ -13,6 +13,9 @@ recording) of a direction gets from a tick.
   JSON text message first, then one binary message of 20 ms of G.711 (160 bytes, no header) per
   frame, an optional JSON text message on a normal close, then a close with code 1000. A slow
   reader loses frames (``queue_frames`` are queued at most) instead of delaying the caller.
+  The same connection carries media streams (``engine.operations.stream``): they frame their
+  audio themselves (:meth:`WebSocketSink.send_data`, :meth:`WebSocketSink.send_json`), add
+  handshake headers, and read what the peer sends through ``on_message`` (bidirectional streams).
 """
 
 from __future__ import annotations
@@ -212,16 +215,20 @@ class WebSocketSink:
         close_timeout: float = WS_CLOSE_TIMEOUT,
         user_agent: str | None = None,
         connect_address: Callable[[str, int], Awaitable[str]] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """``connect_address(host, port)`` picks the address to connect to (the caller's
         outbound target policy: it may refuse by raising OSError); Host and the TLS name stay
-        the URI's."""
+        the URI's. ``headers`` are added to the opening handshake."""
         self._table = _encoder(payload_type)
+        self._headers = dict(headers or {})
+        self._queue_frames = queue_frames
         self._connect_address = connect_address
         self.uri = uri
         self._start_message = start_message
         self._stop_message = stop_message
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=queue_frames)
+        # Unbounded: control messages are never dropped; audio is capped in send_data.
+        self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._open_timeout = open_timeout
         self._close_timeout = close_timeout
         self._user_agent = user_agent
@@ -231,6 +238,8 @@ class WebSocketSink:
         self._normal = True
         self.on_open: Callable[[], None] | None = None
         self.on_failure: Callable[[str], None] | None = None
+        # Every message the peer sends (text as str, binary as bytes); None: read and ignored.
+        self.on_message: Callable[[str | bytes], None] | None = None
         self.frames_sent = 0
         self.frames_dropped = 0
 
@@ -245,12 +254,21 @@ class WebSocketSink:
             self._task.add_done_callback(_background.discard)
 
     def send(self, frame: Frame) -> None:
+        """One frame as a binary message of G.711."""
+        self.send_data(self._table[frame.view(np.uint16)].tobytes())
+
+    def send_data(self, data: str | bytes, *, droppable: bool = True) -> None:
+        """One message (text or binary) once open. Audio is ``droppable``: past
+        ``queue_frames`` waiting messages it is lost; control messages always queue."""
         if not self.is_open:
             return
-        try:
-            self._queue.put_nowait(self._table[frame.view(np.uint16)].tobytes())
-        except asyncio.QueueFull:
+        if droppable and self._queue.qsize() >= self._queue_frames:
             self.frames_dropped += 1
+            return
+        self._queue.put_nowait(data)
+
+    def send_json(self, message: Mapping[str, Any], *, droppable: bool = False) -> None:
+        self.send_data(json.dumps(message, separators=(",", ":")), droppable=droppable)
 
     def close(self, *, normal: bool = True) -> None:
         """Stop sending: a connection still being made is abandoned; an open one gets the
@@ -267,13 +285,8 @@ class WebSocketSink:
         self._wake()
 
     def _wake(self) -> None:
-        """End the sender's wait, even when the queue is full."""
-        while True:
-            try:
-                self._queue.put_nowait(None)
-                break
-            except asyncio.QueueFull:
-                self._queue.get_nowait()
+        """End the sender's wait."""
+        self._queue.put_nowait(None)
 
     def _fail(self, reason: str) -> None:
         if self._closed:
@@ -296,6 +309,8 @@ class WebSocketSink:
         }
         if self._user_agent is not None:
             options["user_agent_header"] = self._user_agent
+        if self._headers:
+            options["additional_headers"] = self._headers
         if "proxy" in inspect.signature(connect).parameters:
             options["proxy"] = None  # websockets >= 15 would honour *_PROXY variables
         try:
@@ -344,8 +359,16 @@ class WebSocketSink:
                 await ws.close()
 
     async def _drain(self, ws: ClientConnection) -> None:
-        """Read (and ignore) what the peer sends, so its close is noticed at once."""
-        with contextlib.suppress(Exception):
-            async for _ in ws:
-                pass
+        """Read what the peer sends (for ``on_message``, or to notice its close at once)."""
+        from websockets.exceptions import ConnectionClosed
+
+        with contextlib.suppress(ConnectionClosed):
+            async for message in ws:
+                if self.on_message is None or self._closed:
+                    continue
+                try:
+                    self.on_message(message)
+                except Exception:
+                    # One message the owner could not handle must not end the connection.
+                    log.exception("WebSocket %s: handling a message failed", self.uri)
         self._fail(f"the WebSocket peer closed the connection (code {ws.close_code})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -158,6 +158,12 @@ class LiveSource:
         self._silence.flags.writeable = False
         self.dropped_frames = 0
         self.dry_frames = 0
+        # Marks (a media stream's `mark`): (sample position in everything pushed, name), fired
+        # through on_mark once the frame holding that position has been handed out to play.
+        self._marks: deque[tuple[int, str]] = deque()
+        self._pushed = 0  # samples pushed so far
+        self._played = 0  # samples handed out (or dropped) so far
+        self.on_mark: Callable[[str], None] | None = None
 
     @property
     def closed(self) -> bool:
@@ -172,6 +178,7 @@ class LiveSource:
         if self._closed:
             return
         x = np.asarray(samples, dtype=np.int16).reshape(-1)
+        self._pushed += x.size
         if self._partial.size:
             x = np.concatenate([self._partial, x])
         whole = x.size // FRAME_SAMPLES
@@ -183,15 +190,38 @@ class LiveSource:
             self.dropped_frames += overflow
             for _ in range(overflow):
                 self._frames.popleft()
+            self._played += overflow * FRAME_SAMPLES
+            self._fire_marks()
+
+    def mark(self, name: str) -> None:
+        """Report ``name`` through ``on_mark`` once everything pushed so far has played (at
+        once when nothing is queued)."""
+        self._marks.append((self._pushed, name))
+        self._fire_marks()
+
+    @property
+    def pending_marks(self) -> list[str]:
+        return [name for _, name in self._marks]
+
+    def _fire_marks(self) -> None:
+        while self._marks and self._marks[0][0] <= self._played:
+            _, name = self._marks.popleft()
+            if self.on_mark is not None:
+                self.on_mark(name)
 
     def close(self) -> None:
         """No more audio: the playback ends once what is queued has played."""
         self._closed = True
 
-    def clear(self) -> None:
-        """Drop everything queued (an interruption: barge-in, a stream's `clear`)."""
+    def clear(self) -> list[str]:
+        """Drop everything queued (an interruption: barge-in, a stream's `clear`) and return the
+        names of the marks still pending, which will never fire."""
         self._frames.clear()
         self._partial = np.zeros(0, dtype=np.int16)
+        self._played = self._pushed
+        pending = self.pending_marks
+        self._marks.clear()
+        return pending
 
     def reader(self) -> LiveSource:
         # One queue, one consumer: a live source is read where it is played.
@@ -199,13 +229,21 @@ class LiveSource:
 
     def next_frame(self) -> Frame | None:
         if self._frames:
-            return self._frames.popleft()
+            frame = self._frames.popleft()
+            self._played += FRAME_SAMPLES
+            if self._marks:
+                self._fire_marks()
+            return frame
+        # A partial frame is flushed (padded with silence) when the source ends, or when a
+        # mark waits for it: nothing more may come before the producer hears the mark back.
+        if self._partial.size and (self._closed or self._marks):
+            last = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            last[: self._partial.size] = self._partial
+            self._played += self._partial.size
+            self._partial = np.zeros(0, dtype=np.int16)
+            self._fire_marks()
+            return last
         if self._closed:
-            if self._partial.size:
-                last = np.zeros(FRAME_SAMPLES, dtype=np.int16)
-                last[: self._partial.size] = self._partial
-                self._partial = np.zeros(0, dtype=np.int16)
-                return last
             return None
         self.dry_frames += 1
         return self._silence
@@ -431,6 +469,34 @@ def _design_lowpass(up: int, down: int, zero_crossings: int = 32) -> FloatArray:
     h *= up / h.sum()  # unity gain after zero-stuffing by `up`
     out: FloatArray = h.astype(np.float64)
     return out
+
+
+class FrameResampler:
+    """:func:`resample`'s filter for a signal that arrives in blocks (a live call's frames): the
+    filter's history is kept between blocks, so block edges cost nothing. Each block's length
+    times ``rate_out / rate_in`` must be whole samples on the up-sampled grid; the output lags
+    the input by the filter's half length (``zero_crossings`` / 2 periods of the lower rate)."""
+
+    def __init__(self, rate_in: int, rate_out: int, zero_crossings: int = 16) -> None:
+        g = math.gcd(rate_in, rate_out)
+        self.up, self.down = rate_out // g, rate_in // g
+        self._h = _design_lowpass(self.up, self.down, zero_crossings)
+        self._history = np.zeros(self._h.size - 1)
+        self._phase = 0  # index of the next output sample on the up-sampled grid
+
+    def process(self, x: npt.ArrayLike) -> FloatArray:
+        sig = np.asarray(x, dtype=np.float64).reshape(-1)
+        if self.up == 1:
+            stuffed = sig
+        else:
+            stuffed = np.zeros(sig.size * self.up)
+            stuffed[:: self.up] = sig
+        buf = np.concatenate([self._history, stuffed])
+        filtered = np.convolve(buf, self._h, mode="valid")
+        self._history = buf[buf.size - self._history.size :]
+        out: FloatArray = filtered[self._phase :: self.down]
+        self._phase = (self._phase - stuffed.size) % self.down
+        return out
 
 
 def resample(x: npt.ArrayLike, rate_in: int, rate_out: int = SAMPLE_RATE) -> FloatArray:

@@ -4,12 +4,14 @@ from callplane.engine.operations import (
     collect,
     conference,
     connect,
+    denoise,
     detect,
     digits,
     play,
     queue,
     record,
     refer,
+    stream,
     tap,
     transcribe,
 )
@@ -27,6 +29,8 @@ _MODULES = (
     refer,
     conference,
     queue,
+    stream,
+    denoise,
 )
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}

@@ -366,10 +366,12 @@ def _destination(raw: Any, shared: Mapping[str, Any], default_from: str) -> Peer
         raise SwmlMethodNotSupported(
             "connect", "a queue: destination inside serial/parallel (only `to: queue:<name>`)"
         )
-    if to.startswith(("stream:", "/")):
+    if to.startswith("/"):
         raise SwmlMethodNotSupported(
-            "connect", f"connect to {to.split(':')[0]!r} destinations (rooms, streams)"
+            "connect", f"connect to {to.split(':')[0]!r} destinations (rooms)"
         )
+    if to.startswith("stream:"):
+        raise SwmlError("a stream: destination must be connect's only destination (`to`)")
     if dest.get("confirm") or shared.get("confirm"):
         raise SwmlMethodNotSupported("connect", "connect `confirm`")
 
@@ -468,9 +470,56 @@ def _start(
     return op
 
 
+async def _connect_stream(
+    services: Services, call: Call, params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`connect` to ``stream:wss://…``: the caller talks to the application through a
+    bidirectional media stream, as to a callee, until the socket closes (or the caller hangs
+    up, or max_duration). The stream's events are `calling.call.stream`."""
+    # Imported here: stream imports nothing of connect, and connect needs it only for this.
+    from callplane.engine.operations.stream import settings_from, start_stream, url_refusal
+
+    dest = params["to"] if isinstance(params["to"], dict) else {"to": params["to"]}
+    merged = {**params, **dest}
+    merged["url"] = str(dest["to"])[len("stream:") :]
+    try:
+        settings = settings_from(merged, bidirectional=True)
+    except ValueError as exc:
+        raise SwmlError(f"connect to a stream: {exc}") from None
+    refused = url_refusal(settings.url, services.config.targets)
+    if refused is not None:
+        raise SwmlError(refused)
+    if call.status is not CallStatus.ANSWERED:
+        await services.answer(call)
+    op = start_stream(
+        services,
+        call,
+        control_id=str(merged.get("control_id") or uuid.uuid4()),
+        settings=settings,
+        status_url=params.get("status_url"),
+    )
+    if not await op.ready:
+        reason = op.reason or "error"
+        return {
+            "connect_result": "failed",
+            "return_value": "failed",
+            "connect_failed_reason": reason,
+        }
+    max_duration = params.get("max_duration")
+    limit = float(max_duration) if max_duration else DEFAULT_MAX_DURATION
+    done, _ = await asyncio.wait({op.done}, timeout=limit)
+    if not done:
+        await op.stop()
+    return {"connect_result": "connected", "return_value": "connected"}
+
+
 async def swml_connect(
     services: Services, call: Call, params: dict[str, Any]
 ) -> dict[str, Any] | None:
+    to = params.get("to")
+    target = to.get("to") if isinstance(to, dict) else to
+    if isinstance(target, str) and target.startswith("stream:"):
+        return await _connect_stream(services, call, params)
     op = _start(services, call, params, params.get("status_url"))
     result = await op.run()
     out: dict[str, Any] = {"connect_result": result, "return_value": result}

@@ -362,6 +362,12 @@ class DtmfDetector:
         self._tracker.flush(out)
         return out
 
+    @property
+    def tone_present(self) -> bool:
+        """The last frame fed held a key's tone pair (a candidate not yet a key press included):
+        known at once, ~30 ms before the DtmfKeyDown."""
+        return not self._tracker.idle
+
 
 class DtmfBatchDetector:
     """DTMF receivers for ``channels`` streams that share one media clock tick.
