@@ -654,7 +654,7 @@ def test_fixed_mode_reanchors_an_underrun_at_the_fixed_delay() -> None:
 
 def test_switching_to_fixed_mode_grows_the_delay_once_and_back() -> None:
     jb = JitterBuffer(target_frames=0)
-    src, packets = stream(2.0)
+    _src, packets = stream(2.0)
     out = np.empty(0, np.int16)
     pending = iter(packets)
     frames = []

@@ -9,7 +9,9 @@ caller from inside the library.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import subprocess
 from dataclasses import dataclass
 from typing import Literal
 
@@ -143,10 +145,9 @@ class FaxTerminal:
             self._state = None
 
     def __del__(self) -> None:
-        try:
+        # At interpreter shutdown the library may be gone already.
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # interpreter shutdown: the library may be gone already
-            pass
 
     # -- library callbacks -----------------------------------------------------------------
 
@@ -187,3 +188,54 @@ class FaxTerminal:
 
 def _ascii(text: str) -> bytes:
     return text.encode("ascii", "replace")
+
+
+# -- documents -------------------------------------------------------------------------------------
+# Blocking (subprocesses): callers run them in a thread.
+
+# A fax page at fine resolution: 1728 dots across (the 215 mm scan line of T.4 at 204 dpi) by
+# A4's 297 mm at 196 lines per inch. Ghostscript fits each PDF page into it.
+PAGE_DOTS = (1728, 2292)
+RESOLUTION = (204, 196)
+
+
+class DocumentError(Exception):
+    """A document that cannot be converted (not a PDF, a converter missing)."""
+
+
+def pdf_to_tiff(pdf: str, tiff: str, *, timeout: float = 60.0) -> None:
+    """A PDF as a multi-page TIFF-F (T.4 1-D, 204x196 dpi, A4 pages), with Ghostscript."""
+    _run(
+        [
+            "gs",
+            "-q",
+            "-dSAFER",
+            "-dBATCH",
+            "-dNOPAUSE",
+            "-sDEVICE=tiffg3",
+            f"-r{RESOLUTION[0]}x{RESOLUTION[1]}",
+            f"-g{PAGE_DOTS[0]}x{PAGE_DOTS[1]}",
+            "-dFIXEDMEDIA",
+            "-dPDFFitPage",
+            f"-sOutputFile={tiff}",
+            pdf,
+        ],
+        timeout,
+    )
+
+
+def tiff_to_pdf(tiff: str, pdf: str, *, timeout: float = 60.0) -> None:
+    """Received pages as a PDF, with libtiff's tiff2pdf (the G3/G4 data is kept, not redrawn)."""
+    _run(["tiff2pdf", "-o", pdf, tiff], timeout)
+
+
+def _run(argv: list[str], timeout: float) -> None:
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError as exc:
+        raise DocumentError(f"{argv[0]} is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise DocumentError(f"{argv[0]} took longer than {timeout:.0f} s") from exc
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()
+        raise DocumentError(f"{argv[0]} failed: {detail[-1] if detail else done.returncode}")

@@ -5,6 +5,7 @@ from callplane.engine.operations import (
     connect,
     detect,
     digits,
+    fax,
     play,
     record,
     refer,
@@ -13,7 +14,7 @@ from callplane.engine.operations import (
 )
 from callplane.engine.services import CommandHandler, SwmlMethod
 
-_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer)
+_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer, fax)
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
 SWML_METHODS: dict[str, SwmlMethod] = {k: v for m in _MODULES for k, v in m.SWML_METHODS.items()}
