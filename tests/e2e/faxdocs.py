@@ -35,8 +35,17 @@ def make_pdf(directory: Path) -> bytes:
     pdf = directory / "doc.pdf"
     ps.write_bytes(TWO_PAGES_PS)
     subprocess.run(
-        ["gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-sDEVICE=pdfwrite", "-sPAPERSIZE=a4"]
-        + [f"-sOutputFile={pdf}", str(ps)],
+        [
+            "gs",
+            "-q",
+            "-dSAFER",
+            "-dBATCH",
+            "-dNOPAUSE",
+            "-sDEVICE=pdfwrite",
+            "-sPAPERSIZE=a4",
+            f"-sOutputFile={pdf}",
+            str(ps),
+        ],
         check=True,
     )
     return pdf.read_bytes()
@@ -48,9 +57,18 @@ def raster(pdf: Path, *, fit: bool) -> list[np.ndarray]:
     out = pdf.with_suffix("")
     geometry = [f"-g{PAGE_DOTS[0]}x{PAGE_DOTS[1]}", "-dFIXEDMEDIA", "-dPDFFitPage"] if fit else []
     subprocess.run(
-        ["gs", "-q", "-dSAFER", "-dBATCH", "-dNOPAUSE", "-sDEVICE=pgmraw"]
-        + [f"-r{RESOLUTION[0]}x{RESOLUTION[1]}", *geometry]
-        + [f"-sOutputFile={out}-%d.pgm", str(pdf)],
+        [
+            "gs",
+            "-q",
+            "-dSAFER",
+            "-dBATCH",
+            "-dNOPAUSE",
+            "-sDEVICE=pgmraw",
+            f"-r{RESOLUTION[0]}x{RESOLUTION[1]}",
+            *geometry,
+            f"-sOutputFile={out}-%d.pgm",
+            str(pdf),
+        ],
         check=True,
     )
     pages = []
