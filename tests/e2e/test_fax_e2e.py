@@ -12,11 +12,20 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from faxdocs import agreement, fax_tools_available, make_pdf, raster
 from harness import Receiver, Server, wait_until
+from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient
+from callplane.engine.facade import CommandError
+from callplane.engine.operations.base import register
+from callplane.engine.operations.fax import FaxOperation, ReceiveFaxOperation, SendFaxOperation
+from callplane.engine.operations.play import start_play
+from callplane.engine.services import Services
+from callplane.media import spandsp
+from callplane.media.sources import FRAME_SAMPLES
 
 pytestmark = pytest.mark.skipif(
     not fax_tools_available(), reason="libspandsp2, ghostscript or libtiff-tools missing"
@@ -116,3 +125,117 @@ async def test_a_two_page_pdf_goes_through_callplane_to_callplane(
     for got, sent in zip(received, source, strict=True):
         same, overlap = agreement(got, sent)
         assert same > 0.99 and overlap > 0.95, (same, overlap)
+
+
+# -- the operations driven by ticks alone (no sockets, no clock) ----------------------------------
+
+
+class _Fetch:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def fetch(self, url: str) -> Path:
+        return self.path
+
+
+async def _listening(*sessions: TickSession) -> None:
+    """Until every operation attached to its leg (documents are converted in a thread)."""
+    for _ in range(500):
+        if all(s.listeners for s in sessions):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the fax never started")
+
+
+def _start(
+    op_type: type[FaxOperation], services: Services, call: Any, **kwargs: Any
+) -> FaxOperation:
+    op = op_type(services, call, f"{op_type.kind}-1", None, services.emit, **kwargs)
+    register(call, op)
+    op.start()
+    return op
+
+
+def _fax_params(emitted: Emitted, kind: str) -> list[dict[str, Any]]:
+    return [p["fax"] for p in emitted.params(kind)]
+
+
+async def test_ticks_send_and_receive_between_two_legs(tmp_path: Path) -> None:
+    make_pdf(tmp_path)
+    emitted = Emitted()
+    services = tick_services(
+        emitted, recordings=tmp_path / "recordings", audio=_Fetch(tmp_path / "doc.pdf")
+    )
+    a, b = TickSession(), TickSession()
+    call_a, call_b = tick_call(a), tick_call(b)
+    sender = _start(SendFaxOperation, services, call_a, identity="+1555", document="u")
+    receiver_op = _start(ReceiveFaxOperation, services, call_b, identity="+1666")
+    await _listening(a, b)
+    assert a.jitter.fixed and b.jitter.fixed  # fax mode while it runs
+    to_b = to_a = None
+    for _ in range(50 * 90):
+        to_b = a.tick(to_a).outbound.copy()
+        to_a = b.tick(to_b).outbound.copy()
+        if sender.result is not None or (sender.task and sender.task.done()):
+            break
+        await asyncio.sleep(0)
+    sent, got = await sender.task, await receiver_op.task  # type: ignore[misc]
+    assert sent.success and got.success and sent.pages == got.pages == 2
+    assert not a.jitter.fixed and not b.jitter.fixed  # back to the adaptive buffer
+    assert [f["type"] for f in _fax_params(emitted, "send_fax")] == [
+        "started",
+        "page",
+        "page",
+        "finished",
+    ]
+    done = _fax_params(emitted, "receive_fax")[-1]["params"]
+    assert done["remote_identity"] == "+1555" and done["success"] and done["pages"] == 2
+    (row,) = services.store.rows.values()  # type: ignore[attr-defined]
+    assert row["format"] == "pdf" and done["document"].endswith(row["id"])
+    assert len(raster(Path(row["path"]), fit=False)) == 2
+    assert not call_a.operations and not call_b.operations
+
+
+async def test_ticks_a_stop_while_waiting_reports_the_failure(tmp_path: Path) -> None:
+    emitted = Emitted()
+    services = tick_services(emitted, recordings=tmp_path)
+    session = TickSession()
+    call = tick_call(session)
+    op = _start(ReceiveFaxOperation, services, call, identity="")
+    await _listening(session)
+    session.silence(2.0)
+    # Nothing else may write into the leg's outbound audio while the fax runs.
+    with pytest.raises(CommandError) as refused:
+        start_play(services, call, control_id="p", items=[], status_url=None)
+    assert refused.value.status == 409
+    await asyncio.wait_for(op.stop(), 5)
+    result = await op.task  # type: ignore[misc]
+    assert not result.success
+    (done,) = [f["params"] for f in _fax_params(emitted, "receive_fax") if f["type"] == "finished"]
+    assert done["success"] is False and done["result"] == result.code != 0
+    assert done["result_text"] and done["document"] is None and done["pages"] == 0
+    assert not session.listeners and not call.operations
+    assert services.store.rows == {}  # type: ignore[attr-defined]
+
+
+async def test_ticks_a_far_end_that_talks_is_not_a_fax_machine(tmp_path: Path) -> None:
+    """Speech-like audio (a warbling vowel) for as long as T.30 waits: a clean failure."""
+    emitted = Emitted()
+    services = tick_services(emitted, recordings=tmp_path)
+    session = TickSession()
+    call = tick_call(session)
+    op = _start(ReceiveFaxOperation, services, call, identity="")
+    await _listening(session)
+    t = np.arange(FRAME_SAMPLES) / 8000
+    for k in range(50 * 65):
+        f0 = 120 + 30 * np.sin(k / 25)
+        voice = sum(np.sin(2 * np.pi * f0 * h * (t + k * 0.02)) / h for h in range(1, 8))
+        session.tick((3000 * voice).astype(np.int16))
+        if op.task is not None and op.task.done():
+            break
+        await asyncio.sleep(0)
+    result = await asyncio.wait_for(op.task, 5)  # type: ignore[arg-type]
+    assert result.code == spandsp.ERR_T0_EXPIRED
+    assert result.text == "Timed out waiting for initial communication"
+    (done,) = [f["params"] for f in _fax_params(emitted, "receive_fax") if f["type"] == "finished"]
+    assert done["success"] is False and done["result_text"] == result.text

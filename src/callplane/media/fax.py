@@ -22,6 +22,11 @@ from callplane.media.sources import FRAME_SAMPLES, Frame
 
 Direction = Literal["send", "receive"]
 
+# Ticks (20 ms) without a T.30 negotiation before the terminal gives up as T0 expired. spandsp's
+# own T0 (60 s) only runs on the calling side, and an answering terminal that hears continuous
+# sound (a person talking) waits for silence forever.
+NEGOTIATION_TICKS = 60 * 50
+
 
 @dataclass(frozen=True, slots=True)
 class FaxPage:
@@ -88,6 +93,10 @@ class FaxTerminal:
         self._pages = 0
         self.result: FaxResult | None = None
         # The library calls these from inside fax_rx / fax_tx, on this thread: they only record.
+        self._negotiated = False
+        self._ticks = 0
+        self._on_negotiated = spandsp.PhaseBHandler(self._phase_b)
+        lib.t30_set_phase_b_handler(t30, self._on_negotiated, None)
         self._on_page = spandsp.PhaseDHandler(self._phase_d)
         self._on_done = spandsp.PhaseEHandler(self._phase_e)
         lib.t30_set_phase_d_handler(t30, self._on_page, None)
@@ -111,6 +120,10 @@ class FaxTerminal:
         n = lib.fax_tx(state, out.ctypes.data, FRAME_SAMPLES)
         if n < FRAME_SAMPLES:
             out[max(n, 0) :] = 0
+        self._ticks += 1
+        if not self._negotiated and self._ticks >= NEGOTIATION_TICKS and self.result is None:
+            self._finish(spandsp.ERR_T0_EXPIRED)
+            lib.t30_terminate(self._t30)
         return out
 
     def poll(self) -> list[FaxEvent]:
@@ -155,6 +168,10 @@ class FaxTerminal:
         stats = spandsp.T30Stats()
         self._lib.t30_get_transfer_statistics(self._t30, ctypes.byref(stats))
         return stats
+
+    def _phase_b(self, _t30: int | None, _user: int | None, _result: int) -> int:
+        self._negotiated = True
+        return 0
 
     def _phase_d(self, _t30: int | None, _user: int | None, _result: int) -> int:
         stats = self._stats()

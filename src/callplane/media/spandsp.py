@@ -17,6 +17,7 @@ SUPPORT_V29 = 0x02
 SUPPORT_V17 = 0x04
 # T30_ERR_* values used by callers.
 ERR_OK = 0
+ERR_T0_EXPIRED = 2
 ERR_CALLDROPPED = 49
 
 
@@ -44,7 +45,8 @@ class T30Stats(ctypes.Structure):
 
 # void (*)(t30_state_t *s, void *user_data, int completion_code)
 PhaseEHandler = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
-# int (*)(t30_state_t *s, void *user_data, int result)
+# int (*)(t30_state_t *s, void *user_data, int result), for phases B and D
+PhaseBHandler = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
 PhaseDHandler = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
 
 _P = ctypes.c_void_p
@@ -66,6 +68,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "t30_set_tx_page_header_info": (_I, [_P, _S]),
     "t30_set_ecm_capability": (_I, [_P, _I]),
     "t30_set_supported_modems": (_I, [_P, _I]),
+    "t30_set_phase_b_handler": (None, [_P, PhaseBHandler, _P]),
     "t30_set_phase_d_handler": (None, [_P, PhaseDHandler, _P]),
     "t30_set_phase_e_handler": (None, [_P, PhaseEHandler, _P]),
     "t30_terminate": (None, [_P]),
