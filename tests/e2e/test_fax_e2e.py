@@ -127,6 +127,132 @@ async def test_a_two_page_pdf_goes_through_callplane_to_callplane(
         assert same > 0.99 and overlap > 0.95, (same, overlap)
 
 
+def _started(receiver: Receiver, path: str) -> dict[str, Any]:
+    def seen() -> dict[str, Any] | None:
+        for e in fax_events(receiver, path):
+            if e["fax"]["type"] == "started":
+                return e
+        return None
+
+    return wait_until(seen, 30, f"a started fax event on {path}")  # type: ignore[no-any-return]
+
+
+async def test_send_fax_stop_in_page_one_fails_both_ends_and_the_calls_stay_up(
+    make_server: object, receiver: Receiver, tmp_path: Path
+) -> None:
+    pdf_url = receiver.serve_file("/doc.pdf", make_pdf(tmp_path), "application/pdf")
+    receiver.serve_swml(
+        "/faxin",
+        swml(
+            {"receive_fax": {"status_url": receiver.url("/rx")}},
+            report_vars(receiver, "/rx-vars", "receive_fax"),
+            {"sleep": -1},
+        ),
+    )
+    server: Server = make_server(routes={"faxin": receiver.url("/faxin")})  # type: ignore[operator]
+    sender = swml(
+        {"send_fax": {"document": pdf_url, "status_url": receiver.url("/tx")}},
+        report_vars(receiver, "/tx-vars", "send_fax"),
+        {"sleep": -1},
+    )
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15551230000", to="faxin", swml=sender)
+        started = await asyncio.to_thread(_started, receiver, "/tx")
+        # Page 1's image data flows from about 8 s to 19 s after the start.
+        await asyncio.sleep(12)
+        assert not [e for e in fax_events(receiver, "/tx") if e["fax"]["type"] == "page"]
+        response = await asyncio.to_thread(
+            server.post,
+            {
+                "command": "calling.send_fax.stop",
+                "id": leg["id"],
+                "params": {"control_id": started["control_id"]},
+            },
+        )
+        assert response.status_code == 200, response.text
+        await asyncio.to_thread(
+            wait_until,
+            lambda: receiver.events("/tx-vars") and receiver.events("/rx-vars"),
+            60,
+            "both scripts to go on after the fax",
+        )
+        tx, rx = receiver.events("/tx-vars")[0], receiver.events("/rx-vars")[0]
+        assert tx["result"] == rx["result"] == "failed"
+        assert tx["pages"] == rx["pages"] == "0"
+        assert tx["result_code"] != "0" and tx["result_text"]
+        assert rx["result_code"] != "0" and rx["result_text"]
+        done = finished(receiver, "/tx")
+        assert done is not None and done["success"] is False and done["pages"] == 0
+        assert done["result_text"] == tx["result_text"]
+        # Stopping the fax ended neither call.
+        assert server.call_status(leg["id"]) == "answered"
+        again = await asyncio.to_thread(
+            server.post,
+            {
+                "command": "calling.send_fax.stop",
+                "id": leg["id"],
+                "params": {"control_id": started["control_id"]},
+            },
+        )
+        assert again.status_code == 422  # nothing left to stop
+        await client.calling.end(leg["id"])
+
+
+async def test_receive_fax_stop_while_waiting_and_nothing_else_plays_meanwhile(
+    make_server: object, receiver: Receiver
+) -> None:
+    receiver.serve_swml(
+        "/faxin",
+        swml(
+            {"receive_fax": {"status_url": receiver.url("/rx")}},
+            report_vars(receiver, "/rx-vars", "receive_fax"),
+            {"sleep": -1},
+        ),
+    )
+    server: Server = make_server(routes={"faxin": receiver.url("/faxin")})  # type: ignore[operator]
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15551230000", to="faxin", swml=swml({"sleep": -1}))
+        started = await asyncio.to_thread(_started, receiver, "/rx")
+        inbound = started["call_id"]
+        play = await asyncio.to_thread(
+            server.post,
+            {
+                "command": "calling.play",
+                "id": inbound,
+                "params": {"play": [{"type": "silence", "params": {"duration": 1}}]},
+            },
+        )
+        assert play.status_code == 409, play.text
+        assert "receive_fax" in play.text
+        response = await asyncio.to_thread(
+            server.post,
+            {
+                "command": "calling.receive_fax.stop",
+                "id": inbound,
+                "params": {"control_id": started["control_id"]},
+            },
+        )
+        assert response.status_code == 200, response.text
+        await asyncio.to_thread(wait_until, lambda: receiver.events("/rx-vars"), 15, "rx vars")
+        rx = receiver.events("/rx-vars")[0]
+        assert rx["result"] == "failed" and rx["pages"] == "0" and rx["document"] == ""
+        done = finished(receiver, "/rx")
+        assert done is not None and done["success"] is False and done["document"] is None
+        assert server.call_status(inbound) == "answered"
+        assert server.call_status(leg["id"]) == "answered"
+        # Once the fax is over, the leg plays again.
+        play = await asyncio.to_thread(
+            server.post,
+            {
+                "command": "calling.play",
+                "id": inbound,
+                "params": {"play": [{"type": "silence", "params": {"duration": 1}}]},
+            },
+        )
+        assert play.status_code == 200, play.text
+        await client.calling.end(leg["id"])
+
+
 # -- the operations driven by ticks alone (no sockets, no clock) ----------------------------------
 
 
