@@ -30,10 +30,12 @@ def fax_tools_available() -> bool:
     return spandsp.available() and all(shutil.which(t) for t in ("gs", "tiff2pdf"))
 
 
-def make_pdf(directory: Path) -> bytes:
+def make_pdf(directory: Path, pages: int = 2) -> bytes:
+    """``doc.pdf`` in ``directory``: the first ``pages`` (1 or 2) pages of TWO_PAGES_PS."""
     ps = directory / "doc.ps"
     pdf = directory / "doc.pdf"
-    ps.write_bytes(TWO_PAGES_PS)
+    text = TWO_PAGES_PS if pages == 2 else TWO_PAGES_PS.split(b"showpage")[0] + b"showpage\n"
+    ps.write_bytes(text)
     subprocess.run(
         [
             "gs",

@@ -9,11 +9,13 @@ this document), so the module keeps its round trips to one.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from farend import FarEnd
 from faxdocs import agreement, fax_tools_available, make_pdf, raster
 from harness import Receiver, Server, wait_until
 from ticks import Emitted, TickSession, tick_call, tick_services
@@ -25,6 +27,8 @@ from callplane.engine.operations.fax import FaxOperation, ReceiveFaxOperation, S
 from callplane.engine.operations.play import start_play
 from callplane.engine.services import Services
 from callplane.media import spandsp
+from callplane.media.fax import FaxResult, FaxTerminal, pdf_to_tiff, tiff_to_pdf
+from callplane.media.g711 import ulaw_decode, ulaw_encode
 from callplane.media.sources import FRAME_SAMPLES
 
 pytestmark = pytest.mark.skipif(
@@ -251,6 +255,95 @@ async def test_receive_fax_stop_while_waiting_and_nothing_else_plays_meanwhile(
         )
         assert play.status_code == 200, play.text
         await client.calling.end(leg["id"])
+
+
+# -- an independent fax terminal: its own RTP, its own T.30 ---------------------------------------
+
+
+async def fax_far_end(far: FarEnd, terminal: FaxTerminal, seconds: float = 90) -> FaxResult:
+    """Runs ``terminal`` on the far end's call: PCMU in from its socket (ordered, a 40 ms
+    buffer), PCMU out on an absolute 20 ms schedule. Returns the terminal's result."""
+    await asyncio.wait_for(far.answered.wait(), 15)
+    queue = np.zeros(0, np.int16)
+    seen, started, last_seq = 0, False, None
+    start = time.monotonic()
+    for n in range(int(seconds * 50)):
+        fresh = [p for p in far.packets[seen:] if p.pt == 0]
+        seen = len(far.packets)
+        for p in sorted(fresh, key=lambda p: p.seq):
+            if last_seq is not None and (p.seq - last_seq) % 65536 > 32768:
+                continue  # a straggler: its time has passed
+            last_seq = p.seq
+            queue = np.concatenate([queue, ulaw_decode(p.payload).astype(np.int16)])
+        started = started or queue.size >= 2 * FRAME_SAMPLES
+        if started and queue.size >= FRAME_SAMPLES:
+            frame, queue = queue[:FRAME_SAMPLES], queue[FRAME_SAMPLES:]
+        else:
+            frame = np.zeros(FRAME_SAMPLES, np.int16)
+        far.send_frame(ulaw_encode(terminal.process(frame)).tobytes())
+        if terminal.result is not None:
+            return terminal.result
+        await asyncio.sleep(max(0.0, start + (n + 1) * 0.02 - time.monotonic()))
+    return terminal.stop()
+
+
+async def test_callplane_sends_to_an_independent_fax_terminal(
+    server: Server, receiver: Receiver, far_end: FarEnd, tmp_path: Path
+) -> None:
+    pdf_url = receiver.serve_file("/doc.pdf", make_pdf(tmp_path, pages=1), "application/pdf")
+    terminal = FaxTerminal("receive", str(tmp_path / "rx.tif"), identity="+15559870000")
+    script = swml(
+        {"send_fax": {"document": pdf_url, "status_url": receiver.url("/tx")}},
+        report_vars(receiver, "/tx-vars", "send_fax"),
+        {"hangup": {}},
+    )
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        await client.calling.dial(from_="+15551230000", to=far_end.uri, swml=script)
+        result = await fax_far_end(far_end, terminal)
+        await asyncio.to_thread(wait_until, lambda: receiver.events("/tx-vars"), 15, "tx vars")
+    terminal.close()
+    assert result.success and result.pages == 1, result
+    assert result.remote_identity == "+15551230000"
+    tx = receiver.events("/tx-vars")[0]
+    assert tx["result"] == "success" and tx["pages"] == "1"
+    assert tx["remote_identity"] == "+15559870000"
+    tiff_to_pdf(str(tmp_path / "rx.tif"), str(tmp_path / "rx.pdf"))
+    (got,) = raster(tmp_path / "rx.pdf", fit=False)
+    (sent,) = raster(tmp_path / "doc.pdf", fit=True)
+    same, overlap = agreement(got, sent)
+    assert same > 0.99 and overlap > 0.95, (same, overlap)
+
+
+async def test_an_independent_fax_terminal_sends_to_callplane(
+    server: Server, receiver: Receiver, far_end: FarEnd, tmp_path: Path
+) -> None:
+    make_pdf(tmp_path, pages=1)
+    pdf_to_tiff(str(tmp_path / "doc.pdf"), str(tmp_path / "doc.tif"))
+    # callplane answers the T.30 session (receive_fax), the far end calls it, as a fax machine
+    # that is dialled and sends does.
+    terminal = FaxTerminal("send", str(tmp_path / "doc.tif"), identity="+15559870000")
+    script = swml(
+        {"receive_fax": {"status_url": receiver.url("/rx")}},
+        report_vars(receiver, "/rx-vars", "receive_fax"),
+        {"sleep": -1},
+    )
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15551230000", to=far_end.uri, swml=script)
+        result = await fax_far_end(far_end, terminal)
+        await asyncio.to_thread(wait_until, lambda: receiver.events("/rx-vars"), 15, "rx vars")
+        await client.calling.end(leg["id"])
+    terminal.close()
+    assert result.success and result.pages == 1, result
+    rx = receiver.events("/rx-vars")[0]
+    assert rx["result"] == "success" and rx["pages"] == "1"
+    assert rx["remote_identity"] == "+15559870000"
+    response = server.get(rx["document"].split(server.host, 1)[1])
+    assert response.status_code == 200
+    (tmp_path / "got.pdf").write_bytes(response.content)
+    (got,) = raster(tmp_path / "got.pdf", fit=False)
+    (sent,) = raster(tmp_path / "doc.pdf", fit=True)
+    same, overlap = agreement(got, sent)
+    assert same > 0.99 and overlap > 0.95, (same, overlap)
 
 
 # -- the operations driven by ticks alone (no sockets, no clock) ----------------------------------
