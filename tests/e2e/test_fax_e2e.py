@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from farend import FarEnd
 from faxdocs import agreement, fax_tools_available, make_pdf, raster
-from harness import Receiver, Server, wait_until
+from harness import Receiver, Server, Sipp, sipp_available, wait_until
 from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient
@@ -31,6 +31,8 @@ from callplane.media.fax import FaxResult, FaxTerminal, pdf_to_tiff, tiff_to_pdf
 from callplane.media.g711 import ulaw_decode, ulaw_encode
 from callplane.media.sources import FRAME_SAMPLES
 
+ASSETS = Path(__file__).parent / "fax_assets"
+requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian sip-tester) missing")
 pytestmark = pytest.mark.skipif(
     not fax_tools_available(), reason="libspandsp2, ghostscript or libtiff-tools missing"
 )
@@ -257,6 +259,37 @@ async def test_receive_fax_stop_while_waiting_and_nothing_else_plays_meanwhile(
         await client.calling.end(leg["id"])
 
 
+@requires_sipp
+async def test_a_person_answering_fails_the_fax_with_the_t30_reason(
+    server: Server, receiver: Receiver, tmp_path: Path
+) -> None:
+    """sipp answers and talks: receive_fax gives up on T.30's terms (its DIS unanswered after
+    the permitted retries, or T1 if the talk never pauses), the script goes on and the call
+    ends normally."""
+    sipp = Sipp(["-sf", str(ASSETS / "uas_speech.xml"), "-m", "1"]).start(tmp_path)
+    try:
+        script = swml(
+            {"receive_fax": {"status_url": receiver.url("/rx")}},
+            report_vars(receiver, "/rx-vars", "receive_fax"),
+            {"hangup": {}},
+        )
+        async with AsyncRestClient(server.project, server.token, server.host) as client:
+            leg = await client.calling.dial(
+                from_="+15551230000", to=f"sip:bob@{sipp.uri_host}", swml=script
+            )
+            await asyncio.to_thread(wait_until, lambda: receiver.events("/rx-vars"), 50, "vars")
+            await asyncio.to_thread(server.wait_status, leg["id"], "ended", timeout=15)
+        rx = receiver.events("/rx-vars")[0]
+        assert rx["result"] == "failed" and rx["pages"] == "0"
+        assert rx["result_code"] in (str(spandsp.ERR_RETRYDCN), str(spandsp.ERR_T1_EXPIRED))
+        assert rx["result_text"] == spandsp.completion_text(int(rx["result_code"]))
+        done = finished(receiver, "/rx")
+        assert done is not None and done["success"] is False
+        assert await asyncio.to_thread(sipp.wait, 20) == 0
+    finally:
+        sipp.stop()
+
+
 # -- an independent fax terminal: its own RTP, its own T.30 ---------------------------------------
 
 
@@ -446,7 +479,7 @@ async def test_ticks_a_far_end_that_talks_is_not_a_fax_machine(tmp_path: Path) -
     op = _start(ReceiveFaxOperation, services, call, identity="")
     await _listening(session)
     t = np.arange(FRAME_SAMPLES) / 8000
-    for k in range(50 * 65):
+    for k in range(50 * 40):
         f0 = 120 + 30 * np.sin(k / 25)
         voice = sum(np.sin(2 * np.pi * f0 * h * (t + k * 0.02)) / h for h in range(1, 8))
         session.tick((3000 * voice).astype(np.int16))
@@ -454,7 +487,7 @@ async def test_ticks_a_far_end_that_talks_is_not_a_fax_machine(tmp_path: Path) -
             break
         await asyncio.sleep(0)
     result = await asyncio.wait_for(op.task, 5)  # type: ignore[arg-type]
-    assert result.code == spandsp.ERR_T0_EXPIRED
-    assert result.text == "Timed out waiting for initial communication"
+    assert result.code == spandsp.ERR_T1_EXPIRED
+    assert result.text == "Timed out waiting for the first message"
     (done,) = [f["params"] for f in _fax_params(emitted, "receive_fax") if f["type"] == "finished"]
     assert done["success"] is False and done["result_text"] == result.text

@@ -123,14 +123,14 @@ def test_the_terminal_is_silent_once_finished_and_stop_is_idempotent(tiff: Path)
     a.close()
 
 
-def test_an_answering_terminal_hearing_only_speech_gives_up_at_t0(tmp_path: Path) -> None:
+def test_an_answering_terminal_hearing_only_speech_gives_up_at_t1(tmp_path: Path) -> None:
     b = FaxTerminal("receive", str(tmp_path / "rx.tif"))
     t = np.arange(FRAME_SAMPLES) / 8000
     for k in range(NEGOTIATION_TICKS + 10):
         b.process((3000 * np.sin(2 * np.pi * 180 * (t + k * 0.02))).astype(np.int16))
         if b.finished:
             break
-    assert b.result is not None and b.result.code == spandsp.ERR_T0_EXPIRED
+    assert b.result is not None and b.result.code == spandsp.ERR_T1_EXPIRED
     assert k == NEGOTIATION_TICKS - 1
 
 

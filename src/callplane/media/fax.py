@@ -22,10 +22,11 @@ from callplane.media.sources import FRAME_SAMPLES, Frame
 
 Direction = Literal["send", "receive"]
 
-# Ticks (20 ms) without a T.30 negotiation before the terminal gives up as T0 expired. spandsp's
-# own T0 (60 s) only runs on the calling side, and an answering terminal that hears continuous
-# sound (a person talking) waits for silence forever.
-NEGOTIATION_TICKS = 60 * 50
+# Ticks (20 ms) without a T.30 negotiation before the terminal gives up as T1 expired (T.30's
+# 35 s to identify the far end: the call is already answered when a fax starts). spandsp's own
+# timer is T0 (60 s) and only on the calling side; an answering terminal that hears continuous
+# sound (a person talking) would wait for silence forever.
+NEGOTIATION_TICKS = 35 * 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,7 @@ class FaxTerminal:
             out[max(n, 0) :] = 0
         self._ticks += 1
         if not self._negotiated and self._ticks >= NEGOTIATION_TICKS and self.result is None:
-            self._finish(spandsp.ERR_T0_EXPIRED)
+            self._finish(spandsp.ERR_T1_EXPIRED)
             lib.t30_terminate(self._t30)
         return out
 
