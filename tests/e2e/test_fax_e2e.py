@@ -21,6 +21,7 @@ from harness import Receiver, Server, Sipp, sipp_available, wait_until
 from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient
+from callplane.engine.audio import PlayItemError
 from callplane.engine.facade import CommandError
 from callplane.engine.operations.base import register
 from callplane.engine.operations.fax import FaxOperation, ReceiveFaxOperation, SendFaxOperation
@@ -491,3 +492,44 @@ async def test_ticks_a_far_end_that_talks_is_not_a_fax_machine(tmp_path: Path) -
     assert result.text == "Timed out waiting for the first message"
     (done,) = [f["params"] for f in _fax_params(emitted, "receive_fax") if f["type"] == "finished"]
     assert done["success"] is False and done["result_text"] == result.text
+
+
+class _BrokenFetch:
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def fetch(self, url: str) -> Path:
+        await self.release.wait()
+        raise PlayItemError(f"cannot fetch {url}: HTTP 404")
+
+
+async def test_ticks_a_document_that_cannot_be_fetched_fails_the_send(tmp_path: Path) -> None:
+    emitted = Emitted()
+    fetch = _BrokenFetch()
+    services = tick_services(emitted, recordings=tmp_path, audio=fetch)
+    session = TickSession()
+    call = tick_call(session)
+    op = _start(SendFaxOperation, services, call, identity="+1555", document="http://x/doc.pdf")
+    fetch.release.set()
+    result = await asyncio.wait_for(op.task, 5)  # type: ignore[arg-type]
+    assert not result.success and "HTTP 404" in result.text
+    (done,) = [f["params"] for f in _fax_params(emitted, "send_fax")]  # no `started`: no fax ran
+    assert done["success"] is False and "HTTP 404" in done["result_text"]
+    assert done["document"] == "http://x/doc.pdf" and not session.listeners
+    assert not call.operations
+
+
+async def test_ticks_a_stop_while_the_document_is_fetched(tmp_path: Path) -> None:
+    emitted = Emitted()
+    fetch = _BrokenFetch()
+    services = tick_services(emitted, recordings=tmp_path, audio=fetch)
+    session = TickSession()
+    call = tick_call(session)
+    op = _start(SendFaxOperation, services, call, identity="", document="http://x/doc.pdf")
+    await asyncio.sleep(0.01)
+    await asyncio.wait_for(op.stop(), 5)
+    fetch.release.set()
+    await asyncio.wait_for(op.task, 5)  # type: ignore[arg-type]
+    (done,) = [f["params"] for f in _fax_params(emitted, "send_fax")]
+    assert done["success"] is False and done["result"] == spandsp.ERR_CALLDROPPED
+    assert not session.listeners and not call.operations
