@@ -446,6 +446,10 @@ async def test_ticks_send_and_receive_between_two_legs(tmp_path: Path) -> None:
     (row,) = services.store.rows.values()  # type: ignore[attr-defined]
     assert row["format"] == "pdf" and done["document"].endswith(row["id"])
     assert len(raster(Path(row["path"]), fit=False)) == 2
+    # The working TIFFs are gone: only the stored PDF (and its rasters made just now) remain.
+    assert {p.name for p in (tmp_path / "recordings").iterdir() if p.suffix != ".pgm"} == {
+        f"{row['id']}.pdf"
+    }
     assert not call_a.operations and not call_b.operations
 
 

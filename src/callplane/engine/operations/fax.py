@@ -78,7 +78,10 @@ class FaxOperation(Operation):
         self._playback: Playback | None = None
         self._ended: asyncio.Event = asyncio.Event()
         self.task: asyncio.Task[faxmedia.FaxResult] | None = None
-        self._workdir = Path(tempfile.mkdtemp(prefix="callplane-fax-"))
+        # Pages are documents of the project: they stay in the (owner-only) data directory.
+        recordings = services.config.recordings_dir
+        recordings.mkdir(parents=True, exist_ok=True)
+        self._workdir = Path(tempfile.mkdtemp(prefix=".fax-", dir=recordings))
 
     # -- running ---------------------------------------------------------------------------
 
