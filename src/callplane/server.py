@@ -20,6 +20,7 @@ import uvicorn
 
 from callplane._version import __version__
 from callplane.api.app import create_app
+from callplane.api.conferences import conference_routes
 from callplane.api.limits import (
     DEFAULT_MAX_CONNECTIONS,
     HEAD_TIMEOUT,
@@ -34,6 +35,7 @@ from callplane.api.limits import (
 from callplane.api.recordings import recording_routes
 from callplane.engine.config import EngineConfig
 from callplane.engine.core import CallEngine
+from callplane.engine.operations import conference, queue
 from callplane.media.engine import MediaEngine
 from callplane.netpolicy import TargetPolicy
 from callplane.providers.asr import PocketSphinxRecognizer
@@ -146,13 +148,15 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _speech_recognizer() -> PocketSphinxRecognizer | None:
+def _speech_recognizer(data_dir: Path) -> PocketSphinxRecognizer | None:
     """pocketsphinx is a dependency of the server, but a build without it still serves
     everything except speech (which then answers 501)."""
     if importlib.util.find_spec("pocketsphinx") is None:
         log.warning("pocketsphinx is not installed: speech recognition answers 501")
         return None
-    return PocketSphinxRecognizer()
+    # Its grammar and dictionary files live in the data directory, not in a temporary one: a
+    # killed server would leave a temporary directory behind for every start.
+    return PocketSphinxRecognizer(work_dir=data_dir / "asr")
 
 
 class StoreIdempotency:
@@ -192,7 +196,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         burst=config.sip_rate[1],
     )
     media = MediaEngine(config.sip_host, config.rtp_ports)
-    recognizer = _speech_recognizer()
+    recognizer = _speech_recognizer(config.data_dir)
     scheme = "https" if config.tls_cert else "http"
     engine = CallEngine(
         EngineConfig(
@@ -223,7 +227,12 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         idempotency=StoreIdempotency(store),
         ready=lambda: ready,
         targets=targets,
-        extra_routes=recording_routes(store.get_recording),
+        extra_routes=[
+            *recording_routes(store.get_recording),
+            *conference_routes(
+                conference.directory_of(engine.services), queue.queues_of(engine.services)
+            ),
+        ],
     )
     raise_descriptor_limit()
     gate = ConnectionGate(

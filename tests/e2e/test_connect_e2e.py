@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
-from farend import FarEnd, peaks, rms_db, ulaw_decode
+from farend import FarEnd, peaks, rms_db, ulaw_decode, ulaw_encode
 from harness import SCENARIOS, Receiver, Server, Sipp, sipp_available, wait_until
 
 from callplane import AsyncRestClient
@@ -333,3 +333,98 @@ async def test_record_both_of_a_bridged_call_holds_both_parties(
     # The leg's far end (A) on the speak side, what A hears from the bridge (B) on listen.
     assert [round(f / 10) * 10 for f in peaks(speak[:4000], 1)] == [600]
     assert [round(f / 10) * 10 for f in peaks(listen[:4000], 1)] == [1400]
+
+
+EARLY_MEDIA_UAS = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<!DOCTYPE scenario SYSTEM "sipp.dtd">
+<scenario name="early media, then answer">
+  <recv request="INVITE" />
+  <send><![CDATA[
+SIP/2.0 183 Session Progress
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+
+]]></send>
+  <nop><action><exec rtp_stream="ULAW_FILE,1,0" /></action></nop>
+  <pause milliseconds="2500" />
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+v=0
+o=sipp 1 1 IN IP4 [local_ip]
+s=-
+c=IN IP4 [media_ip]
+t=0 0
+m=audio [rtpstream_audio_port] RTP/AVP 0
+a=rtpmap:0 PCMU/8000
+
+]]></send>
+  <recv request="ACK" />
+  <recv request="BYE" />
+  <send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+</scenario>
+"""
+
+
+@requires_sipp
+async def test_early_media_from_the_callee_is_heard_instead_of_ringback(
+    server: Server, receiver: Receiver, far_end: FarEnd, tmp_path: Path
+) -> None:
+    ulaw = tmp_path / "early.ulaw"
+    ulaw.write_bytes(ulaw_encode(tone(1000, 3.0)).tobytes())
+    scenario = tmp_path / "early_media.xml"
+    scenario.write_text(EARLY_MEDIA_UAS.replace("ULAW_FILE", str(ulaw)))
+    callee = Sipp(["-sf", str(scenario), "-m", "1"]).start(tmp_path)
+    try:
+        script = swml(
+            {
+                "connect": {
+                    "to": f"sip:early@{callee.uri_host}",
+                    "status_url": receiver.url("/connect"),
+                }
+            }
+        )
+        async with AsyncRestClient(server.project, server.token, server.host) as client:
+            leg = await client.calling.dial(from_="+15551230000", to=far_end.uri, swml=script)
+            await asyncio.wait_for(far_end.answered.wait(), 10)
+            start = time.monotonic()
+            await wait_for(lambda: "connected" in connect_states(receiver), 10, "connected")
+            connected_at = time.monotonic()
+            early = far_end.audio(start + 0.5, connected_at - 0.2)
+            await client.calling.end(leg["id"])
+        assert callee.wait(10) == 0
+    finally:
+        callee.stop()
+    assert connected_at - start > 1.5  # it rang (with early media) before the 200
+    assert [round(f / 10) * 10 for f in peaks(early, 1)] == [1000]  # not 440 + 480

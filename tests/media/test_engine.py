@@ -84,12 +84,13 @@ async def test_tone_between_two_sessions(engine: MediaEngine) -> None:
 
 async def test_packet_rate_sequence_and_timestamps(engine: MediaEngine) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 40400))
+    sock.bind(("127.0.0.1", 0))
+    far_port = sock.getsockname()[1]  # OS-chosen: parallel runs never clash
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
         s = await engine.open_session()
-        s.configure(("127.0.0.1", 40400))
+        s.configure(("127.0.0.1", far_port))
         s.play(sources.tone(1000, None))
         packets: list[tuple[float, bytes]] = []
         while len(packets) < 101:
@@ -279,12 +280,13 @@ async def test_dtmf_errors(engine: MediaEngine) -> None:
 
 async def test_dtmf_packets_share_ssrc_and_sequence_space(engine: MediaEngine) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 40402))
+    sock.bind(("127.0.0.1", 0))
+    far_port = sock.getsockname()[1]  # OS-chosen: parallel runs never clash
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
     try:
         s = await engine.open_session()
-        s.configure(("127.0.0.1", 40402), telephone_event_pt=101)
+        s.configure(("127.0.0.1", far_port), telephone_event_pt=101)
         task = asyncio.create_task(s.send_digits("7"))
         packets = []
         while len(packets) < 20:
@@ -471,7 +473,8 @@ async def test_inbound_is_one_frame_per_tick_and_silent_when_the_far_end_stops(
 
 async def test_hold_stops_sending_and_unhold_resumes_on_the_wall_clock(engine: MediaEngine) -> None:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 40402))
+    sock.bind(("127.0.0.1", 0))
+    far_port = sock.getsockname()[1]  # OS-chosen: parallel runs never clash
     sock.setblocking(False)
     loop = asyncio.get_running_loop()
 
@@ -488,7 +491,7 @@ async def test_hold_stops_sending_and_unhold_resumes_on_the_wall_clock(engine: M
 
     try:
         s = await engine.open_session()
-        s.configure(("127.0.0.1", 40402))
+        s.configure(("127.0.0.1", far_port))
         seen = TickCounter(s)
         before = await packets_for(0.3)
         s.set_direction("recvonly")  # the far end put us on hold (it sent a=sendonly)
@@ -597,3 +600,50 @@ async def test_live_source_plays_what_is_pushed_and_silence_when_dry(engine: Med
     assert live.dry_frames > 0
     live.close()
     assert await asyncio.wait_for(pb.done, 1) == "finished"
+
+
+async def test_coach_whispers_to_one_member_and_a_tap_gets_the_room(engine: MediaEngine) -> None:
+    tones = (440, 1100, 1900)  # A, B, and C who coaches A
+    fars, legs = [], []
+    for _ in tones:
+        far, leg = await pair(engine)
+        fars.append(far)
+        legs.append(leg)
+    collectors = [Collector(f) for f in fars]
+    for far, hz in zip(fars, tones, strict=True):
+        far.play(sources.tone(hz, None, level_dbfs=-18))
+    room = engine.mix_group()
+    room.add(legs[0])
+    room.add(legs[1])
+    room.add(legs[2], heard_by=legs[0])
+    tapped: list[np.ndarray] = []
+    ticks: list[int] = []
+
+    def tap(tick: int, total: np.ndarray) -> None:
+        ticks.append(tick)
+        tapped.append(total)
+
+    room.add_tap(tap)
+    await asyncio.sleep(0.6)
+
+    def power(x: np.ndarray) -> dict[int, float]:
+        x = x.astype(np.float64)
+        spec = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+        return {hz: spec[int(hz * x.size / 8000)] for hz in tones}
+
+    at_a, at_b, at_c = (power(c.audio()[-4000:]) for c in collectors)
+    assert at_a[1100] > 50 * at_a[440] and at_a[1900] > 50 * at_a[440]  # B and the coach
+    assert at_b[440] > 50 * at_b[1900]  # B hears A, not the coach
+    assert at_c[440] > 50 * at_c[1900] and at_c[1100] > 50 * at_c[1900]  # coach hears the room
+    room_audio = power(np.concatenate(tapped[-25:]))
+    assert room_audio[440] > 50 * room_audio[1900] and room_audio[1100] > 50 * room_audio[1900]
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # one frame every tick
+    room.set(legs[2], heard_by=None)  # the coach now speaks to everyone
+    collectors[1].clear()
+    await asyncio.sleep(0.4)
+    at_b = power(collectors[1].audio()[-3200:])
+    assert at_b[1900] > 10 * at_b[1100]
+    room.remove_tap(tap)
+    n = len(tapped)
+    await asyncio.sleep(0.1)
+    assert len(tapped) == n

@@ -50,3 +50,40 @@ def test_single_member_groups_and_empty_plan_do_nothing() -> None:
     MixPlan([[MemberRow(0)]]).mix_into(mixed, frames(9, 9), {})
     MixPlan([]).mix_into(mixed, frames(9, 9), {})
     assert list(mixed[:, 0]) == [3, 4]
+
+
+def test_a_whisper_is_heard_only_by_its_listener_and_stays_out_of_the_total() -> None:
+    # row 3 coaches row 0: only row 0 hears its 1000; everyone else hears the room without it.
+    plan = MixPlan([[MemberRow(0), MemberRow(1), MemberRow(2), MemberRow(3, heard_by=0)]])
+    inbound = frames(1, 10, 100, 1000)
+    mixed = np.zeros((4, 160), dtype=np.int16)
+    plan.mix_into(mixed, inbound, {})
+    assert list(mixed[:, 0]) == [110 + 1000, 101, 11, 111]
+    total = plan.total(0)
+    assert total is not None and total[0] == 111
+
+
+def test_a_muted_whisperer_whispers_nothing() -> None:
+    plan = MixPlan([[MemberRow(0), MemberRow(1), MemberRow(2, speaks=False, heard_by=0)]])
+    mixed = np.zeros((3, 160), dtype=np.int16)
+    plan.mix_into(mixed, frames(1, 10, 100), {})
+    assert list(mixed[:, 0]) == [10, 1, 11]
+
+
+def test_the_total_is_the_sum_of_speaking_voices_and_saturates() -> None:
+    plan = MixPlan([[MemberRow(0), MemberRow(1, speaks=False)], [MemberRow(2), MemberRow(3)]])
+    assert plan.total(0) is None  # nothing mixed yet
+    plan.mix_into(np.zeros((4, 160), dtype=np.int16), frames(5, 7, 30000, 30000), {})
+    first, second = plan.total(0), plan.total(1)
+    assert first is not None and second is not None
+    assert first[0] == 5 and second[0] == 32767
+
+
+def test_a_tapped_single_member_group_is_planned_and_untapped_ones_are_not() -> None:
+    plan = MixPlan([[MemberRow(0)], [MemberRow(1)], [MemberRow(2), MemberRow(3)]], [True])
+    assert plan.index == [0, None, 1]
+    mixed = frames(0, 0, 0, 0)
+    plan.mix_into(mixed, frames(42, 9, 1, 2), {})
+    assert list(mixed[:, 0]) == [0, 0, 2, 1]  # alone: hears nothing of itself
+    total = plan.total(0)
+    assert total is not None and total[0] == 42

@@ -135,6 +135,7 @@ class CallEngine:
             bridge=self.bridge,
             early_answer=self.early_answer,
             recognizer=recognizer,
+            media=media,
         )
         self._handlers: dict[str, Callable[[Call, dict[str, Any]], Awaitable[None]]] = {
             "calling.end": self._cmd_end,

@@ -8,7 +8,7 @@ tables, so adding an operation never touches the engine's core.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from callplane.engine.bridge import Bridge
     from callplane.engine.calls import Call
     from callplane.engine.config import EngineConfig
+    from callplane.media.engine import MediaEngine
     from callplane.providers.asr import SpeechRecognizer
     from callplane.store import Store
 
@@ -70,6 +71,11 @@ class Services:
     early_answer: Callable[[Call], Awaitable[None]]
     # Speech recognition for collect and prompt; None = not installed (speech answers 501).
     recognizer: SpeechRecognizer | None = None
+    # The media graph, for operations that mix more than two calls (conferences, rooms).
+    media: MediaEngine | None = None
+    # Engine-wide state that operations share across calls (the conference and queue
+    # directories), keyed by the owning module; like `Call.extensions`, one level up.
+    extensions: dict[str, Any] = field(default_factory=dict)
 
 
 CommandHandler = Callable[[Services, "Call", dict[str, Any]], Awaitable[None]]

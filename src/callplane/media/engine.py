@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -637,6 +637,11 @@ class RtpSession:
 class _Membership:
     hears: bool = True
     speaks: bool = True
+    heard_by: RtpSession | None = None
+
+
+GroupTap = Callable[[int, Frame], None]
+_UNCHANGED: Any = object()
 
 
 class MixGroup:
@@ -646,12 +651,17 @@ class MixGroup:
     their speak-direction playbacks) on top of its own playbacks, in the same tick the voices
     were popped from the jitter buffers: a bridge adds no delay beyond them. ``hears=False``
     (deaf) and ``speaks=False`` (muted) make one-way routes, e.g. a callee's early media relayed
-    to a caller who is not heard yet. A session is in at most one group at a time.
+    to a caller who is not heard yet. ``heard_by=other`` makes a whisper: the member's voice
+    reaches only ``other`` (a conference coach). A session is in at most one group at a time.
+
+    A tap (:meth:`add_tap`) gets, after every tick's listeners, the group's total: the sum of
+    every speaking member's voice, what a recording of the whole room contains.
     """
 
     def __init__(self, engine: MediaEngine) -> None:
         self._engine = engine
         self._members: dict[RtpSession, _Membership] = {}
+        self._taps: list[GroupTap] = []
         self.closed = False
 
     @property
@@ -664,7 +674,14 @@ class MixGroup:
     def __contains__(self, session: object) -> bool:
         return session in self._members
 
-    def add(self, session: RtpSession, *, hears: bool = True, speaks: bool = True) -> None:
+    def add(
+        self,
+        session: RtpSession,
+        *,
+        hears: bool = True,
+        speaks: bool = True,
+        heard_by: RtpSession | None = None,
+    ) -> None:
         """Join (or change how the session takes part); leaves any other group first."""
         if self.closed:
             raise RuntimeError("mix group is closed")
@@ -673,18 +690,36 @@ class MixGroup:
         if session._group is not None and session._group is not self:
             session._group.remove(session)
         session._group = self
-        self._members[session] = _Membership(hears, speaks)
+        self._members[session] = _Membership(hears, speaks, heard_by)
         self._engine._membership_changed()
 
     def set(
-        self, session: RtpSession, *, hears: bool | None = None, speaks: bool | None = None
+        self,
+        session: RtpSession,
+        *,
+        hears: bool | None = None,
+        speaks: bool | None = None,
+        heard_by: RtpSession | None = _UNCHANGED,
     ) -> None:
+        """Change a member's routes; ``heard_by=None`` ends a whisper."""
         member = self._members[session]
         if hears is not None:
             member.hears = hears
         if speaks is not None:
             member.speaks = speaks
+        if heard_by is not _UNCHANGED:
+            member.heard_by = heard_by
         self._engine._membership_changed()
+
+    def add_tap(self, tap: GroupTap) -> None:
+        """``tap(tick, total)`` once per tick while the group has a clocked member."""
+        self._taps.append(tap)
+        self._engine._membership_changed()
+
+    def remove_tap(self, tap: GroupTap) -> None:
+        if tap in self._taps:
+            self._taps.remove(tap)
+            self._engine._membership_changed()
 
     def remove(self, session: RtpSession) -> None:
         if self._members.pop(session, None) is not None:
@@ -724,6 +759,7 @@ class MediaEngine:
         self._clocked: list[RtpSession] = []
         self._groups: set[MixGroup] = set()
         self._plan = MixPlan(())
+        self._tapped: list[tuple[MixGroup, int]] = []  # (group, its index in the plan)
         self._dirty = True
         self.tick_count = 0
         self._scratch = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -866,16 +902,24 @@ class MediaEngine:
         self._mixed_laws = bool(n) and offsets.min() != offsets.max()
         self._all_alaw = bool(n) and offsets.min() == 65536
         row_of = {s: i for i, s in enumerate(self._clocked)}
+        groups = list(self._groups)
+
+        def row(g: MixGroup, s: RtpSession, m: _Membership) -> MemberRow:
+            if m.heard_by is None:
+                return MemberRow(row_of[s], m.hears, m.speaks)
+            # A whisper to someone not clocked, or no longer in the group, reaches nobody.
+            to = row_of.get(m.heard_by) if m.heard_by in g._members else None
+            return MemberRow(row_of[s], m.hears, m.speaks and to is not None, to)
+
         self._plan = MixPlan(
-            [
-                [
-                    MemberRow(row_of[s], m.hears, m.speaks)
-                    for s, m in g._members.items()
-                    if s in row_of
-                ]
-                for g in self._groups
-            ]
+            [[row(g, s, m) for s, m in g._members.items() if s in row_of] for g in groups],
+            [bool(g._taps) for g in groups],
         )
+        self._tapped = [
+            (g, k)
+            for g, k in zip(groups, self._plan.index, strict=True)
+            if g._taps and k is not None
+        ]
         self._dirty = False
 
     # -- the clock -----------------------------------------------------------------------------
@@ -1095,6 +1139,18 @@ class MediaEngine:
                 except Exception:
                     log.exception("media listener failed; removing it")
                     s.remove_listener(cb)
+
+        # 7. Group taps: the room's total (a conference recording).
+        for group, k in self._tapped:
+            room = self._plan.total(k)
+            if room is None:
+                continue
+            for tap in tuple(group._taps):
+                try:
+                    tap(tick, room)
+                except Exception:
+                    log.exception("mix group tap failed; removing it")
+                    group.remove_tap(tap)
 
     @staticmethod
     def _said(spoken: list[tuple[int, Frame, float]]) -> dict[int, Frame]:

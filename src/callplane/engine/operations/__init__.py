@@ -2,11 +2,13 @@
 
 from callplane.engine.operations import (
     collect,
+    conference,
     connect,
     detect,
     digits,
     fax,
     play,
+    queue,
     record,
     refer,
     tap,
@@ -14,7 +16,20 @@ from callplane.engine.operations import (
 )
 from callplane.engine.services import CommandHandler, SwmlMethod
 
-_MODULES = (play, record, collect, detect, digits, tap, transcribe, connect, refer, fax)
+_MODULES = (
+    play,
+    record,
+    collect,
+    detect,
+    digits,
+    tap,
+    transcribe,
+    connect,
+    refer,
+    conference,
+    queue,
+    fax,
+)
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
 SWML_METHODS: dict[str, SwmlMethod] = {k: v for m in _MODULES for k, v in m.SWML_METHODS.items()}

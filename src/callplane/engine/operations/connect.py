@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from callplane.engine.audio import PlayItemError, swml_sound_to_item
 from callplane.engine.calls import NOT_ANSWERED_YET, CallStatus
 from callplane.engine.facade import CommandError
+from callplane.engine.operations import queue as queues
 from callplane.engine.operations.base import Emit, Operation, register
 from callplane.engine.services import CommandHandler, PeerDial, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
@@ -71,8 +72,17 @@ class ConnectOperation(Operation):
         ringback: Sequence[str],
         answer_on_bridge: bool,
         max_duration: float,
+        queue: str | None = None,
+        queue_timeout: float = DEFAULT_TIMEOUT,
+        transfer_after_bridge: str | None = None,
     ) -> None:
         super().__init__(call, f"connect-{uuid.uuid4()}", status_url, emit)
+        # `queue:<name>`: the peer is the longest-waiting caller of that queue, not a dialled
+        # leg; it is not hung up when the bridge ends (its enter_queue decides what follows).
+        self._queue = queue
+        self._queue_timeout = queue_timeout
+        self._transfer_after_bridge = transfer_after_bridge
+        self._waiter: queues.Waiter | None = None
         self._services = services
         self._stages = stages
         self._ringback_sounds = list(ringback)
@@ -94,7 +104,11 @@ class ConnectOperation(Operation):
             device = {"type": "phone", "params": {"from_number": peer.from_, "to_number": peer.to}}
         else:
             device = {"type": "sip", "params": {"from": peer.from_, "to": peer.to}}
-        return {"call_id": peer.id, "node_id": peer.node_id, "device": device}
+        out = {"call_id": peer.id, "node_id": peer.node_id, "device": device}
+        if self._waiter is not None:
+            out["queue_id"] = self._waiter.queue.id
+            out["queue_name"] = self._waiter.queue.name
+        return out
 
     def _event(self, state: str, peer: Call | None, **extra: Any) -> None:
         params: dict[str, Any] = {"connect_state": state, **extra}
@@ -118,8 +132,11 @@ class ConnectOperation(Operation):
         self._event("connecting", None)
         try:
             await self._prepare_caller()
-            await self._start_ringback()
-            peer = await self._dial_stages()
+            if self._queue is not None:
+                peer = await self._take_from_queue(self._queue)
+            else:
+                await self._start_ringback()
+                peer = await self._dial_stages()
         except ConnectFailed as failed:
             await self._cleanup()
             self.failed_reason = failed.reason
@@ -146,6 +163,15 @@ class ConnectOperation(Operation):
                 await self._services.answer(call)
         if call.media is None or call.is_terminal:
             raise ConnectFailed("error")
+
+    async def _take_from_queue(self, name: str) -> Call:
+        waiter = await queues.take_caller(self._services, self.call, name, self._queue_timeout)
+        if waiter is None:
+            raise ConnectFailed("no_answer")
+        if self._transfer_after_bridge is not None:
+            waiter.transfer_after_bridge = self._transfer_after_bridge
+        self._waiter = waiter
+        return waiter.call
 
     async def _start_ringback(self) -> None:
         media = self.call.media
@@ -280,6 +306,8 @@ class ConnectOperation(Operation):
             bridge.end("max_duration")
             how = "max_duration"
         current_peer = bridge.peer
+        if self._waiter is not None and current_peer is self._waiter.call:
+            return how  # a queued caller goes on with its enter_queue (transfer_after_bridge)
         if how in ("owner_hangup", "max_duration") and not current_peer.is_terminal:
             await self._services.hang_up(current_peer, "hangup")
         return how
@@ -299,7 +327,8 @@ class ConnectOperation(Operation):
         if bridge is not None and bridge.owned and bridge.active:
             peer = bridge.peer
             bridge.end("owner_hangup")
-            if not peer.is_terminal:
+            queued = self._waiter is not None and peer is self._waiter.call
+            if not peer.is_terminal and not queued:
                 await self._services.hang_up(peer, "hangup")
         await self._cleanup()
 
@@ -333,9 +362,13 @@ def _destination(raw: Any, shared: Mapping[str, Any], default_from: str) -> Peer
     if not isinstance(dest, dict) or not dest.get("to"):
         raise SwmlError("each connect destination needs a `to`")
     to = str(dest["to"])
-    if to.startswith(("queue:", "stream:", "/")):
+    if to.startswith("queue:"):
         raise SwmlMethodNotSupported(
-            "connect", f"connect to {to.split(':')[0]!r} destinations (queues, rooms, streams)"
+            "connect", "a queue: destination inside serial/parallel (only `to: queue:<name>`)"
+        )
+    if to.startswith(("stream:", "/")):
+        raise SwmlMethodNotSupported(
+            "connect", f"connect to {to.split(':')[0]!r} destinations (rooms, streams)"
         )
     if dest.get("confirm") or shared.get("confirm"):
         raise SwmlMethodNotSupported("connect", "connect `confirm`")
@@ -413,15 +446,23 @@ def _start(
     if call.bridge is not None:
         raise SwmlError(f"call {call.id} is already bridged")
     max_duration = params.get("max_duration")
+    to = params.get("to")
+    queue = queues.queue_name(to) if isinstance(to, str) else None
+    if isinstance(to, str) and to.startswith("queue:") and queue is None:
+        raise SwmlError("connect `to: queue:<name>` needs a queue name")
+    timeout = params.get("timeout")
     op = ConnectOperation(
         call,
         str(status_url) if status_url else None,
         services.emit,
         services=services,
-        stages=plan(params, _caller_number(call)),
+        stages=[] if queue is not None else plan(params, _caller_number(call)),
         ringback=_ringback(params),
         answer_on_bridge=bool(params.get("answer_on_bridge", False)),
         max_duration=float(max_duration) if max_duration else DEFAULT_MAX_DURATION,
+        queue=queue,
+        queue_timeout=float(timeout) if timeout is not None else DEFAULT_TIMEOUT,
+        transfer_after_bridge=queues.transfer_dest(params.get("transfer_after_bridge")),
     )
     register(call, op)
     return op
