@@ -6,7 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile="${1:-server}"
 
-debs=(sox flite espeak-ng libsndfile1)
+# Fax: libspandsp2 (T.30 and its modems, loaded with ctypes), ghostscript (PDF -> TIFF-F) and
+# libtiff-tools (tiff2pdf: received pages -> PDF, lighter than img2pdf with Pillow and pikepdf).
+debs=(sox flite espeak-ng libsndfile1 libspandsp2 ghostscript libtiff-tools)
 if [ "$profile" = test ]; then
     debs+=(sip-tester baresip)
 fi

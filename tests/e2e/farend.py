@@ -104,6 +104,11 @@ class FarEnd:
         )
         self.sock.sendto(header + payload, self.remote_rtp)
 
+    def send_frame(self, payload: bytes) -> None:
+        """One PCMU packet now, the timestamp moving on by its length (the caller paces)."""
+        self._send(0, payload)
+        self._ts = (self._ts + len(payload)) % 2**32
+
     async def play(self, samples: np.ndarray) -> None:
         """Send 8 kHz int16 audio as PCMU RTP, one packet every 20 ms (an absolute schedule)."""
         frames = len(samples) // 160

@@ -18,7 +18,8 @@ from callplane.engine.calls import Call, CallStatus
 from callplane.engine.operations.base import Operation
 from callplane.engine.services import Services
 from callplane.media.engine import FrameListener, TickFrames
-from callplane.media.sources import FRAME_SAMPLES
+from callplane.media.jitter import JitterBuffer
+from callplane.media.sources import FRAME_SAMPLES, LiveSource
 from callplane.netpolicy import TargetPolicy
 
 SILENT = np.zeros(FRAME_SAMPLES, dtype=np.int16)
@@ -31,6 +32,14 @@ class TickSession:
         self.payload_type = payload_type
         self.on_dtmf: Any = None
         self.tick_number = 1000  # the media clock is shared: a call does not start at tick 0
+        self.jitter = JitterBuffer(target_frames=0)
+        self.playbacks: list[TickPlayback] = []
+
+    def play(self, source: LiveSource, **_: Any) -> TickPlayback:
+        """A live playback: its frames become the tick's outbound audio (see `tick`)."""
+        playback = TickPlayback(source)
+        self.playbacks.append(playback)
+        return playback
 
     def add_listener(self, cb: FrameListener) -> None:
         self.listeners.append(cb)
@@ -45,7 +54,13 @@ class TickSession:
         outbound: np.ndarray | None = None,
         speak: np.ndarray | None = None,
     ) -> TickFrames:
-        """One 20 ms tick to every listener; `inbound` None = nothing arrived (silence)."""
+        """One 20 ms tick to every listener; `inbound` None = nothing arrived (silence).
+        Without `outbound`, a live playback's next frame is what the leg sends."""
+        if outbound is None:
+            for playback in self.playbacks:
+                if not playback.stopped:
+                    outbound = playback.source.next_frame()
+                    break
         frames = TickFrames(
             tick=self.tick_number,
             inbound=SILENT.copy() if inbound is None else inbound.astype(np.int16),
@@ -65,6 +80,15 @@ class TickSession:
     def silence(self, seconds: float) -> None:
         for _ in range(round(seconds * 50)):
             self.tick()
+
+
+class TickPlayback:
+    def __init__(self, source: LiveSource) -> None:
+        self.source = source
+        self.stopped = False
+
+    def stop(self) -> None:
+        self.stopped = True
 
 
 def tick_call(session: TickSession) -> Call:

@@ -605,3 +605,71 @@ def test_random_network_every_played_sample_is_at_its_timestamp(seed: int) -> No
             played += had
     assert played > 1000
     print(f"seed {seed} target {target}: {jb.stats}")
+
+
+# -- fixed delay (fax mode) ----------------------------------------------------------------------
+
+
+def test_fixed_mode_keeps_the_delay_through_a_burst() -> None:
+    """Adaptive mode would skip frames to shrink back after a burst; fixed mode loses nothing."""
+    jb = JitterBuffer(target_frames=0)
+    jb.set_fixed(3)
+    src, packets = stream(6.0)
+    for p in packets[50:52]:
+        p.arrival_ms = 52 * 20 + 1.0  # 40 ms stall, then all at once: within the fixed delay
+    out, _, _ = run(jb, packets, 320)
+    assert jb.stats.shrunk == 0 and jb.stats.overflow_dropped == 0 and jb.stats.late == 0
+    assert_plays(out, src, 3)
+
+
+def test_fixed_mode_loses_a_straggler_without_moving_the_timeline() -> None:
+    jb = JitterBuffer(target_frames=1)
+    jb.set_fixed(1)
+    src, packets = stream(1.0)
+    packets[5].arrival_ms = 5 * 20 + 35  # too late for its pop; frame 6 is buffered
+    out, _, _ = run(jb, packets, 53)
+    # Adaptive mode holds one frame after the loss; fixed mode plays frame 6 on its time.
+    expected = src.copy()
+    expected[5 * F : 6 * F] = 0
+    assert_plays(out, expected, 1)
+    assert jb.stats.late == 1 and jb.stats.held == 0
+
+
+def test_fixed_mode_reanchors_an_underrun_at_the_fixed_delay() -> None:
+    jb = JitterBuffer(target_frames=0)
+    jb.set_fixed(2)
+    src, packets = stream(2.0)
+    for p in packets[20:]:
+        p.arrival_ms += 50  # the path got 50 ms slower
+    out, _, delays = run(jb, packets, 110)
+    assert jb.stats.adapted == 1 and jb.stats.shrunk == 0
+    np.testing.assert_array_equal(out[2 * F : 22 * F], src[: 20 * F])
+    assert_in_order(out)
+    # After the gap the stream plays unbroken, still 2 frames behind its arrival.
+    tail = out[22 * F :]
+    first = int(np.flatnonzero(tail)[0])
+    np.testing.assert_array_equal(tail[first : first + 80 * F], src[20 * F :])
+    assert max(delays[40:100]) <= 40
+
+
+def test_switching_to_fixed_mode_grows_the_delay_once_and_back() -> None:
+    jb = JitterBuffer(target_frames=0)
+    _src, packets = stream(2.0)
+    out = np.empty(0, np.int16)
+    pending = iter(packets)
+    frames = []
+    for k in range(100):
+        if k == 30:
+            jb.set_fixed(2)
+            assert jb.fixed
+        if k == 70:
+            jb.set_fixed(None)
+            assert not jb.fixed
+        jb.push(*(lambda p: (p.seq, p.ts, p.samples))(next(pending)))
+        frames.append(jb.pop())
+    out = np.concatenate(frames)
+    # Two silent frames where the delay grew, everything else in order and nothing lost.
+    assert int((~out.reshape(-1, F).any(axis=1)).sum()) == 2
+    assert_in_order(out)
+    with pytest.raises(ValueError):
+        jb.set_fixed(jb.max_frames)

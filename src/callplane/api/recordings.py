@@ -17,7 +17,12 @@ from callplane.api.auth import project_of
 from callplane.api.errors import json_response, simple
 from callplane.store import RecordingRow
 
-MEDIA_TYPES = {"wav": "audio/wav", "mp3": "audio/mpeg", "mp4": "audio/mp4"}
+MEDIA_TYPES = {
+    "wav": "audio/wav",
+    "mp3": "audio/mpeg",
+    "mp4": "audio/mp4",
+    "pdf": "application/pdf",
+}
 
 
 def recording_routes(

@@ -107,6 +107,11 @@ class AudioResolver:
             raise PlayItemError(f"cannot play {kind} item: {exc}") from exc
         raise PlayItemError(f"unknown play item type {kind!r}")
 
+    async def fetch(self, url: str) -> Path:
+        """The file at ``url``, fetched like audio (same target policy, size cap and cache):
+        fax documents use it."""
+        return await self._fetch(url)
+
     async def _fetch(self, url: str) -> Path:
         """Download once per URL; concurrent plays of the same URL share the download."""
         path = self._cache_dir / hashlib.sha256(url.encode()).hexdigest()

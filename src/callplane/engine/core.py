@@ -75,8 +75,6 @@ NOT_YET = {
     "calling.ai.stop": "AI agents",
     "calling.live_transcribe": "live transcription",
     "calling.live_translate": "live translation",
-    "calling.send_fax.stop": "fax",
-    "calling.receive_fax.stop": "fax",
     "calling.ai_sidecar": "AI sidecars",
     "calling.ai_sidecar.poke": "AI sidecars",
     "calling.ai_sidecar.ask": "AI sidecars",

@@ -20,6 +20,12 @@ Delay policy, in short:
   re-anchor, counted as a resync) or a burst / fast sender (the oldest audio is dropped);
 * when the depth stayed more than one frame above target for a whole second, one frame is
   skipped, so bursts and fast sender clocks never leave a lasting extra delay.
+
+A **fixed** delay (:meth:`JitterBuffer.set_fixed`, fax mode) keeps the timeline instead of the
+lowest delay: the buffer holds ``target_frames`` of audio, never skips a frame to shrink and never
+holds the playout point for a straggler (its late part is lost, the stream keeps its timing); an
+underrun re-anchors at the target delay. Modems resynchronise on a gap but not on a timeline that
+slides under them.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ class JitterBuffer:
         "_filled",
         "_filled_frames",
         "_filled_np",
+        "_fixed",
         "_frame",
         "_hold",
         "_max_frames",
@@ -128,6 +135,7 @@ class JitterBuffer:
         self._max_seq = 0
         self._win_min = cap
         self._win_n = 0
+        self._fixed = False
 
     # -- public API ------------------------------------------------------------------------
 
@@ -148,6 +156,26 @@ class JitterBuffer:
     @property
     def max_frames(self) -> int:
         return self._max_frames
+
+    @property
+    def fixed(self) -> bool:
+        return self._fixed
+
+    def set_fixed(self, target_frames: int | None) -> None:
+        """Fix the delay at ``target_frames`` (fax mode), or go back to the adaptive policy with
+        ``None`` (the target the buffer was made with is not restored: pass it to keep it).
+        Growing the delay now plays silence once, while the playout point waits."""
+        if target_frames is None:
+            self._fixed = False
+            return
+        if not 0 <= target_frames < self._max_frames:
+            raise ValueError(f"target_frames must be in 0..max_frames-1, got {target_frames}")
+        self._fixed = True
+        self._target = target_frames
+        self._shrink_above = (target_frames + 1) * FRAME_SAMPLES
+        if self._anchored:
+            buffered = -(-self._end // FRAME_SAMPLES)
+            self._hold = max(self._hold, target_frames - buffered)
 
     def reset(self) -> None:
         """A new stream (SSRC change): drop what is buffered; the next push re-anchors."""
@@ -193,7 +221,12 @@ class JitterBuffer:
                     # before it is the stream itself running later than before: re-anchor so it
                     # plays whole, next. Otherwise it is a straggler (or an old copy): what was
                     # already played is lost, and the delay grows so the next one is in time.
-                    if self._end == 0 and newer > 0:
+                    if self._end == 0 and newer > 0 and self._fixed:
+                        # The same re-anchor, at the fixed delay rather than at none.
+                        stats.adapted += 1
+                        offset = self._target * FRAME_SAMPLES
+                        self._play_ts = (timestamp - offset) & _TS_MASK
+                    elif self._end == 0 and newer > 0:
                         if -offset > cap:
                             stats.resyncs += 1
                         else:
@@ -203,7 +236,8 @@ class JitterBuffer:
                         self._play_ts = timestamp
                         offset = 0
                     else:
-                        self._grow(-offset)
+                        if not self._fixed:
+                            self._grow(-offset)
                         if offset + n <= 0:
                             stats.late += 1
                             return False
@@ -260,7 +294,7 @@ class JitterBuffer:
             self._win_min = end
         self._win_n += 1
         if self._win_n >= SHRINK_WINDOW:
-            if self._win_min > self._shrink_above:
+            if self._win_min > self._shrink_above and not self._fixed:
                 # The whole second kept more than a frame of slack: that frame is pure delay.
                 self._skip(1)
                 self.stats.shrunk += 1

@@ -7,6 +7,7 @@ from callplane.engine.operations import (
     denoise,
     detect,
     digits,
+    fax,
     play,
     queue,
     record,
@@ -31,6 +32,7 @@ _MODULES = (
     queue,
     stream,
     denoise,
+    fax,
 )
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}

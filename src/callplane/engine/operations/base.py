@@ -29,6 +29,10 @@ class Operation:
     # state -> the states it may move to; states with no way out are terminal.
     transitions: ClassVar[Mapping[str, frozenset[str]]]
     initial_state: ClassVar[str]
+    # Whether the operation puts audio into the call's outbound stream (play, prompts), and
+    # whether it must be the only one that does (a fax: any other sound breaks its modems).
+    writes_audio: ClassVar[bool] = False
+    exclusive_audio: ClassVar[bool] = False
 
     def __init__(self, call: Call, control_id: str, status_url: str | None, emit: Emit) -> None:
         self.call = call
@@ -109,6 +113,18 @@ def register(call: Call, op: Operation) -> None:
             f"a {op.kind} with control_id {op.control_id!r} is already active on this call",
             "control_id",
         )
+    if op.writes_audio:
+        for other in call.operations.values():
+            if getattr(other, "exclusive_audio", False) or (
+                op.exclusive_audio and getattr(other, "writes_audio", False)
+            ):
+                raise CommandError(
+                    409,
+                    "invalid_state",
+                    f"a {getattr(other, 'kind', 'operation')} owns this call's outbound audio;"
+                    f" {op.kind} cannot run until it ends",
+                    None,
+                )
     call.operations[key] = op
 
 

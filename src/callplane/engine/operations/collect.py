@@ -116,6 +116,7 @@ class SpeechConfig:
 
 class CollectOperation(Operation):
     kind = "collect"
+    writes_audio = True
     event_type = "calling.call.collect"
     # Results are `report`ed (they are not state changes); the state only says whether the
     # collect still listens.

@@ -76,6 +76,9 @@ class DenoiseOperation(Operation):
     event_type = "calling.call.denoise"
     initial_state = "on"
     transitions: ClassVar[Mapping[str, frozenset[str]]] = {"on": frozenset({"off"})}
+    # It rewrites the call's inbound audio: a fax (which needs it untouched) and denoise exclude
+    # each other with a 409, whichever comes second.
+    writes_audio = True
 
     def __init__(self, call: Call, emit: Emit, denoiser: Denoiser) -> None:
         super().__init__(call, CONTROL_ID, None, emit)

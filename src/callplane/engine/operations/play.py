@@ -31,6 +31,7 @@ log = logging.getLogger("callplane.engine.play")
 
 class PlayOperation(Operation):
     kind = "play"
+    writes_audio = True
     event_type = "calling.call.play"
     # "resolving" is internal (fetching audio, synthesising speech) and emits no event of its
     # own: the reference's first event is `playing`.
