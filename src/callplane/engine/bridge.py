@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
+from callplane.engine.calls import BridgeEnd
 from callplane.engine.facade import CommandError
 
 if TYPE_CHECKING:
@@ -18,8 +19,6 @@ if TYPE_CHECKING:
     from callplane.media.engine import MediaEngine, MixGroup
 
 log = logging.getLogger("callplane.engine.bridge")
-
-BridgeEnd = Literal["owner_hangup", "peer_hangup", "disconnected", "max_duration", "replaced"]
 
 
 class Bridge:

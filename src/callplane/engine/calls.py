@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from callplane.store import CallRow
 
 if TYPE_CHECKING:
-    from callplane.engine.bridge import Bridge
-    from callplane.engine.legs import Leg
     from callplane.engine.swml.interpreter import SwmlInterpreter
     from callplane.media.engine import RtpSession
     from callplane.sip.endpoint import SipCall
+    from callplane.sip.sdp import ChosenMedia
 
 
 class CallStatus(StrEnum):
@@ -75,6 +75,60 @@ class LiveOperation(Protocol):
     async def stop(self) -> None: ...
 
 
+BridgeEnd = Literal["owner_hangup", "peer_hangup", "disconnected", "max_duration", "replaced"]
+
+
+class CallBridge(Protocol):
+    """What a call knows of the bridge it is in (engine.bridge.Bridge)."""
+
+    owner: Call
+    peer: Call
+    owned: bool
+    ended: asyncio.Future[BridgeEnd]
+
+    @property
+    def active(self) -> bool: ...
+
+    def other(self, call: Call) -> Call: ...
+
+    def replace(self, old: Call, new: Call) -> None: ...
+
+    def end(self, how: BridgeEnd) -> None: ...
+
+
+SUPPORTED_CODECS = ("PCMU", "PCMA")
+
+
+@dataclass
+class Leg:
+    """The media half of a call's SIP dialog: what we offered or answered, and its version."""
+
+    media: RtpSession
+    codecs: list[str] = field(default_factory=lambda: list(SUPPORTED_CODECS))
+    session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
+    version: int = 1
+    offer: bytes | None = None  # our offer, while its answer is outstanding
+    chosen: ChosenMedia | None = None
+    local_sdp: bytes | None = None
+
+    def apply(self, chosen: ChosenMedia) -> None:
+        """Point the RTP session at what was negotiated."""
+        self.chosen = chosen
+        self.media.configure(
+            remote=(chosen.remote_ip, chosen.remote_port),
+            payload_type=chosen.payload_type,
+            telephone_event_pt=chosen.telephone_event_pt,
+            direction=chosen.direction,
+        )
+
+    def preferred_codecs(self) -> list[str]:
+        """Keep the codec in use across a re-negotiation when the far end still offers it."""
+        if self.chosen is None:
+            return self.codecs
+        current = self.chosen.codec.upper()
+        return [current, *[c for c in self.codecs if c != current]]
+
+
 # The call_state values a status_url subscriber may ask for (reference §4.1).
 SUBSCRIBABLE_STATES = ("created", "ringing", "answered", "ended")
 
@@ -120,7 +174,7 @@ class Call:
     leg: Leg | None = field(default=None, repr=False)  # the SDP side of sip + media
     # A peer leg dialed by `connect` / transfer: driven by its bridge, it runs no SWML of its own.
     dialed_for: Call | None = field(default=None, repr=False)
-    bridge: Bridge | None = field(default=None, repr=False)
+    bridge: CallBridge | None = field(default=None, repr=False)
     early_media: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     operations: dict[tuple[str, str], LiveOperation] = field(default_factory=dict, repr=False)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set, repr=False)

@@ -24,6 +24,7 @@ from callplane.engine.audio import AudioResolver, SpeechSynthesizer
 from callplane.engine.bridge import Bridge
 from callplane.engine.calls import (
     NOT_ANSWERED_YET,
+    SUPPORTED_CODECS,
     TERMINAL,
     Call,
     CallStatus,
@@ -32,7 +33,7 @@ from callplane.engine.calls import (
 from callplane.engine.config import EngineConfig
 from callplane.engine.events import EventSink
 from callplane.engine.facade import CommandError
-from callplane.engine.legs import SUPPORTED_CODECS, LegFactory
+from callplane.engine.legs import LegFactory
 from callplane.engine.operations import connect, refer
 from callplane.engine.operations.base import require_answered
 from callplane.engine.operations.record import RecordOperation, recover_recordings

@@ -10,12 +10,11 @@ and asks this module for the media side of it.
 from __future__ import annotations
 
 import logging
-import secrets
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from callplane.engine.calls import SUPPORTED_CODECS, Leg
 from callplane.engine.swml.errors import SwmlError
-from callplane.media.engine import MediaEngine, RtpSession
+from callplane.media.engine import MediaEngine
 from callplane.sip import sdp
 from callplane.sip.endpoint import IncomingCall, SipCall
 
@@ -23,38 +22,6 @@ if TYPE_CHECKING:
     from callplane.engine.calls import Call
 
 log = logging.getLogger("callplane.engine.legs")
-
-SUPPORTED_CODECS = ("PCMU", "PCMA")
-
-
-@dataclass
-class Leg:
-    """The media half of a call's SIP dialog: what we offered or answered, and its version."""
-
-    media: RtpSession
-    codecs: list[str] = field(default_factory=lambda: list(SUPPORTED_CODECS))
-    session_id: int = field(default_factory=lambda: secrets.randbelow(2**31))
-    version: int = 1
-    offer: bytes | None = None  # our offer, while its answer is outstanding
-    chosen: sdp.ChosenMedia | None = None
-    local_sdp: bytes | None = None
-
-    def apply(self, chosen: sdp.ChosenMedia) -> None:
-        """Point the RTP session at what was negotiated."""
-        self.chosen = chosen
-        self.media.configure(
-            remote=(chosen.remote_ip, chosen.remote_port),
-            payload_type=chosen.payload_type,
-            telephone_event_pt=chosen.telephone_event_pt,
-            direction=chosen.direction,
-        )
-
-    def preferred_codecs(self) -> list[str]:
-        """Keep the codec in use across a re-negotiation when the far end still offers it."""
-        if self.chosen is None:
-            return self.codecs
-        current = self.chosen.codec.upper()
-        return [current, *[c for c in self.codecs if c != current]]
 
 
 class LegFactory:
