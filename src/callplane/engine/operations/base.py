@@ -8,6 +8,7 @@ move. A REST command and its SWML method drive the same operation class.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("callplane.engine.operations")
 
 Emit = Callable[["Operation", dict[str, Any]], None]
+
+_started = itertools.count()
 
 
 class Operation:
@@ -41,6 +44,8 @@ class Operation:
         self.state = self.initial_state
         self._emit = emit
         self.done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        # Start order across the process: SWML's "stop the latest one" finds it by this.
+        self.sequence = next(_started)
 
     @property
     def is_terminal(self) -> bool:
@@ -140,3 +145,18 @@ def lookup(call: Call, kind: type[OpT], params: Mapping[str, Any]) -> OpT:
             "control_id",
         )
     return op
+
+
+def named_or_latest(
+    call: Call,
+    kind: type[OpT],
+    control_id: object,
+    where: Callable[[OpT], bool] = lambda op: True,
+) -> OpT | None:
+    """SWML's `stop_*` target: the running operation `control_id` names, or without one the
+    latest started that `where` accepts; None when there is none."""
+    if control_id:
+        found = call.operations.get((kind.kind, str(control_id)))
+        return found if isinstance(found, kind) else None
+    running = [op for op in call.operations.values() if isinstance(op, kind) and where(op)]
+    return max(running, key=lambda op: op.sequence, default=None)

@@ -46,7 +46,6 @@ the next loop iteration, outside the clock's tick.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 import uuid
@@ -64,6 +63,7 @@ from callplane.engine.operations.base import (
     Operation,
     control_id_of,
     lookup,
+    named_or_latest,
     register,
     require_answered,
 )
@@ -94,7 +94,6 @@ FinalState = Literal["finished", "no_input"]
 
 # Start order of recordings in this process: `stop_record_call` without a control_id stops the
 # most recently started `record_call`.
-_started = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -168,7 +167,6 @@ class RecordOperation(Operation):
         self.settings = settings
         # Started by SWML `record_call`: what `stop_record_call` without a control_id stops.
         self.background = background
-        self.sequence = next(_started)
         self.recording_id = str(uuid.uuid4())
         self.url = services.config.recording_url(self.recording_id)
         self.path = services.config.recordings_dir / f"{self.recording_id}.{settings.format}"
@@ -587,18 +585,9 @@ async def swml_stop_record_call(
     services: Services, call: Call, params: dict[str, Any]
 ) -> dict[str, Any] | None:
     """SWML `stop_record_call`: the named recording, or the last `record_call` still running."""
-    control_id = params.get("control_id")
-    target: RecordOperation | None = None
-    if control_id:
-        found = call.operations.get(("record", str(control_id)))
-        target = found if isinstance(found, RecordOperation) else None
-    else:
-        running = [
-            op
-            for op in call.operations.values()
-            if isinstance(op, RecordOperation) and op.background
-        ]
-        target = max(running, key=lambda op: op.sequence, default=None)
+    target = named_or_latest(
+        call, RecordOperation, params.get("control_id"), lambda op: op.background
+    )
     if target is None:
         return {"stop_record_call_result": "failed"}
     await target.stop()

@@ -29,7 +29,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import itertools
 import json
 import logging
 import uuid
@@ -49,6 +48,7 @@ from callplane.engine.operations.base import (
     Operation,
     control_id_of,
     lookup,
+    named_or_latest,
     register,
     require_answered,
 )
@@ -78,8 +78,6 @@ FRAME_MS = 20
 # The application may send audio faster than real time (a TTS burst): up to 5 minutes wait.
 PLAY_QUEUE_FRAMES = 15000
 SWML_START_TIMEOUT = WS_OPEN_TIMEOUT + 1.0
-
-_started = itertools.count()
 
 
 def url_refusal(url: str, targets: TargetPolicy) -> str | None:
@@ -169,7 +167,6 @@ class StreamOperation(Operation):
         super().__init__(call, control_id, status_url, emit)
         self._services = services
         self.settings = settings
-        self.sequence = next(_started)
         self.stream_sid = f"MZ{uuid.uuid4().hex}"
         self._codec = _Codec(settings.codec)
         self._ws: WebSocketSink | None = None
@@ -476,14 +473,7 @@ async def swml_stop_stream(
     services: Services, call: Call, params: dict[str, Any]
 ) -> dict[str, Any] | None:
     """SWML `stop_stream`: the named stream, or the latest one still running."""
-    control_id = params.get("control_id")
-    target: StreamOperation | None = None
-    if control_id:
-        found = call.operations.get((StreamOperation.kind, str(control_id)))
-        target = found if isinstance(found, StreamOperation) else None
-    else:
-        running = [op for op in call.operations.values() if isinstance(op, StreamOperation)]
-        target = max(running, key=lambda op: op.sequence, default=None)
+    target = named_or_latest(call, StreamOperation, params.get("control_id"))
     if target is None:
         return {"stop_stream_result": "failed"}
     await target.stop()

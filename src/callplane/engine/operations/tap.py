@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,6 +86,7 @@ from callplane.engine.operations.base import (
     Operation,
     control_id_of,
     lookup,
+    named_or_latest,
     register,
     require_answered,
 )
@@ -113,7 +113,6 @@ WS_FRAME_MS = 20
 SWML_START_TIMEOUT = WS_OPEN_TIMEOUT + 1.0
 
 # Start order of taps in this process: `stop_tap` without a control_id stops the latest.
-_started = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,6 @@ class TapOperation(Operation):
         super().__init__(call, control_id, status_url, emit)
         self._services = services
         self.settings = settings
-        self.sequence = next(_started)
         self._listening = False
         self._rtp: RtpSink | None = None
         self._ws: WebSocketSink | None = None
@@ -478,14 +476,7 @@ async def swml_stop_tap(
     services: Services, call: Call, params: dict[str, Any]
 ) -> dict[str, Any] | None:
     """SWML `stop_tap`: the named tap, or the last tap started on the call that still runs."""
-    control_id = params.get("control_id")
-    target: TapOperation | None = None
-    if control_id:
-        found = call.operations.get((TapOperation.kind, str(control_id)))
-        target = found if isinstance(found, TapOperation) else None
-    else:
-        running = [op for op in call.operations.values() if isinstance(op, TapOperation)]
-        target = max(running, key=lambda op: op.sequence, default=None)
+    target = named_or_latest(call, TapOperation, params.get("control_id"))
     if target is None:
         return {"stop_tap_result": "failed"}
     await target.stop()
