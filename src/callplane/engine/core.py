@@ -52,6 +52,7 @@ from callplane.sip.endpoint import (
     OutgoingCall,
     Referred,
     Ringing,
+    SipCall,
     SipEndpoint,
 )
 from callplane.sip.message import SipParseError, parse_uri
@@ -179,6 +180,24 @@ class CallEngine:
             for status_url, params in recover_recordings(self._store, call.id):
                 self._events.emit(call, RecordOperation.event_type, params, webhook_url=status_url)
             self._conclude(call, CallStatus.ENDED, "error")
+            dialog = self._store.get_dialog(call.id)
+            if dialog is not None:
+                self._spawn_detached(self._bye_orphan(call.id, dialog))
+
+    async def _bye_orphan(self, call_id: str, dialog: dict[str, Any]) -> None:
+        """The far end of an orphan still holds its dialog (and may be sending media): hang it
+        up from what was saved when the dialog was confirmed."""
+        try:
+            response = await self._sip.bye_orphan(dialog)
+        except SipParseError as exc:
+            log.warning("call %s: cannot send its BYE: %s", call_id, exc)
+            return
+        log.info("call %s: BYE to its far end answered %d", call_id, response.status)
+        self._store.save_dialog(call_id, None)
+
+    def _keep_dialog(self, call: Call, sip_call: SipCall) -> None:
+        """Persist what a BYE needs each time it changes, for `_recover_orphans`."""
+        sip_call.on_dialog = functools.partial(self._store.save_dialog, call.id)
 
     # ------------------------------------------------------------------ Engine facade
 
@@ -421,6 +440,7 @@ class CallEngine:
             await self._finish(call, CallStatus.FAILED, "error")
             return
         call.sip = sip_call
+        self._keep_dialog(call, sip_call)
         self._legs.watch(call, sip_call)
         self._set_status(call, CallStatus.CREATED)
         if call.requested_final is CallStatus.CANCELED:
@@ -519,6 +539,7 @@ class CallEngine:
             swml_url=url,
         )
         call.sip = incoming
+        self._keep_dialog(call, incoming)
         self._legs.watch(call, incoming)
         self._calls[call.id] = call
         self._store.save_call(call.to_row())

@@ -16,7 +16,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from . import auth as _auth
 from .dialog import (
@@ -245,6 +245,10 @@ class SipCall:
         self._late_offers: set[int] = set()  # re-INVITEs without SDP: the answer is in the ACK
         self._refers_out: dict[int, OutgoingRefer] = {}  # REFERs we sent, by CSeq number
         self._refers_in = 0  # REFERs received in this dialog (the first has no Event id)
+        # Called with `orphan_state()` whenever what a BYE needs changes (the dialog is confirmed,
+        # a request took a CSeq number, the target was refreshed), so that a process that
+        # restarts after a crash can still hang the call up (SipEndpoint.bye_orphan).
+        self.on_dialog: Callable[[dict[str, Any]], None] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.call_id} {self.state}>"
@@ -274,6 +278,21 @@ class SipCall:
         Incoming: equivalent to reject(487).  On a confirmed call this is bye()."""
         raise NotImplementedError
 
+    def orphan_state(self) -> dict[str, Any] | None:
+        """The confirmed dialog as `SipEndpoint.bye_orphan` takes it (None before one exists):
+        `Dialog.to_state()` plus `addr`, where in-dialog requests are sent."""
+        if self.dialog is None or self.dialog.state is not DialogState.CONFIRMED:
+            return None
+        host, port = self._ep._dialog_addr(self)
+        return {**self.dialog.to_state(), "addr": [host, port]}
+
+    def _dialog_changed(self) -> None:
+        if self.on_dialog is None:
+            return
+        state = self.orphan_state()
+        if state is not None:
+            self.on_dialog(state)
+
     def _send_bye(self) -> None:
         assert self.dialog is not None
         req = self.dialog.create_request("BYE", extra_headers=self._ep._common_headers())
@@ -300,6 +319,7 @@ class SipCall:
             self.dialog.state = DialogState.TERMINATED
             self._emit(Ended("remote", "bye"))
         elif req.method == "INVITE":
+            self._dialog_changed()  # the re-INVITE may have refreshed the remote target
             self._on_reinvite(req, addr)
         elif req.method == "REFER":
             self._on_refer(req, addr)
@@ -422,6 +442,7 @@ class SipCall:
             )
             if on_sent is not None:
                 on_sent(req)
+            self._dialog_changed()  # the next CSeq number moved on
             resp = await ep._transact(req, ep._dialog_addr(self))
             if resp.status in (401, 407) and creds is not None:
                 hname = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
@@ -443,6 +464,7 @@ class SipCall:
                 contacts = resp.contacts
                 if contacts:
                     self.dialog.remote_target = contacts[0].uri  # §12.2.1.2 target refresh
+                    self._dialog_changed()
             return resp
 
     async def reinvite(self, sdp: bytes) -> bytes:
@@ -785,6 +807,7 @@ class OutgoingCall(SipCall):
             return
         self.state = CallState.CONFIRMED
         self._cleanup()
+        self._dialog_changed()
         self._emit(Answered(resp.body or self.remote_sdp or b""))
 
     def _on_timeout(self, timer: str) -> None:
@@ -861,6 +884,7 @@ class IncomingCall(SipCall):
         self.state = CallState.ANSWERED
         assert self.dialog is not None
         self.dialog.state = DialogState.CONFIRMED
+        self._dialog_changed()  # from our 200 on, a crash leaves the caller a dialog to end
         self._retx = _Retransmit(self._ep, resp.to_bytes(), self.source, self._on_ack_timeout)
 
     async def reject(self, code: int = 486, reason: str | None = None) -> None:
@@ -1483,6 +1507,22 @@ class SipEndpoint:
         entry = _TxEntry(tx, addr, on_response, on_timeout)
         self._client_txs[tx.key] = entry
         self._run_client(entry, tx.start(self._now()))
+
+    async def bye_orphan(self, state: dict[str, Any]) -> SipResponse:
+        """End a dialog that a previous process confirmed (`SipCall.orphan_state()`) and left
+        behind when it died: send its BYE to the saved address in a non-INVITE client
+        transaction (retransmitted on timer E, given up on timer F, §17.1.2) and return the
+        final response, whatever it is (a synthetic 408 when none came). The far end may
+        answer 481 if it already gave up on the dialog: either way the call is over.
+        Raises SipParseError when `state` is not a saved dialog."""
+        dialog = Dialog.from_state(state)
+        try:
+            host, port = state["addr"]
+            addr = (str(host), int(port))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SipParseError(f"not a saved dialog address: {exc}") from exc
+        req = dialog.create_request("BYE", extra_headers=self._common_headers())
+        return await self._transact(req, addr)
 
     async def _transact(self, req: SipRequest, addr: tuple[str, int]) -> SipResponse:
         """Send `req` (Via added) in a client transaction and return its final response; no
