@@ -332,6 +332,31 @@ async def test_port_allocation_even_and_exhaustion() -> None:
         await m.stop()
 
 
+async def test_every_pair_of_the_range_is_tried_before_giving_up() -> None:
+    """A range of one pair holds one session; with the next pair taken by another socket, the
+    pair freed by a call that ended is found again (not a false "no ports")."""
+    one = MediaEngine("127.0.0.1", (40510, 40511))
+    await one.start()
+    try:
+        assert (await one.open_session()).local_port == 40510
+    finally:
+        await one.stop()
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 40522))
+    m = MediaEngine("127.0.0.1", (40520, 40523))
+    await m.start()
+    try:
+        first = await m.open_session()
+        assert first.local_port == 40520
+        with pytest.raises(OSError, match="no free even RTP port"):
+            await m.open_session()
+        await first.close()
+        assert (await m.open_session()).local_port == 40520
+    finally:
+        other.close()
+        await m.stop()
+
+
 async def test_clock_has_no_drift(engine: MediaEngine) -> None:
     t0 = time.monotonic()
     ticks0 = engine.stats.ticks

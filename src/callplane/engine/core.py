@@ -56,6 +56,7 @@ from callplane.sip.endpoint import (
     SipEndpoint,
 )
 from callplane.sip.message import SipParseError, parse_uri
+from callplane.sip.policy import CAPACITY_RETRY_AFTER
 from callplane.store import Store
 from callplane.webhooks import WebhookOutbox
 
@@ -332,6 +333,15 @@ class CallEngine:
             fallback_url=p.get("fallback_url"),
             custom_variables=dict(p.get("custom_variables") or {}),
         )
+        try:
+            await self._legs.open(call, codecs)
+        except OSError as exc:
+            log.warning("dial to %s: no RTP ports for its media: %s", to, exc)
+            raise CommandError(
+                503,
+                "service_unavailable",
+                "no RTP ports are free for the call's media (see --rtp-ports); retry later",
+            ) from exc
         self._calls[call.id] = call
         self._store.save_call(call.to_row())
         self._spawn(call, self._run_outbound(call, destination, codecs, p))
@@ -409,7 +419,14 @@ class CallEngine:
         self, call: Call, destination: Destination, codecs: list[str], p: dict[str, Any]
     ) -> None:
         self._set_status(call, CallStatus.INITIATED)
-        leg = await self._legs.open(call, codecs)
+        leg = call.leg
+        if leg is None:  # a bridge's peer leg (dial_leg): a clear failure, not a crash
+            try:
+                leg = await self._legs.open(call, codecs)
+            except OSError as exc:
+                log.warning("call %s: no RTP ports for its media: %s", call.id, exc)
+                await self._finish(call, CallStatus.FAILED, "error")
+                return
         offer = self._legs.offer(leg)
         auth = None
         if p.get("username") and p.get("password"):
@@ -538,6 +555,18 @@ class CallEngine:
             status=CallStatus.INITIATED,
             swml_url=url,
         )
+        try:
+            # The media ports now, before ringing: when none are left the caller hears 503 (try
+            # again later), and nothing of the call is kept.
+            await self._legs.open(call)
+        except OSError as exc:
+            log.warning("inbound call to %r: no RTP ports for its media (%s); 503", name, exc)
+            await incoming.reject(
+                503,
+                "Service Unavailable (no media ports)",
+                headers=[("Retry-After", str(CAPACITY_RETRY_AFTER))],
+            )
+            return
         call.sip = incoming
         self._keep_dialog(call, incoming)
         self._legs.watch(call, incoming)

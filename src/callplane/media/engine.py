@@ -791,7 +791,7 @@ class MediaEngine:
         if (lo, hi) == (0, 0):
             return self._bind(0), self._bind(0)
         first = lo + (lo % 2)
-        count = (hi - first) // 2  # even ports whose +1 is still in range
+        count = (hi - first + 1) // 2  # even ports whose +1 is still in range
         if count <= 0:
             raise OSError(f"port range {self.port_range} holds no even RTP/RTCP pair")
         for _ in range(count):

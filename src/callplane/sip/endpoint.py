@@ -887,14 +887,20 @@ class IncomingCall(SipCall):
         self._dialog_changed()  # from our 200 on, a crash leaves the caller a dialog to end
         self._retx = _Retransmit(self._ep, resp.to_bytes(), self.source, self._on_ack_timeout)
 
-    async def reject(self, code: int = 486, reason: str | None = None) -> None:
-        """Send a final non-2xx response (default 486 Busy Here); emits Ended(by="local",
-        reason="rejected")."""
+    async def reject(
+        self,
+        code: int = 486,
+        reason: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Send a final non-2xx response (default 486 Busy Here) with `headers` (a 503's
+        Retry-After); emits Ended(by="local", reason="rejected")."""
         if self.state not in (CallState.CALLING, CallState.RINGING):
             return
         if not 300 <= code <= 699:
             raise ValueError("reject needs a 3xx-6xx code")
-        self._respond(code, reason or _REASONS.get(code, "Rejected"))
+        self._respond(code, reason or _REASONS.get(code, "Rejected"), extra=headers)
         self._emit(Ended("local", "rejected"))
 
     async def bye(self, reason: str = "bye") -> None:
@@ -916,7 +922,13 @@ class IncomingCall(SipCall):
         else:
             await self.bye()
 
-    def _respond(self, code: int, reason: str, body: bytes = b"") -> SipResponse:
+    def _respond(
+        self,
+        code: int,
+        reason: str,
+        body: bytes = b"",
+        extra: list[tuple[str, str]] | None = None,
+    ) -> SipResponse:
         ep = self._ep
         resp = ep._make_response(
             self.request,
@@ -925,6 +937,7 @@ class IncomingCall(SipCall):
             to_tag=self.local_tag,
             contact=code < 300,
             body=body,
+            extra=extra,
         )
         entry = ep._server_txs.get(self._tx.key)
         actions = self._tx.send_response(resp, ep._now())
