@@ -558,7 +558,7 @@ class CallEngine:
         try:
             # The media ports now, before ringing: when none are left the caller hears 503 (try
             # again later), and nothing of the call is kept.
-            await self._legs.open(call)
+            leg = await self._legs.open(call)
         except OSError as exc:
             log.warning("inbound call to %r: no RTP ports for its media (%s); 503", name, exc)
             await incoming.reject(
@@ -567,6 +567,9 @@ class CallEngine:
                 headers=[("Retry-After", str(CAPACITY_RETRY_AFTER))],
             )
             return
+        # An untrusted caller's SDP may name any address: our media goes only where its own
+        # packets come from (no reflection at a third party).
+        leg.media.latch_only = not incoming.trusted
         call.sip = incoming
         self._keep_dialog(call, incoming)
         self._legs.watch(call, incoming)

@@ -828,7 +828,8 @@ class IncomingCall(SipCall):
     Attributes: request (the INVITE as a message.SipRequest), from_uri, to_uri, request_uri (str),
     from_display (str|None), headers (Mapping[str, str], first value of each header, lower-case
     long names), remote_sdp = the INVITE's body (None for a late offer), source (ip, port),
-    user (the digest user name an untrusted source authenticated as, else None).
+    user (the digest user name an untrusted source authenticated as, else None), trusted (the
+    source is in the policy's trusted networks).
     """
 
     def __init__(
@@ -858,6 +859,8 @@ class IncomingCall(SipCall):
         self.dialog = dialog
         # The digest user name the caller authenticated as (None: a trusted source).
         self.user = user
+        # From --sip-trusted: only then may the SDP aim our media (RtpSession.latch_only).
+        self.trusted = endpoint.policy.is_trusted(addr[0])
         self._retx: _Retransmit | None = None
         self._bye_after_ack = False
 
