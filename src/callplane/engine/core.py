@@ -55,7 +55,7 @@ from callplane.sip.endpoint import (
     SipCall,
     SipEndpoint,
 )
-from callplane.sip.message import SipParseError, parse_uri
+from callplane.sip.message import SipParseError, SipRequest, parse_uri
 from callplane.sip.policy import CAPACITY_RETRY_AFTER
 from callplane.store import Store
 from callplane.webhooks import WebhookOutbox
@@ -149,6 +149,7 @@ class CallEngine:
 
     async def start(self) -> None:
         self._sip.on_incoming = self._on_incoming
+        self._sip.routable = self._routable
         self._recover_orphans()
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
@@ -537,8 +538,16 @@ class CallEngine:
 
     # ------------------------------------------------------------------ inbound
 
+    def _routable(self, invite: SipRequest) -> bool:
+        try:
+            to_uri = invite.to.uri
+        except SipParseError:
+            return False
+        name = self._route_name(invite.uri, to_uri)
+        return name is not None and name in self.config.routes and not self._stopping
+
     async def _on_incoming(self, incoming: IncomingCall) -> None:
-        name = self._route_name(incoming)
+        name = self._route_name(incoming.request_uri, incoming.to_uri)
         url = self.config.routes.get(name) if name else None
         if name is None or url is None or self._stopping:
             log.info("inbound call to %r has no route; rejecting", name)
@@ -585,8 +594,8 @@ class CallEngine:
         await self._follow_incoming(call, incoming)
 
     @staticmethod
-    def _route_name(incoming: IncomingCall) -> str | None:
-        for uri in (incoming.request_uri, incoming.to_uri):
+    def _route_name(request_uri: str, to_uri: str) -> str | None:
+        for uri in (request_uri, to_uri):
             try:
                 user = parse_uri(uri).user
             except SipParseError:

@@ -1260,6 +1260,7 @@ class SipEndpoint:
     start()).
 
     on_incoming: async callback receiving each new IncomingCall; if None, INVITEs get 480.
+    routable: called with each admitted INVITE; False refuses it with a stateless 404.
     """
 
     def __init__(
@@ -1301,6 +1302,9 @@ class SipEndpoint:
         self.user_agent = user_agent
         self.public_host = public_host or host
         self.on_incoming: Callable[[IncomingCall], Awaitable[None]] | None = None
+        # Whether anyone takes an (admitted) INVITE; False: 404 at once, with no state kept.
+        # None: every INVITE goes to on_incoming.
+        self.routable: Callable[[SipRequest], bool] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._client_txs: dict[tuple[str, ...], _TxEntry] = {}
         self._server_txs: dict[tuple[str, ...], _TxEntry] = {}
@@ -1626,6 +1630,15 @@ class SipEndpoint:
         # Keep the call findable for a while so late retransmissions (2xx, BYE) are still
         # answered properly; then drop it.
         key = (call.call_id, call.local_tag)
+        if isinstance(call, IncomingCall) and (
+            call.dialog is None or call.dialog.state is not DialogState.CONFIRMED
+        ):
+            # Refused before any answer: its server transaction alone absorbs the INVITE's
+            # retransmissions and ACK (§17.2.1) and CANCEL gets 481 now; the call itself need
+            # not outlive it by 32 s (a flood of unrouted INVITEs would hold them all).
+            self._calls.pop(key, None)
+            self._incoming_by_key.pop(call._tx.key, None)
+            return
         if self._loop is not None and self._transport is not None:
             self._loop.call_later(32.0, self._calls.pop, key, None)
             if isinstance(call, IncomingCall):
@@ -1886,6 +1899,12 @@ class SipEndpoint:
             resp = self._make_response(
                 req, adm.code, adm.reason, to_tag=dialog.local_tag, extra=adm.headers
             )
+            self._sendto(resp.to_bytes(), addr)
+            return
+        if self.routable is not None and not self.routable(req):
+            # Nobody here takes this call: refused like the policy's refusals, statelessly, so a
+            # flood of INVITEs to unknown users leaves nothing behind either.
+            resp = self._make_response(req, 404, _REASONS[404], to_tag=dialog.local_tag)
             self._sendto(resp.to_bytes(), addr)
             return
         tx = ServerInviteTransaction(req)
