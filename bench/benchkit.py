@@ -110,8 +110,10 @@ class ServerProcess:
         rtp_ports: int = 400,
         nice: int = 0,
         profile_to: Path | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.extra_args = list(extra_args or [])
         self.nice = nice
         self.profile_to = profile_to
         self.http_port = free_port()
@@ -158,6 +160,7 @@ class ServerProcess:
             TOKEN,
             "--log-level",
             "warning",
+            *self.extra_args,
         ]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

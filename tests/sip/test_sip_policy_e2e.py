@@ -93,6 +93,10 @@ def malformed(port: int, ep_port: int, variant: str, n: int = 0) -> bytes:
         data = data.replace("From: <sip:raw", 'From: "Raw <sip:raw')
     elif variant == "record-route":
         data = data.replace("Max-Forwards: 70", "Record-Route: <sip:\r\nMax-Forwards: 70")
+    elif variant == "from-bad-host":  # found by bench/fuzz_sip.py: a traceback in the engine
+        data = data.replace(f"From: <sip:raw@{HOST}", "From: <sip:raw@127.0\x0e0.1")
+    elif variant == "to-bad-host":
+        data = data.replace("To: <sip:callplane@", "To: <sip:callplane@[::1")
     else:
         raise AssertionError(variant)
     return data.encode()
@@ -105,6 +109,8 @@ VARIANTS = [
     "from-empty-tag",
     "from-unterminated-quote",
     "record-route",
+    "from-bad-host",
+    "to-bad-host",
 ]
 
 

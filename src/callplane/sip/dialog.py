@@ -25,6 +25,7 @@ from .message import (
     SipResponse,
     parse_name_addr,
     parse_params,
+    parse_uri,
 )
 from .transaction import T1, T2
 
@@ -124,6 +125,9 @@ class Dialog:
         contacts = invite.contacts
         fr = invite.from_
         to = invite.to
+        # The engine reads the caller and callee from these URIs; in-dialog requests carry them.
+        parse_uri(fr.uri)
+        parse_uri(to.uri)
         if contacts:
             contacts[0].sip_uri  # noqa: B018 - in-dialog requests are sent to it
         for rr in invite.headers.get_list("Record-Route"):
