@@ -24,9 +24,7 @@ import contextlib
 import os
 import random
 import re
-import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,26 +35,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchkit import LOOPBACK, ServerProcess
+from benchkit import LOOPBACK, ServerProcess, in_private_netns
 
 # The server runs this checkout's code, whatever is installed in the venv.
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")]
 )
-
-IN_NETNS = "CALLPLANE_FUZZ_NETNS"
-
-
-def in_private_netns(argv: list[str]) -> None:
-    """Re-run this script in a network namespace of its own (loopback only), unless already."""
-    if os.environ.get(IN_NETNS) == "1":
-        return
-    if shutil.which("unshare") is None:
-        sys.exit("unshare (util-linux) is needed to run the fuzzer in a private network namespace")
-    inner = " ".join(["exec", sys.executable, *(repr(a) for a in argv)])
-    env = {**os.environ, IN_NETNS: "1"}
-    code = subprocess.call(["unshare", "-n", "sh", "-c", f"ip link set lo up && {inner}"], env=env)
-    sys.exit(code)
 
 
 def rss(pid: int) -> float:
