@@ -128,10 +128,10 @@ class ServerProcess:
         rtp_ports: int = 400,
         nice: int = 0,
         profile_to: Path | None = None,
-        extra_args: list[str] | None = None,
+        extra_args: Iterable[str] = (),
     ) -> None:
         self.data_dir = data_dir
-        self.extra_args = list(extra_args or [])
+        self.extra_args = list(extra_args)
         self.nice = nice
         self.profile_to = profile_to
         self.http_port = free_port()
