@@ -10,6 +10,7 @@ import ctypes
 import json
 import os
 import select
+import shlex
 import shutil
 import signal
 import socket
@@ -37,6 +38,23 @@ def die_with_parent() -> None:
     """preexec_fn: the child gets SIGTERM when the bench dies, so nothing outlives a run."""
     with contextlib.suppress(Exception):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+IN_NETNS = "CALLPLANE_BENCH_NETNS"
+
+
+def in_private_netns(argv: list[str]) -> None:
+    """Re-run this script in a network namespace of its own where only loopback exists (so a
+    fuzzer's traffic cannot leave 127.0.0.1), unless it already runs in one. Exits with the
+    inner run's exit code."""
+    if os.environ.get(IN_NETNS) == "1":
+        return
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        sys.exit("unshare and ip are needed to run this in a private network namespace")
+    inner = " ".join(["exec", shlex.quote(sys.executable), *(shlex.quote(a) for a in argv)])
+    env = {**os.environ, IN_NETNS: "1"}
+    code = subprocess.call(["unshare", "-n", "sh", "-c", f"ip link set lo up && {inner}"], env=env)
+    sys.exit(code)
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 from conftest import requires_sipp
-from harness import Receiver, Server, Sipp, projects_cli, wait_until
+from harness import SCENARIOS, Receiver, Server, Sipp, projects_cli, wait_until
 
 from callplane.webhooks import verify_signature
 
@@ -181,6 +181,87 @@ def test_kill_9_mid_call_then_restart_with_another_project_completes_every_proje
     finally:
         sipp_a.stop()
         sipp_b.stop()
+        server.kill()
+        if restarted is not None:
+            restarted.stop()
+
+
+HOLD = {"version": "1.0.0", "sections": {"main": [{"play": {"url": "silence:60"}}]}}
+
+
+def test_kill_9_then_restart_sends_the_outbound_orphan_s_far_end_a_bye(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    data = tmp_path / "data"
+    server = Server(data_dir=data).start()
+    sipp = Sipp(["-sf", str(SCENARIOS / "answer_await_bye.xml"), "-m", "1"]).start(tmp_path)
+    restarted: Server | None = None
+    try:
+        auth = (server.project, server.token)
+        leg = dial(server, auth, f"sip:alice@{sipp.uri_host}", HOLD, receiver.url("/status"))
+        receiver.wait_call_state("/status", leg, "answered")
+        server.kill()  # kill -9: the dialog is left to sipp, which waits for a BYE
+        time.sleep(1.0)
+        assert sipp.proc is not None and sipp.proc.poll() is None
+        restarted = Server(
+            data_dir=data, http_port=server.http_port, sip_port=server.sip_port
+        ).start()
+        assert sipp.wait(timeout=20) == 0  # the BYE came, in the dialog sipp knows, and got 200
+        receiver.wait_call_state("/status", leg, "ended")
+        line = f"call {leg}: BYE to its far end answered 200"
+        wait_until(lambda: line in server.log_path.read_text(), 5, "the BYE's 200 in the log")
+    finally:
+        sipp.stop()
+        server.kill()
+        if restarted is not None:
+            restarted.stop()
+
+
+def test_kill_9_then_restart_sends_the_inbound_orphan_s_caller_a_bye(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    data = tmp_path / "data"
+    route = receiver.serve_swml(
+        "/route",
+        {"version": "1.0.0", "sections": {"main": [{"answer": {}}, *HOLD["sections"]["main"]]}},
+    )
+    server = Server(data_dir=data, routes={"alice": route}).start()
+    sipp = Sipp(
+        [
+            "-sf",
+            str(SCENARIOS / "call_await_bye.xml"),
+            "-s",
+            "alice",
+            f"127.0.0.1:{server.sip_port}",
+            "-m",
+            "1",
+        ]
+    ).start(tmp_path)
+    restarted: Server | None = None
+    try:
+        fetch = wait_until(
+            lambda: next((h for h in receiver.hits if h.path == "/route"), None), 10, "fetch"
+        )
+        call_id = fetch.body["call"]["call_id"]
+        wait_until(
+            lambda: server.get(f"/api/calling/calls/{call_id}").json()["status"] == "answered",
+            10,
+            "the answer",
+        )
+        time.sleep(0.5)  # sipp's ACK
+        server.kill()
+        time.sleep(1.0)
+        assert sipp.proc is not None and sipp.proc.poll() is None
+        restarted = Server(
+            data_dir=data,
+            routes={"alice": route},
+            http_port=server.http_port,
+            sip_port=server.sip_port,
+        ).start()
+        assert sipp.wait(timeout=20) == 0
+        assert restarted.wait_status(call_id, "ended") == "ended"
+    finally:
+        sipp.stop()
         server.kill()
         if restarted is not None:
             restarted.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import struct
@@ -332,6 +333,67 @@ async def test_port_allocation_even_and_exhaustion() -> None:
         assert again.local_port == 40500
     finally:
         await m.stop()
+
+
+async def test_every_pair_of_the_range_is_tried_before_giving_up() -> None:
+    """A range of one pair holds one session; with the next pair taken by another socket, the
+    pair freed by a call that ended is found again (not a false "no ports")."""
+    one = MediaEngine("127.0.0.1", (40510, 40511))
+    await one.start()
+    try:
+        assert (await one.open_session()).local_port == 40510
+    finally:
+        await one.stop()
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 40522))
+    m = MediaEngine("127.0.0.1", (40520, 40523))
+    await m.start()
+    try:
+        first = await m.open_session()
+        assert first.local_port == 40520
+        with pytest.raises(OSError, match="no free even RTP port"):
+            await m.open_session()
+        await first.close()
+        assert (await m.open_session()).local_port == 40520
+    finally:
+        other.close()
+        await m.stop()
+
+
+async def test_latch_only_sends_nothing_until_a_packet_comes_then_only_to_its_source(
+    engine: MediaEngine,
+) -> None:
+    def udp() -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        return sock
+
+    def count(sock: socket.socket) -> int:
+        n = 0
+        with contextlib.suppress(BlockingIOError):
+            while sock.recv(2048):
+                n += 1
+        return n
+
+    named, real = udp(), udp()
+    try:
+        s = await engine.open_session()
+        s.latch_only = True
+        s.configure(("127.0.0.1", named.getsockname()[1]))
+        await asyncio.sleep(0.3)
+        assert s.remote is None and s.packets_sent == 0 and count(named) == 0
+        real.sendto(
+            struct.pack("!BBHII", 0x80, 0, 1, 160, 7) + b"\xff" * 160, ("127.0.0.1", s.local_port)
+        )
+        await asyncio.sleep(0.3)
+        assert s.remote == real.getsockname()
+        assert count(real) >= 10 and count(named) == 0
+        s.latch_only = False  # a trusted peer: the SDP's address is the fallback again
+        assert s.remote == real.getsockname()  # but the latched source still wins
+    finally:
+        named.close()
+        real.close()
 
 
 async def test_clock_has_no_drift(engine: MediaEngine) -> None:

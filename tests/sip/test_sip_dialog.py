@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sip_samples import INVITE
 
@@ -224,3 +226,51 @@ def test_glare_retry_delay_ranges() -> None:
 def test_ids_are_unique() -> None:
     assert new_branch().startswith("z9hG4bK")
     assert len({new_tag() for _ in range(100)}) == 100
+
+
+# ---------------------------------------------------------------- persistence (crash recovery)
+
+
+def test_saved_dialog_builds_the_same_bye_after_a_restart() -> None:
+    req = invite()
+    d = Dialog.uac(
+        req, ok_for(req, record_route=["<sip:p2.example.com;lr>, <sip:p1.example.com;lr>"])
+    )
+    d.create_request("INVITE")  # a re-INVITE (hold) took a CSeq number before the crash
+    state = d.to_state()
+    assert state["next_cseq"] == d.local_seq + 1
+    restored = Dialog.from_state(json.loads(json.dumps(state)))  # it goes through the store
+    assert restored.id == d.id and restored.state is DialogState.CONFIRMED
+    expected = d.create_request("BYE")
+    bye = restored.create_request("BYE")
+    assert bye.cseq.seq == expected.cseq.seq == state["next_cseq"]
+    assert bye.uri == expected.uri == "sip:bob@192.0.2.4:5070"
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        assert bye.headers.get(name) == expected.headers.get(name), name
+    assert bye.headers.get_all("Route") == expected.headers.get_all("Route") != []
+    assert restored.next_hop_uri() == "sip:p1.example.com;lr"
+
+
+def test_uas_saved_dialog_targets_the_caller_s_contact() -> None:
+    d = Dialog.uas(invite(), "ourtag", "<sip:callplane@127.0.0.1:5060>")
+    state = d.to_state()
+    assert state["next_cseq"] == 1 and not state["is_uac"]
+    bye = Dialog.from_state(state).create_request("BYE")
+    assert bye.to.tag == "1928301774" and bye.from_.tag == "ourtag"
+    assert bye.cseq.seq == 1 and bye.cseq.method == "BYE"
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda s: {},
+        lambda s: {**s, "next_cseq": "x"},
+        lambda s: {k: v for k, v in s.items() if k != "remote_tag"},
+        lambda s: {**s, "route_set": ["<"]},
+        lambda s: {**s, "route_set": None},
+    ],
+)
+def test_a_state_that_to_state_did_not_write_is_refused(mangle: object) -> None:
+    state = Dialog.uas(invite(), "ourtag", "").to_state()
+    with pytest.raises(SipParseError):
+        Dialog.from_state(mangle(state))  # type: ignore[operator]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import shutil
 import socket
@@ -752,3 +753,115 @@ async def test_uac_re_acks_retransmitted_2xx(ep: SipEndpoint) -> None:
         assert call.state == CallState.CONFIRMED
     finally:
         t.close()
+
+
+# ----------------------------------------------------------------------------- crash recovery
+
+
+async def answered_pair(
+    a: SipEndpoint, b: SipEndpoint
+) -> tuple[object, IncomingCall, list[dict[str, object]], list[dict[str, object]]]:
+    """a calls b, b answers; each side's saved dialog states, as the engine keeps them."""
+    got: asyncio.Queue[IncomingCall] = asyncio.Queue()
+
+    async def on_incoming(call: IncomingCall) -> None:
+        await got.put(call)
+
+    b.on_incoming = on_incoming
+    out = a.invite(f"sip:bob@{HOST}:{b.port}", f"sip:alice@{HOST}", offer())
+    out_saved: list[dict[str, object]] = []
+    out.on_dialog = out_saved.append
+    inc = await asyncio.wait_for(got.get(), 3)
+    inc_saved: list[dict[str, object]] = []
+    inc.on_dialog = inc_saved.append
+    answer, _ = negotiate_answer(offer(), HOST, 20020)
+    await inc.answer(answer)
+    assert inc_saved, "the UAS saves its dialog when it sends the 200"
+    await until(out, Answered)
+    await until(inc, Answered)
+    assert out_saved, "the UAC saves its dialog when the 2xx confirms it"
+    return out, inc, out_saved, inc_saved
+
+
+async def test_a_restarted_endpoint_ends_an_orphaned_dialog_from_its_saved_state(
+    pair: tuple[SipEndpoint, SipEndpoint],
+) -> None:
+    a, b = pair
+    out, inc, out_saved, inc_saved = await answered_pair(a, b)
+    assert out_saved[-1]["addr"] == [HOST, b.port] and inc_saved[-1]["addr"] == [HOST, a.port]
+    # A re-INVITE takes a CSeq number: the saved state follows, so the BYE's CSeq stays in order.
+    before = int(str(out_saved[-1]["next_cseq"]))
+    await out.reinvite(offer())  # type: ignore[attr-defined]
+    assert int(str(out_saved[-1]["next_cseq"])) == before + 1
+
+    reborn = SipEndpoint(HOST, 0, "callplane-restarted")  # a's process after kill -9
+    await reborn.start()
+    try:
+        response = await reborn.bye_orphan(json_round_trip(out_saved[-1]))
+        assert response.status == 200
+        assert await until(inc, Ended) == Ended("remote", "bye")
+    finally:
+        await reborn.stop(timeout=1.0)
+
+
+async def test_a_restarted_uas_ends_the_caller_s_dialog(
+    pair: tuple[SipEndpoint, SipEndpoint],
+) -> None:
+    a, b = pair
+    out, _inc, _out_saved, inc_saved = await answered_pair(a, b)
+    reborn = SipEndpoint(HOST, 0, "callplane-restarted")
+    await reborn.start()
+    try:
+        response = await reborn.bye_orphan(json_round_trip(inc_saved[-1]))
+        assert response.status == 200
+        assert await until(out, Ended) == Ended("remote", "bye")
+    finally:
+        await reborn.stop(timeout=1.0)
+
+
+async def test_orphan_bye_is_retransmitted_and_any_final_response_ends_it(
+    ep: SipEndpoint,
+) -> None:
+    """Timer E resends the BYE until a response comes; a 481 (the peer gave up on the dialog)
+    is as final as a 200."""
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer.bind((HOST, 0))
+    peer.setblocking(False)
+    port = peer.getsockname()[1]
+    state = {
+        "call_id": "orphan@127.0.0.1",
+        "local_tag": "ours",
+        "remote_tag": "theirs",
+        "local_uri": "<sip:callplane@127.0.0.1>",
+        "remote_uri": "<sip:bob@127.0.0.1>",
+        "remote_target": f"sip:bob@{HOST}:{port}",
+        "route_set": [],
+        "next_cseq": 7,
+        "is_uac": True,
+        "addr": [HOST, port],
+    }
+    loop = asyncio.get_running_loop()
+    try:
+        bye = asyncio.create_task(ep.bye_orphan(state))
+        first, _ = await asyncio.wait_for(loop.sock_recvfrom(peer, 4096), 2)
+        second, source = await asyncio.wait_for(loop.sock_recvfrom(peer, 4096), 2)  # ignored 1st
+        assert first == second
+        req = parse_message(second)
+        assert isinstance(req, SipRequest) and req.method == "BYE"
+        assert req.cseq.seq == 7 and req.call_id == "orphan@127.0.0.1"
+        assert req.from_.tag == "ours" and req.to.tag == "theirs"
+        h = req.headers
+        resp = (
+            "SIP/2.0 481 Call/Transaction Does Not Exist\r\n"
+            f"Via: {h.get('Via')}\r\nFrom: {h.get('From')}\r\nTo: {h.get('To')}\r\n"
+            f"Call-ID: {req.call_id}\r\nCSeq: 7 BYE\r\nContent-Length: 0\r\n\r\n"
+        )
+        await loop.sock_sendto(peer, resp.encode(), source)
+        final = await asyncio.wait_for(bye, 2)
+        assert isinstance(final, SipResponse) and final.status == 481
+    finally:
+        peer.close()
+
+
+def json_round_trip(state: dict[str, object]) -> dict[str, object]:
+    return json.loads(json.dumps(state))  # type: ignore[no-any-return]

@@ -93,6 +93,10 @@ def malformed(port: int, ep_port: int, variant: str, n: int = 0) -> bytes:
         data = data.replace("From: <sip:raw", 'From: "Raw <sip:raw')
     elif variant == "record-route":
         data = data.replace("Max-Forwards: 70", "Record-Route: <sip:\r\nMax-Forwards: 70")
+    elif variant == "from-bad-host":  # found by bench/fuzz_sip.py: a traceback in the engine
+        data = data.replace(f"From: <sip:raw@{HOST}", "From: <sip:raw@127.0\x0e0.1")
+    elif variant == "to-bad-host":
+        data = data.replace("To: <sip:callplane@", "To: <sip:callplane@[::1")
     else:
         raise AssertionError(variant)
     return data.encode()
@@ -105,6 +109,8 @@ VARIANTS = [
     "from-empty-tag",
     "from-unterminated-quote",
     "record-route",
+    "from-bad-host",
+    "to-bad-host",
 ]
 
 
@@ -403,3 +409,41 @@ async def test_invites_to_itself_are_not_rate_limited() -> None:
         assert e.active_calls == 8  # each call is two legs of this endpoint
     finally:
         await e.stop(timeout=0.5)
+
+
+async def test_unroutable_invite_gets_a_stateless_404_and_a_refused_call_is_dropped(
+    ep: SipEndpoint,
+) -> None:
+    got: asyncio.Queue[IncomingCall] = asyncio.Queue()
+    answering(ep, got)
+    ep.routable = lambda req: req.uri.startswith("sip:alice@")
+    t, peer, port = await lenient_peer()
+    try:
+        data = raw_request("INVITE", port, ep.port, body=offer(), call_id="nobody-1")
+        for _ in range(2):  # the original and its retransmission
+            t.sendto(data, (HOST, ep.port))
+            r = await get_response(peer)
+            assert r.status == 404 and r.call_id == "nobody-1"
+        await asyncio.sleep(0.1)
+        assert peer.queue.empty()  # no 100 Trying first
+        assert_no_state(ep)
+        assert got.empty()  # the engine never saw it
+    finally:
+        t.close()
+
+    # A routable call the engine refuses keeps only its transaction (for retransmissions and
+    # the ACK), not the call: nothing of it outlives timer H.
+    async def refuse(call: IncomingCall) -> None:
+        await call.reject(486)
+
+    ep.on_incoming = refuse
+    caller = SipEndpoint(HOST, 0, "caller")
+    await caller.start()
+    try:
+        call = caller.invite(f"sip:alice@{HOST}:{ep.port}", f"sip:x@{HOST}", offer())
+        ev = await until(call, Failed)
+        assert isinstance(ev, Failed) and ev.code == 486
+        await asyncio.sleep(0.1)
+        assert not ep._calls and not ep._incoming_by_key and ep.active_calls == 0
+    finally:
+        await caller.stop(timeout=0.5)

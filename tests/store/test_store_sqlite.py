@@ -163,6 +163,21 @@ def test_save_get_upsert_and_project_isolation(store: Store) -> None:
     assert got is not None and got["private"] == {}
 
 
+def test_a_call_s_dialog_survives_its_updates_and_a_reopen(store: Store, db_path: Path) -> None:
+    store.save_call(CallRow(id="c1", project_id="p1", leg=leg("c1", "answered")))
+    assert store.get_dialog("c1") is None
+    dialog = {"call_id": "x@h", "next_cseq": 3, "addr": ["127.0.0.1", 5070]}
+    store.save_dialog("c1", dialog)
+    store.save_call(CallRow(id="c1", project_id="p1", leg=leg("c1", "answered")))
+    store.close()
+    with Store.open(db_path) as again:
+        assert again.get_dialog("c1") == dialog
+        again.save_dialog("c1", None)
+        assert again.get_dialog("c1") is None
+        again.save_dialog("nope", dialog)  # no call, nothing kept
+        assert again.get_dialog("nope") is None
+
+
 def test_list_calls_filters_and_orders(store: Store) -> None:
     store.save_call(CallRow(id="c3", project_id="p", leg=leg("c3", "ended")))
     store.save_call(CallRow(id="c1", project_id="p", leg=leg("c1", "answered")))

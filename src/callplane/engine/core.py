@@ -53,9 +53,11 @@ from callplane.sip.endpoint import (
     OutgoingCall,
     Referred,
     Ringing,
+    SipCall,
     SipEndpoint,
 )
-from callplane.sip.message import SipParseError, parse_uri
+from callplane.sip.message import SipParseError, SipRequest, parse_uri
+from callplane.sip.policy import CAPACITY_RETRY_AFTER
 from callplane.store import Store
 from callplane.webhooks import WebhookOutbox
 
@@ -147,6 +149,7 @@ class CallEngine:
 
     async def start(self) -> None:
         self._sip.on_incoming = self._on_incoming
+        self._sip.routable = self._routable
         self._recover_orphans()
 
     async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
@@ -179,6 +182,24 @@ class CallEngine:
             for status_url, params in recover_recordings(self._store, call.id):
                 self._events.emit(call, RecordOperation.event_type, params, webhook_url=status_url)
             self._conclude(call, CallStatus.ENDED, "error")
+            dialog = self._store.get_dialog(call.id)
+            if dialog is not None:
+                self._spawn_detached(self._bye_orphan(call.id, dialog))
+
+    async def _bye_orphan(self, call_id: str, dialog: dict[str, Any]) -> None:
+        """The far end of an orphan still holds its dialog (and may be sending media): hang it
+        up from what was saved when the dialog was confirmed."""
+        try:
+            response = await self._sip.bye_orphan(dialog)
+        except SipParseError as exc:
+            log.warning("call %s: cannot send its BYE: %s", call_id, exc)
+            return
+        log.info("call %s: BYE to its far end answered %d", call_id, response.status)
+        self._store.save_dialog(call_id, None)
+
+    def _keep_dialog(self, call: Call, sip_call: SipCall) -> None:
+        """Persist what a BYE needs each time it changes, for `_recover_orphans`."""
+        sip_call.on_dialog = functools.partial(self._store.save_dialog, call.id)
 
     # ------------------------------------------------------------------ Engine facade
 
@@ -313,6 +334,15 @@ class CallEngine:
             fallback_url=p.get("fallback_url"),
             custom_variables=dict(p.get("custom_variables") or {}),
         )
+        try:
+            await self._legs.open(call, codecs)
+        except OSError as exc:
+            log.warning("dial to %s: no RTP ports for its media: %s", to, exc)
+            raise CommandError(
+                503,
+                "service_unavailable",
+                "no RTP ports are free for the call's media (see --rtp-ports); retry later",
+            ) from exc
         self._calls[call.id] = call
         self._store.save_call(call.to_row())
         self._spawn(call, self._run_outbound(call, destination, codecs, p))
@@ -390,7 +420,14 @@ class CallEngine:
         self, call: Call, destination: Destination, codecs: list[str], p: dict[str, Any]
     ) -> None:
         self._set_status(call, CallStatus.INITIATED)
-        leg = await self._legs.open(call, codecs)
+        leg = call.leg
+        if leg is None:  # a bridge's peer leg (dial_leg): a clear failure, not a crash
+            try:
+                leg = await self._legs.open(call, codecs)
+            except OSError as exc:
+                log.warning("call %s: no RTP ports for its media: %s", call.id, exc)
+                await self._finish(call, CallStatus.FAILED, "error")
+                return
         offer = self._legs.offer(leg)
         auth = None
         if p.get("username") and p.get("password"):
@@ -421,6 +458,7 @@ class CallEngine:
             await self._finish(call, CallStatus.FAILED, "error")
             return
         call.sip = sip_call
+        self._keep_dialog(call, sip_call)
         self._legs.watch(call, sip_call)
         self._set_status(call, CallStatus.CREATED)
         if call.requested_final is CallStatus.CANCELED:
@@ -500,8 +538,16 @@ class CallEngine:
 
     # ------------------------------------------------------------------ inbound
 
+    def _routable(self, invite: SipRequest) -> bool:
+        try:
+            to_uri = invite.to.uri
+        except SipParseError:
+            return False
+        name = self._route_name(invite.uri, to_uri)
+        return name is not None and name in self.config.routes and not self._stopping
+
     async def _on_incoming(self, incoming: IncomingCall) -> None:
-        name = self._route_name(incoming)
+        name = self._route_name(incoming.request_uri, incoming.to_uri)
         url = self.config.routes.get(name) if name else None
         if name is None or url is None or self._stopping:
             log.info("inbound call to %r has no route; rejecting", name)
@@ -518,7 +564,23 @@ class CallEngine:
             status=CallStatus.INITIATED,
             swml_url=url,
         )
+        try:
+            # The media ports now, before ringing: when none are left the caller hears 503 (try
+            # again later), and nothing of the call is kept.
+            leg = await self._legs.open(call)
+        except OSError as exc:
+            log.warning("inbound call to %r: no RTP ports for its media (%s); 503", name, exc)
+            await incoming.reject(
+                503,
+                "Service Unavailable (no media ports)",
+                headers=[("Retry-After", str(CAPACITY_RETRY_AFTER))],
+            )
+            return
+        # An untrusted caller's SDP may name any address: our media goes only where its own
+        # packets come from (no reflection at a third party).
+        leg.media.latch_only = not incoming.trusted
         call.sip = incoming
+        self._keep_dialog(call, incoming)
         self._legs.watch(call, incoming)
         self._calls[call.id] = call
         self._store.save_call(call.to_row())
@@ -532,8 +594,8 @@ class CallEngine:
         await self._follow_incoming(call, incoming)
 
     @staticmethod
-    def _route_name(incoming: IncomingCall) -> str | None:
-        for uri in (incoming.request_uri, incoming.to_uri):
+    def _route_name(request_uri: str, to_uri: str) -> str | None:
+        for uri in (request_uri, to_uri):
             try:
                 user = parse_uri(uri).user
             except SipParseError:

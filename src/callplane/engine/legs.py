@@ -97,9 +97,8 @@ class LegFactory:
         if incoming.remote_sdp is None:
             await incoming.reject(488, "Not Acceptable Here")
             raise SwmlError("the call cannot be answered: its INVITE has no SDP offer")
-        leg = call.leg
-        if leg is None:
-            leg = await self.open(call)
+        leg = call.leg or await self.open(call)  # the engine opens it when the INVITE comes
+        if leg.local_sdp is None:
             try:
                 self.answer_offer(leg, incoming.remote_sdp)
             except SwmlError:

@@ -257,7 +257,8 @@ class RtpSession:
     Created by :meth:`MediaEngine.open_session`. Until :meth:`configure` is called it sends
     nothing; afterwards it sends one packet every 20 ms (silence when nothing plays) to the
     configured address, or, once packets arrive, to their source (symmetric RTP, RFC 4961),
-    unless its media direction (hold) says it must not send. Inbound audio goes through the
+    unless its media direction (hold) says it must not send; with `latch_only` it waits for
+    the first packet and never sends to the configured address. Inbound audio goes through the
     session's jitter buffer: one frame per tick.
     """
 
@@ -282,6 +283,9 @@ class RtpSession:
         self._law_offset = 0
         self._te_pt: int | None = 101
         self._configured_remote: tuple[str, int] | None = None
+        # Where packets go until some arrive: the SDP's address, or nowhere when latch_only.
+        self._unlatched_remote: tuple[str, int] | None = None
+        self._latch_only = False
         self._latched: tuple[str, int] | None = None
         self._latched_ssrc: int | None = None
         self._rtcp_remote: tuple[str, int] | None = None
@@ -314,8 +318,21 @@ class RtpSession:
 
     @property
     def remote(self) -> tuple[str, int] | None:
-        """Where packets go now: the latched source address, else the configured one."""
-        return self._latched or self._configured_remote
+        """Where packets go now: the latched source address, else the configured one (unless
+        `latch_only`)."""
+        return self._latched or self._unlatched_remote
+
+    @property
+    def latch_only(self) -> bool:
+        """Send nothing (RTP or RTCP) until a packet arrives, then only to its source (symmetric
+        RTP, RFC 4961), never to the address the SDP names. For peers that are not trusted:
+        whoever writes an SDP cannot aim our media at a third party (no reflection)."""
+        return self._latch_only
+
+    @latch_only.setter
+    def latch_only(self, value: bool) -> None:
+        self._latch_only = value
+        self._unlatched_remote = None if value else self._configured_remote
 
     @property
     def payload_type(self) -> int:
@@ -349,6 +366,7 @@ class RtpSession:
         if remote is not None:
             remote = (remote[0], int(remote[1]))
         self._configured_remote = remote if remote is not None else self._configured_remote
+        self._unlatched_remote = None if self._latch_only else self._configured_remote
         self._pt = payload_type
         self._law_offset = 65536 if payload_type == PCMA else 0
         self._te_pt = telephone_event_pt
@@ -843,7 +861,7 @@ class MediaEngine:
         if (lo, hi) == (0, 0):
             return self._bind(0), self._bind(0)
         first = lo + (lo % 2)
-        count = (hi - first) // 2  # even ports whose +1 is still in range
+        count = (hi - first + 1) // 2  # even ports whose +1 is still in range
         if count <= 0:
             raise OSError(f"port range {self.port_range} holds no even RTP/RTCP pair")
         for _ in range(count):
@@ -1122,7 +1140,7 @@ class MediaEngine:
         for i, s in enumerate(sessions):
             if s._listeners:
                 listening.append(i)
-            remote = s._latched or s._configured_remote
+            remote = s._latched or s._unlatched_remote
             if remote is None or not s._sends:
                 # On hold, or no address yet: nothing leaves, but the timestamp follows the
                 # clock so the stream resumes where wall time says.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
 
 from .message import (
     MAGIC_COOKIE,
@@ -24,6 +25,7 @@ from .message import (
     SipResponse,
     parse_name_addr,
     parse_params,
+    parse_uri,
 )
 from .transaction import T1, T2
 
@@ -123,6 +125,9 @@ class Dialog:
         contacts = invite.contacts
         fr = invite.from_
         to = invite.to
+        # The engine reads the caller and callee from these URIs; in-dialog requests carry them.
+        parse_uri(fr.uri)
+        parse_uri(to.uri)
         if contacts:
             contacts[0].sip_uri  # noqa: B018 - in-dialog requests are sent to it
         for rr in invite.headers.get_list("Record-Route"):
@@ -213,6 +218,46 @@ class Dialog:
         if body:
             h.add("Content-Type", content_type or "application/sdp")
         return SipRequest(method, ruri, h, body)
+
+    # ---------------------------------------------------------------- persistence
+
+    def to_state(self) -> dict[str, Any]:
+        """What a later process needs to end this dialog with a BYE (§12.2.1.1): its ID, the
+        URIs, remote target, route set and the next local CSeq number. JSON-serialisable."""
+        return {
+            "call_id": self.call_id,
+            "local_tag": self.local_tag,
+            "remote_tag": self.remote_tag,
+            "local_uri": self.local_uri,
+            "remote_uri": self.remote_uri,
+            "remote_target": self.remote_target,
+            "route_set": list(self.route_set),
+            "next_cseq": self.local_seq + 1,
+            "is_uac": self.is_uac,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Dialog:
+        """The dialog `to_state` described, confirmed; its next request takes `next_cseq`.
+        Raises SipParseError when the state is not one `to_state` wrote."""
+        try:
+            dialog = cls(
+                call_id=str(state["call_id"]),
+                local_tag=str(state["local_tag"]),
+                remote_tag=str(state["remote_tag"]),
+                local_uri=str(state["local_uri"]),
+                remote_uri=str(state["remote_uri"]),
+                remote_target=str(state["remote_target"]),
+                local_contact="",
+                route_set=[str(r) for r in state["route_set"]],
+                local_seq=int(state["next_cseq"]) - 1,
+                state=DialogState.CONFIRMED,
+                is_uac=bool(state["is_uac"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SipParseError(f"not a saved dialog: {exc}") from exc
+        dialog.next_hop_uri()  # a route set that does not parse is refused here, not at send
+        return dialog
 
     def check_remote_request(self, req: SipRequest) -> int | None:
         """§12.2.2: validate an in-dialog request.  Returns an error status (500 for an

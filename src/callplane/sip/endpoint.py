@@ -16,7 +16,7 @@ import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from . import auth as _auth
 from .dialog import (
@@ -245,6 +245,10 @@ class SipCall:
         self._late_offers: set[int] = set()  # re-INVITEs without SDP: the answer is in the ACK
         self._refers_out: dict[int, OutgoingRefer] = {}  # REFERs we sent, by CSeq number
         self._refers_in = 0  # REFERs received in this dialog (the first has no Event id)
+        # Called with `orphan_state()` whenever what a BYE needs changes (the dialog is confirmed,
+        # a request took a CSeq number, the target was refreshed), so that a process that
+        # restarts after a crash can still hang the call up (SipEndpoint.bye_orphan).
+        self.on_dialog: Callable[[dict[str, Any]], None] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.call_id} {self.state}>"
@@ -274,6 +278,21 @@ class SipCall:
         Incoming: equivalent to reject(487).  On a confirmed call this is bye()."""
         raise NotImplementedError
 
+    def orphan_state(self) -> dict[str, Any] | None:
+        """The confirmed dialog as `SipEndpoint.bye_orphan` takes it (None before one exists):
+        `Dialog.to_state()` plus `addr`, where in-dialog requests are sent."""
+        if self.dialog is None or self.dialog.state is not DialogState.CONFIRMED:
+            return None
+        host, port = self._ep._dialog_addr(self)
+        return {**self.dialog.to_state(), "addr": [host, port]}
+
+    def _dialog_changed(self) -> None:
+        if self.on_dialog is None:
+            return
+        state = self.orphan_state()
+        if state is not None:
+            self.on_dialog(state)
+
     def _send_bye(self) -> None:
         assert self.dialog is not None
         req = self.dialog.create_request("BYE", extra_headers=self._ep._common_headers())
@@ -300,6 +319,7 @@ class SipCall:
             self.dialog.state = DialogState.TERMINATED
             self._emit(Ended("remote", "bye"))
         elif req.method == "INVITE":
+            self._dialog_changed()  # the re-INVITE may have refreshed the remote target
             self._on_reinvite(req, addr)
         elif req.method == "REFER":
             self._on_refer(req, addr)
@@ -422,6 +442,7 @@ class SipCall:
             )
             if on_sent is not None:
                 on_sent(req)
+            self._dialog_changed()  # the next CSeq number moved on
             resp = await ep._transact(req, ep._dialog_addr(self))
             if resp.status in (401, 407) and creds is not None:
                 hname = "WWW-Authenticate" if resp.status == 401 else "Proxy-Authenticate"
@@ -443,6 +464,7 @@ class SipCall:
                 contacts = resp.contacts
                 if contacts:
                     self.dialog.remote_target = contacts[0].uri  # §12.2.1.2 target refresh
+                    self._dialog_changed()
             return resp
 
     async def reinvite(self, sdp: bytes) -> bytes:
@@ -785,6 +807,7 @@ class OutgoingCall(SipCall):
             return
         self.state = CallState.CONFIRMED
         self._cleanup()
+        self._dialog_changed()
         self._emit(Answered(resp.body or self.remote_sdp or b""))
 
     def _on_timeout(self, timer: str) -> None:
@@ -805,7 +828,8 @@ class IncomingCall(SipCall):
     Attributes: request (the INVITE as a message.SipRequest), from_uri, to_uri, request_uri (str),
     from_display (str|None), headers (Mapping[str, str], first value of each header, lower-case
     long names), remote_sdp = the INVITE's body (None for a late offer), source (ip, port),
-    user (the digest user name an untrusted source authenticated as, else None).
+    user (the digest user name an untrusted source authenticated as, else None), trusted (the
+    source is in the policy's trusted networks).
     """
 
     def __init__(
@@ -835,6 +859,8 @@ class IncomingCall(SipCall):
         self.dialog = dialog
         # The digest user name the caller authenticated as (None: a trusted source).
         self.user = user
+        # From --sip-trusted: only then may the SDP aim our media (RtpSession.latch_only).
+        self.trusted = endpoint.policy.is_trusted(addr[0])
         self._retx: _Retransmit | None = None
         self._bye_after_ack = False
 
@@ -861,16 +887,23 @@ class IncomingCall(SipCall):
         self.state = CallState.ANSWERED
         assert self.dialog is not None
         self.dialog.state = DialogState.CONFIRMED
+        self._dialog_changed()  # from our 200 on, a crash leaves the caller a dialog to end
         self._retx = _Retransmit(self._ep, resp.to_bytes(), self.source, self._on_ack_timeout)
 
-    async def reject(self, code: int = 486, reason: str | None = None) -> None:
-        """Send a final non-2xx response (default 486 Busy Here); emits Ended(by="local",
-        reason="rejected")."""
+    async def reject(
+        self,
+        code: int = 486,
+        reason: str | None = None,
+        *,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Send a final non-2xx response (default 486 Busy Here) with `headers` (a 503's
+        Retry-After); emits Ended(by="local", reason="rejected")."""
         if self.state not in (CallState.CALLING, CallState.RINGING):
             return
         if not 300 <= code <= 699:
             raise ValueError("reject needs a 3xx-6xx code")
-        self._respond(code, reason or _REASONS.get(code, "Rejected"))
+        self._respond(code, reason or _REASONS.get(code, "Rejected"), extra=headers)
         self._emit(Ended("local", "rejected"))
 
     async def bye(self, reason: str = "bye") -> None:
@@ -892,7 +925,13 @@ class IncomingCall(SipCall):
         else:
             await self.bye()
 
-    def _respond(self, code: int, reason: str, body: bytes = b"") -> SipResponse:
+    def _respond(
+        self,
+        code: int,
+        reason: str,
+        body: bytes = b"",
+        extra: list[tuple[str, str]] | None = None,
+    ) -> SipResponse:
         ep = self._ep
         resp = ep._make_response(
             self.request,
@@ -901,6 +940,7 @@ class IncomingCall(SipCall):
             to_tag=self.local_tag,
             contact=code < 300,
             body=body,
+            extra=extra,
         )
         entry = ep._server_txs.get(self._tx.key)
         actions = self._tx.send_response(resp, ep._now())
@@ -1220,6 +1260,7 @@ class SipEndpoint:
     start()).
 
     on_incoming: async callback receiving each new IncomingCall; if None, INVITEs get 480.
+    routable: called with each admitted INVITE; False refuses it with a stateless 404.
     """
 
     def __init__(
@@ -1261,6 +1302,9 @@ class SipEndpoint:
         self.user_agent = user_agent
         self.public_host = public_host or host
         self.on_incoming: Callable[[IncomingCall], Awaitable[None]] | None = None
+        # Whether anyone takes an (admitted) INVITE; False: 404 at once, with no state kept.
+        # None: every INVITE goes to on_incoming.
+        self.routable: Callable[[SipRequest], bool] | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._client_txs: dict[tuple[str, ...], _TxEntry] = {}
         self._server_txs: dict[tuple[str, ...], _TxEntry] = {}
@@ -1484,6 +1528,22 @@ class SipEndpoint:
         self._client_txs[tx.key] = entry
         self._run_client(entry, tx.start(self._now()))
 
+    async def bye_orphan(self, state: dict[str, Any]) -> SipResponse:
+        """End a dialog that a previous process confirmed (`SipCall.orphan_state()`) and left
+        behind when it died: send its BYE to the saved address in a non-INVITE client
+        transaction (retransmitted on timer E, given up on timer F, §17.1.2) and return the
+        final response, whatever it is (a synthetic 408 when none came). The far end may
+        answer 481 if it already gave up on the dialog: either way the call is over.
+        Raises SipParseError when `state` is not a saved dialog."""
+        dialog = Dialog.from_state(state)
+        try:
+            host, port = state["addr"]
+            addr = (str(host), int(port))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SipParseError(f"not a saved dialog address: {exc}") from exc
+        req = dialog.create_request("BYE", extra_headers=self._common_headers())
+        return await self._transact(req, addr)
+
     async def _transact(self, req: SipRequest, addr: tuple[str, int]) -> SipResponse:
         """Send `req` (Via added) in a client transaction and return its final response; no
         response gives a synthetic 408 (timer B/F) or 503 (transport error, endpoint stopped).
@@ -1570,6 +1630,15 @@ class SipEndpoint:
         # Keep the call findable for a while so late retransmissions (2xx, BYE) are still
         # answered properly; then drop it.
         key = (call.call_id, call.local_tag)
+        if isinstance(call, IncomingCall) and (
+            call.dialog is None or call.dialog.state is not DialogState.CONFIRMED
+        ):
+            # Refused before any answer: its server transaction alone absorbs the INVITE's
+            # retransmissions and ACK (§17.2.1) and CANCEL gets 481 now; the call itself need
+            # not outlive it by 32 s (a flood of unrouted INVITEs would hold them all).
+            self._calls.pop(key, None)
+            self._incoming_by_key.pop(call._tx.key, None)
+            return
         if self._loop is not None and self._transport is not None:
             self._loop.call_later(32.0, self._calls.pop, key, None)
             if isinstance(call, IncomingCall):
@@ -1830,6 +1899,12 @@ class SipEndpoint:
             resp = self._make_response(
                 req, adm.code, adm.reason, to_tag=dialog.local_tag, extra=adm.headers
             )
+            self._sendto(resp.to_bytes(), addr)
+            return
+        if self.routable is not None and not self.routable(req):
+            # Nobody here takes this call: refused like the policy's refusals, statelessly, so a
+            # flood of INVITEs to unknown users leaves nothing behind either.
+            resp = self._make_response(req, 404, _REASONS[404], to_tag=dialog.local_tag)
             self._sendto(resp.to_bytes(), addr)
             return
         tx = ServerInviteTransaction(req)

@@ -25,6 +25,7 @@ from .auth import parse_authorization, verify_authorization
 from .message import SipParseError, SipRequest, parse_uri, quote
 
 __all__ = [
+    "CAPACITY_RETRY_AFTER",
     "DEFAULT_TRUSTED",
     "Admission",
     "InboundPolicy",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Seconds a caller is told to wait (Retry-After of a 503) when callplane is full: the calls cap,
+# or no RTP ports left for the call's media.
+CAPACITY_RETRY_AFTER = 5
 DEFAULT_TRUSTED = ("127.0.0.0/8", "::1/128")
 # RFC 8760 §2.4 would list the preferred SHA-256 first.  MD5 goes first because clients that
 # know only MD5 often read only the first challenge (sipp 3.6 does); clients that implement
@@ -228,7 +232,11 @@ class InboundPolicy:
         if rate_limited and self.limiter is not None and not self.limiter.allow(source_ip, now):
             return Admission(503, "Service Unavailable (rate limited)", [("Retry-After", "1")])
         if self.max_calls is not None and active_calls >= self.max_calls:
-            return Admission(503, "Service Unavailable (too many calls)", [("Retry-After", "5")])
+            return Admission(
+                503,
+                "Service Unavailable (too many calls)",
+                [("Retry-After", str(CAPACITY_RETRY_AFTER))],
+            )
         if self.is_trusted(source_ip):
             return Admission()
         if not self.users:

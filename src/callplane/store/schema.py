@@ -115,4 +115,12 @@ _V2: Migration = (
     "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY CHECK (id = 1), alive_at REAL NOT NULL)",
 )
 
-MIGRATIONS: list[Migration] = [_V1, _V2]
+_V3: Migration = (
+    # What a BYE needs to end a call's SIP dialog (its ID, URIs, route set, next CSeq, the address
+    # it goes to), written when the dialog is confirmed and whenever that changes: a process that
+    # restarts after a crash hangs up the far ends its predecessor left. JSON, its shape belongs
+    # to the SIP layer; NULL for calls that never had a confirmed dialog.
+    "ALTER TABLE calls ADD COLUMN dialog TEXT",
+)
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3]

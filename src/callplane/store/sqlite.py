@@ -257,6 +257,22 @@ class Store:
             for r in self._conn.execute(sql, args)
         ]
 
+    def save_dialog(self, call_id: str, dialog: JsonObject | None) -> None:
+        """Keep (or, with None, forget) what ending the call's SIP dialog takes. The call row
+        must exist; `save_call` leaves this column alone."""
+        self._conn.execute(
+            "UPDATE calls SET dialog = ? WHERE id = ?",
+            (None if dialog is None else _dumps(dialog), call_id),
+        )
+
+    def get_dialog(self, call_id: str) -> JsonObject | None:
+        """What `save_dialog` kept for the call, or None."""
+        r = self._conn.execute("SELECT dialog FROM calls WHERE id = ?", (call_id,)).fetchone()
+        if r is None or r[0] is None:
+            return None
+        value = json.loads(r[0])
+        return value if isinstance(value, dict) else None
+
     def list_calls_in(self, statuses: Iterable[str]) -> list[CallRow]:
         """Calls of every project whose status is one of ``statuses``, oldest first (crash
         recovery: the calls a dead process left live, whoever they belong to)."""
