@@ -178,7 +178,15 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
     sales = FarEnd()
     await sales.start()
     try:
-        model.script(Turn(tool_calls=[("transfer_to_sales", {"department": "sales"})]))
+        model.script(
+            Turn("Let me check.", tool_calls=[("look_up", {"item": "lamp"})]),
+            Turn(tool_calls=[("broken", {})]),
+            Turn(tool_calls=[("transfer_to_sales", {"department": "sales"})]),
+        )
+        lookup = receiver.serve_swml(
+            "/lookup",
+            {"response": "The lamp costs ten dollars.", "action": [{"set_global_data": {"a": 1}}]},
+        )
         hook = receiver.serve_swml(
             "/swaig",
             {
@@ -200,8 +208,14 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
             "meta_data": {"team": "east"},
             "web_hook_url": hook,
         }
+        functions = [
+            {"function": "look_up", "purpose": "prices", "web_hook_url": lookup},
+            # Nothing listens there: the model is told, the call goes on.
+            {"function": "broken", "purpose": "fails", "web_hook_url": "http://127.0.0.1:9/x"},
+            function,
+        ]
         document = swml(
-            {"ai": {"prompt": {"text": "Route calls."}, "SWAIG": {"functions": [function]}}}
+            {"ai": {"prompt": {"text": "Route calls."}, "SWAIG": {"functions": functions}}}
         )
         async with AsyncRestClient(ai_server.project, ai_server.token, ai_server.host) as client:
             call_id = await dial(client, far_end, document)
@@ -211,8 +225,9 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
             await until(lambda: model.requests, 5, "the model's request")
             assert model.user_texts()[0] == "DTMF: 5"
             tools = model.requests[0].body["tools"]
-            assert tools[0]["function"]["name"] == "transfer_to_sales"
-            assert tools[0]["function"]["parameters"] == function["parameters"]
+            names = [t["function"]["name"] for t in tools]
+            assert names == ["look_up", "broken", "transfer_to_sales"]
+            assert tools[2]["function"]["parameters"] == function["parameters"]
             swaig = (await until(lambda: receiver.events("/swaig"), 5, "the SWAIG request"))[0]
             assert swaig["function"] == "transfer_to_sales"
             assert swaig["argument"]["parsed"] == [{"department": "sales"}]
@@ -220,6 +235,16 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
             assert swaig["meta_data"] == {"team": "east"}
             assert swaig["content_type"] == "text/swaig"
             assert swaig["call_id"] == call_id
+            assert swaig["global_data"] == {"a": 1}  # set by look_up's action
+            # Each function's result went back to the model as the tool's answer.
+            second, third = model.requests[1].body["messages"], model.requests[2].body["messages"]
+            assert second[-2]["tool_calls"][0]["function"]["name"] == "look_up"
+            assert second[-1] == {
+                "role": "tool",
+                "tool_call_id": "call_0",
+                "content": "The lamp costs ten dollars.",
+            }
+            assert third[-1]["role"] == "tool" and "failed" in third[-1]["content"]
             await asyncio.wait_for(sales.answered.wait(), 10)
             await until(
                 lambda: ai_server.get(f"/api/calling/calls/{call_id}").json().get("peer"),
@@ -227,7 +252,7 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
                 "the bridge to sales",
             )
             # The SWML action ended the agent: no turn after the function's.
-            assert len(model.requests) == 1
+            assert len(model.requests) == 3
             await client.calling.end(call_id)
             await until(lambda: ai_server.call_status(call_id) == "ended", 10, "ended")
     finally:
