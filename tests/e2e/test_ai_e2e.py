@@ -260,7 +260,7 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
 
 
 async def test_caller_speech_stops_the_agents_audio_and_is_the_next_turn(
-    ai_server: Server, model: ModelServer, far_end: FarEnd
+    ai_server: Server, model: ModelServer, far_end: FarEnd, receiver: Receiver
 ) -> None:
     long_reply = " ".join(
         f"Item {n} is the {word} thing we sell."
@@ -270,7 +270,14 @@ async def test_caller_speech_stops_the_agents_audio_and_is_the_next_turn(
     )
     model.script(Turn(long_reply))
     document = swml(
-        {"ai": {"prompt": {"text": "Talk a lot."}, "params": {"static_greeting": "Hello"}}}
+        {
+            "ai": {
+                "prompt": {"text": "Talk a lot."},
+                "params": {"static_greeting": "Hello"},
+                "post_prompt": {"text": "Summarise."},
+                "post_prompt_url": receiver.url("/post"),
+            }
+        }
     )
     async with AsyncRestClient(ai_server.project, ai_server.token, ai_server.host) as client:
         call_id = await dial(client, far_end, document)
@@ -295,6 +302,10 @@ async def test_caller_speech_stops_the_agents_audio_and_is_the_next_turn(
         assert word_error_rate("stop please", model.user_texts()[1]) <= 0.5, model.user_texts()
         await client.calling.end(call_id)
         await until(lambda: ai_server.call_status(call_id) == "ended", 10, "ended")
+        # The caller hung up: the post-prompt still summarises the conversation.
+        post = (await until(lambda: receiver.events("/post"), 10, "the post-prompt"))[0]
+        said = [e["content"] for e in post["call_log"] if e["role"] == "assistant"]
+        assert said[:2] == ["Hello", long_reply]
 
 
 async def test_without_a_model_ai_fails_at_once_and_says_so(

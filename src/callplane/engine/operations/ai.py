@@ -419,12 +419,9 @@ class AiOperation(Operation):
             self.say(str(action["say"]))
         if isinstance(action.get("set_global_data"), dict):
             self.global_data.update(action["set_global_data"])
-        if action.get("hold") is not None:
-            self.hold(
-                str(action["hold"])
-                if not isinstance(action["hold"], dict)
-                else str(action["hold"].get("timeout", "300"))
-            )
+        if action.get("hold") is not None and not self.held:
+            hold = action["hold"]
+            self.hold(str(hold.get("timeout", "") if isinstance(hold, dict) else hold))
         if "SWML" in action:
             document = action["SWML"]
             if isinstance(document, str):
@@ -448,7 +445,10 @@ class AiOperation(Operation):
             raise CommandError(409, "invalid_state", "the AI agent is already on hold", None)
         self.held = True
         self._barge_in()
-        seconds = float(timeout) if timeout else 300.0
+        try:
+            seconds = min(max(float(timeout or 300), 0.0), 900.0)
+        except ValueError:
+            seconds = 300.0
         self._hold_timer = asyncio.get_running_loop().call_later(seconds, self._timeout_hold)
 
     def _timeout_hold(self) -> None:
@@ -524,6 +524,22 @@ def _parsed(summary: str | None) -> list[Any]:
 # ---------------------------------------------------------------------- SWML and REST
 
 
+_agents: set[asyncio.Task[str]] = set()
+
+
+async def _run(op: AiOperation) -> str:
+    try:
+        await op.run()
+        return "success"
+    except Exception:
+        log.exception("ai on call %s failed", op.call.id)
+        op._detach()
+        op.move("error")
+        return "failed"
+    finally:
+        op.call.operations.pop((op.kind, op.control_id), None)
+
+
 def running_agent(call: Call) -> AiOperation:
     for op in call.operations.values():
         if isinstance(op, AiOperation):
@@ -546,27 +562,32 @@ async def swml_ai(services: Services, call: Call, params: dict[str, Any]) -> dic
     if call.status is not CallStatus.ANSWERED:
         await services.answer(call)
     require_answered(call, "given an AI agent")
-    op = AiOperation(call, services, services.llm, services.recognizer, params)
-    register(call, op)
     try:
-        await op.run()
+        op = AiOperation(call, services, services.llm, services.recognizer, params)
+        register(call, op)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise SwmlError(f"invalid ai parameters: {exc}") from exc
+    except CommandError as exc:
+        raise SwmlError(exc.message) from exc
+    # The agent runs in its own task: when the call hangs up and the script is cancelled, the
+    # post-prompt (the summary of exactly that conversation) still runs and is delivered.
+    task = asyncio.create_task(_run(op))
+    _agents.add(task)
+    task.add_done_callback(_agents.discard)
+    try:
+        result = await asyncio.shield(task)
     except asyncio.CancelledError:
-        op._detach()
+        await op.stop()
         raise
-    except Exception:
-        log.exception("ai on call %s failed", call.id)
-        op._detach()
-        op.move("error")
+    if result == "failed":
         return {"ai_result": "failed"}
-    finally:
-        call.operations.pop((op.kind, op.control_id), None)
     if op.hang_up and not call.is_terminal:
         await services.hang_up(call, "hangup")
     if op.end_action is not None and not call.is_terminal and call.swml is not None:
         # The function handed the call to SWML (a connect, ...): it replaces this script.
-        task = asyncio.create_task(call.swml.replace(op.end_action))
-        call.tasks.add(task)
-        task.add_done_callback(call.tasks.discard)
+        replacing = asyncio.create_task(call.swml.replace(op.end_action))
+        call.tasks.add(replacing)
+        replacing.add_done_callback(call.tasks.discard)
         await asyncio.Event().wait()  # cancelled by the replacement
     return {"ai_result": "success"}
 
@@ -584,7 +605,10 @@ async def _hold(services: Services, call: Call, p: dict[str, Any]) -> None:
 
 
 async def _unhold(services: Services, call: Call, p: dict[str, Any]) -> None:
-    running_agent(call).unhold()
+    agent = running_agent(call)
+    agent.unhold()
+    if p.get("prompt"):
+        agent.say(str(p["prompt"]))
 
 
 async def _stop(services: Services, call: Call, p: dict[str, Any]) -> None:
