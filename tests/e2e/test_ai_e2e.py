@@ -268,7 +268,8 @@ async def test_caller_speech_stops_the_agents_audio_and_is_the_next_turn(
             ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]
         )
     )
-    model.script(Turn(long_reply))
+    # The answer to the barge-in comes late, so that the silence checked is the barge-in's.
+    model.script(Turn(long_reply), Turn("All right.", first_token_delay=2.0))
     document = swml(
         {
             "ai": {

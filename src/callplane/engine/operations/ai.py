@@ -55,6 +55,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx
+import numpy as np
 
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
@@ -82,7 +83,9 @@ MAX_TOOL_ROUNDS = 5
 # Two minutes of speech may be queued: a long reply is synthesised faster than it plays.
 _LIVE_FRAMES = 50 * 120
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
-_STOPPED = "stopped"
+_ONSET_LEVEL = 60  # about -55 dBFS: a soft first consonant stays
+_ONSET_KEEP = 240  # 30 ms before the first sound
+_RECOGNIZER_HANGOVER = 0.2  # providers.asr: voicing hangover counted as speech
 
 
 class AiOperation(Operation):
@@ -112,7 +115,11 @@ class AiOperation(Operation):
         self._language = str((params.get("languages") or [{}])[0].get("code") or "en-US")
         self._voice = (params.get("languages") or [{}])[0].get("voice")
         eos = float(tuning.get("end_of_speech_timeout") or DEFAULT_END_OF_SPEECH * 1000) / 1000
-        self._transcriber = Transcriber(recognizer, end_silence=max(0.2, eos))
+        # The recognizer counts speech on for 200 ms past the last voiced frame (its
+        # consonant hangover): the timeout is the silence after the voice, so that is taken off.
+        self._transcriber = Transcriber(
+            recognizer, end_silence=max(0.1, eos - _RECOGNIZER_HANGOVER)
+        )
         self._vad = Vad(start_frames=5)
         self.global_data: dict[str, Any] = dict(params.get("global_data") or {})
         prompt = params.get("prompt") or {}
@@ -273,7 +280,7 @@ class AiOperation(Operation):
                     gender="female",
                 )
                 if self._speaking:  # not barged in while synthesising
-                    self._live.push(source.render())
+                    self._live.push(_without_leading_silence(source.render()))
                     done = self._played = asyncio.get_running_loop().create_future()
                     self._live.on_mark = self._on_mark
                     self._live.mark(sentence[:20])
@@ -512,6 +519,14 @@ class AiOperation(Operation):
                 "conversation": self.messages,
             }
             self._services.deliver(self.call, payload, str(url))
+
+
+def _without_leading_silence(samples: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """TTS engines open with a breath of silence (flite: ~0.1 s); the caller waits for it."""
+    loud = np.flatnonzero(np.abs(samples) > _ONSET_LEVEL)
+    if loud.size == 0:
+        return samples
+    return samples[max(0, int(loud[0]) - _ONSET_KEEP) :]
 
 
 def _parsed(summary: str | None) -> list[Any]:
