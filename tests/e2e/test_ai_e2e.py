@@ -326,3 +326,74 @@ async def test_without_a_model_ai_fails_at_once_and_says_so(
     errors = [e for e in events(server, call_id) if e.get("event_type") == "calling.call.ai"]
     assert errors and "language model" in errors[0]["params"]["error"]
     assert "no language model" in server.log()
+
+
+async def test_ticks_alone_drive_hold_unhold_and_a_key_press(
+    model: ModelServer, tmp_path: Path
+) -> None:
+    """In process, driven by TickFrames: speech while the agent is held reaches nobody; after
+    unhold the same words are a turn, and a key press is one too; the agent's reply is what
+    the leg sends."""
+    import httpx
+    from ticks import Emitted, TickSession, tick_call, tick_services
+
+    from callplane.engine.audio import AudioResolver
+    from callplane.engine.operations import ai as ai_module
+    from callplane.engine.services import Services
+    from callplane.netpolicy import TargetPolicy
+    from callplane.providers.llm import LlmSettings, OpenAiChat
+    from callplane.providers.tts import DefaultTts
+
+    model.script(Turn("Hello there."), Turn("You pressed five."))
+    recorded: list[tuple[str, dict[str, Any]]] = []
+    async with TargetPolicy().http_client(timeout=httpx.Timeout(5.0)) as http:
+        services: Services = tick_services(
+            Emitted(),
+            llm=OpenAiChat(LlmSettings(model.url, "tiny"), http),
+            recognizer=PocketSphinxRecognizer(),
+            audio=AudioResolver(tmp_path, http, DefaultTts()),
+            http=http,
+            record_event=lambda call, kind, params: recorded.append((kind, params)),
+            deliver=lambda call, payload, url: None,
+        )
+        session = TickSession()
+        call = tick_call(session)
+        runner = asyncio.create_task(
+            ai_module.SWML_METHODS["ai"](services, call, {"prompt": {"text": "t"}})
+        )
+        await until(lambda: call.operations, 5, "the agent")
+        agent = ai_module.running_agent(call)
+        audio = say("good morning to you")
+        frames = np.concatenate([audio, np.zeros((-audio.size) % 160, np.int16)]).reshape(-1, 160)
+
+        async def speak() -> None:
+            for k, frame in enumerate(frames):
+                session.tick(frame)
+                if k % 10 == 0:
+                    await asyncio.sleep(0)
+            for _ in range(75):
+                session.tick()
+                await asyncio.sleep(0.002)
+
+        agent.hold("30")
+        await speak()
+        await asyncio.sleep(1.0)
+        assert model.requests == []  # held: not listening
+        agent.unhold()
+        await speak()
+        await until(lambda: model.requests, 5, "the turn after unhold")
+        assert word_error_rate("good morning to you", model.user_texts()[0]) <= 0.5
+        # The reply is played on the leg: loud frames go out within a few seconds of ticks.
+        sent: list[float] = []
+        for _ in range(150):
+            frame = session.tick()
+            sent.append(float(np.sqrt(np.mean(frame.outbound.astype(np.float64) ** 2))))
+            await asyncio.sleep(0.01)
+        assert max(sent) > 300
+        session.on_dtmf("5", 100)  # an RFC 4733 key press through the call's KeyPresses
+        await until(lambda: len(model.requests) >= 2, 5, "the key press turn")
+        assert model.user_texts()[1] == "DTMF: 5"
+        await agent.stop()
+        assert await asyncio.wait_for(runner, 10) == {"ai_result": "success"}
+        assert call.operations == {}
+        assert all(getattr(cb, "__self__", None) is not agent for cb in session.listeners)
