@@ -209,13 +209,18 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
             "web_hook_url": hook,
         }
         functions = [
-            {"function": "look_up", "purpose": "prices", "web_hook_url": lookup},
+            {"function": "look_up", "purpose": "prices"},  # SWAIG.defaults.web_hook_url
             # Nothing listens there: the model is told, the call goes on.
             {"function": "broken", "purpose": "fails", "web_hook_url": "http://127.0.0.1:9/x"},
             function,
         ]
         document = swml(
-            {"ai": {"prompt": {"text": "Route calls."}, "SWAIG": {"functions": functions}}}
+            {
+                "ai": {
+                    "prompt": {"text": "Route calls."},
+                    "SWAIG": {"functions": functions, "defaults": {"web_hook_url": lookup}},
+                }
+            }
         )
         async with AsyncRestClient(ai_server.project, ai_server.token, ai_server.host) as client:
             call_id = await dial(client, far_end, document)
@@ -344,7 +349,7 @@ async def test_ticks_alone_drive_hold_unhold_and_a_key_press(
     from callplane.providers.llm import LlmSettings, OpenAiChat
     from callplane.providers.tts import DefaultTts
 
-    model.script(Turn("Hello there."), Turn("You pressed five."))
+    model.script(Turn("Hello there."), Turn(status=500), Turn("You pressed six."))
     recorded: list[tuple[str, dict[str, Any]]] = []
     async with TargetPolicy().http_client(timeout=httpx.Timeout(5.0)) as http:
         services: Services = tick_services(
@@ -393,6 +398,12 @@ async def test_ticks_alone_drive_hold_unhold_and_a_key_press(
         session.on_dtmf("5", 100)  # an RFC 4733 key press through the call's KeyPresses
         await until(lambda: len(model.requests) >= 2, 5, "the key press turn")
         assert model.user_texts()[1] == "DTMF: 5"
+        # That turn failed at the model: recorded, and the agent keeps listening.
+        await until(lambda: recorded, 5, "the model error")
+        assert recorded[0][1]["state"] == "model_error" and "500" in recorded[0][1]["error"]
+        session.on_dtmf("6", 100)
+        await until(lambda: len(model.requests) >= 3, 5, "the next turn")
+        assert model.user_texts()[2] == "DTMF: 6"
         await agent.stop()
         assert await asyncio.wait_for(runner, 10) == {"ai_result": "success"}
         assert call.operations == {}

@@ -372,7 +372,8 @@ class AiOperation(Operation):
     async def _call_function(self, tc: ToolCall) -> str:
         self._log("function", tc.arguments, function=tc.name)
         f = self._functions.get(tc.name)
-        url = (f or {}).get("web_hook_url")
+        defaults = (self._params.get("SWAIG") or {}).get("defaults") or {}
+        url = (f or {}).get("web_hook_url") or defaults.get("web_hook_url")
         if f is None or not url:
             return json.dumps({"error": f"no function {tc.name!r} can be called"})
         try:
