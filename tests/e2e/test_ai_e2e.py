@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from farend import FarEnd
+from farend import FarEnd, peaks, rms_db
 from harness import Receiver, Server
 
 from callplane import AsyncRestClient, RestError
@@ -144,6 +144,10 @@ async def test_one_spoken_turn_then_stop_post_prompt_and_the_script_goes_on(
             await client.calling.ai_unhold(call_id)
         assert not_held.value.status_code == 409
         await client.calling.ai_hold(call_id, timeout="30")
+        on_hold = time.monotonic()
+        await far_end.silence(1.0)
+        hold_audio = far_end.audio(on_hold, on_hold + 1.0)
+        assert rms_db(hold_audio) > -60 and abs(peaks(hold_audio, 1)[0] - 440) < 15
         with pytest.raises(RestError) as held:
             await client.calling.ai_hold(call_id, timeout="30")
         assert held.value.status_code == 409
@@ -371,28 +375,34 @@ async def test_ticks_alone_drive_hold_unhold_and_a_key_press(
         audio = say("good morning to you")
         frames = np.concatenate([audio, np.zeros((-audio.size) % 160, np.int16)]).reshape(-1, 160)
 
+        sent: list[float] = []  # the RMS of each frame the leg sent
+
+        def tick(frame: np.ndarray | None = None) -> None:
+            out = session.tick(frame).outbound.astype(np.float64)
+            sent.append(float(np.sqrt(np.mean(out**2))))
+
         async def speak() -> None:
             for k, frame in enumerate(frames):
-                session.tick(frame)
+                tick(frame)
                 if k % 10 == 0:
                     await asyncio.sleep(0)
             for _ in range(75):
-                session.tick()
+                tick()
                 await asyncio.sleep(0.002)
 
         agent.hold("30")
         await speak()
         await asyncio.sleep(1.0)
         assert model.requests == []  # held: not listening
+        assert max(sent) > 300  # the hold beeps
         agent.unhold()
+        sent.clear()
         await speak()
         await until(lambda: model.requests, 5, "the turn after unhold")
         assert word_error_rate("good morning to you", model.user_texts()[0]) <= 0.5
         # The reply is played on the leg: loud frames go out within a few seconds of ticks.
-        sent: list[float] = []
         for _ in range(150):
-            frame = session.tick()
-            sent.append(float(np.sqrt(np.mean(frame.outbound.astype(np.float64) ** 2))))
+            tick()
             await asyncio.sleep(0.01)
         assert max(sent) > 300
         session.on_dtmf("5", 100)  # an RFC 4733 key press through the call's KeyPresses

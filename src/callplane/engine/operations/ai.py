@@ -65,7 +65,7 @@ from callplane.engine.operations.transcribe import Transcriber, TranscriptionFai
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError
 from callplane.media.dsp.vad import SpeechStart, Vad
-from callplane.media.sources import LiveSource
+from callplane.media.sources import LiveSource, tone
 from callplane.providers.llm import LanguageModel, LlmError, Reply, TextDelta, ToolCall
 
 if TYPE_CHECKING:
@@ -85,6 +85,10 @@ _LIVE_FRAMES = 50 * 120
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
 _ONSET_LEVEL = 60  # about -55 dBFS: a soft first consonant stays
 _ONSET_KEEP = 240  # 30 ms before the first sound
+# Hold audio: 0.3 s of 440 Hz at -24 dBFS, then 2.7 s of silence, repeated.
+_HOLD_CYCLE = np.concatenate(
+    [tone(440, 0.3, level_dbfs=-24.0).render(), np.zeros(8000 * 27 // 10, dtype=np.int16)]
+)
 _RECOGNIZER_HANGOVER = 0.2  # providers.asr: voicing hangover counted as speech
 
 
@@ -143,6 +147,7 @@ class AiOperation(Operation):
         self._ending = asyncio.Event()
         self.held = False
         self._hold_timer: asyncio.TimerHandle | None = None
+        self._hold_audio: asyncio.Task[None] | None = None
         self.end_action: dict[str, Any] | None = None  # the SWML a function handed over
         self.hang_up = False
 
@@ -200,6 +205,8 @@ class AiOperation(Operation):
             hub.subscribers.remove(self._on_digit)
         if self._hold_timer is not None:
             self._hold_timer.cancel()
+        if self._hold_audio is not None:
+            self._hold_audio.cancel()
         self._sentences.put_nowait(None)
         self._live.close()
         if self._playback is not None:
@@ -453,6 +460,7 @@ class AiOperation(Operation):
             raise CommandError(409, "invalid_state", "the AI agent is already on hold", None)
         self.held = True
         self._barge_in()
+        self._hold_audio = asyncio.get_running_loop().create_task(self._play_hold_audio())
         try:
             seconds = min(max(float(timeout or 300), 0.0), 900.0)
         except ValueError:
@@ -460,14 +468,29 @@ class AiOperation(Operation):
         self._hold_timer = asyncio.get_running_loop().call_later(seconds, self._timeout_hold)
 
     def _timeout_hold(self) -> None:
+        self._end_hold()
+
+    def _end_hold(self) -> None:
         self.held = False
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        if self._hold_audio is not None:
+            self._hold_audio.cancel()
+            self._hold_audio = None
+            self._live.clear()
+
+    async def _play_hold_audio(self) -> None:
+        """A soft beep every few seconds while held, after the hold prompt (if any) is
+        spoken; the agent neither listens nor answers meanwhile."""
+        while self.held and not self._ending.is_set():
+            if not self._speaking and self._live.queued_frames < 50:
+                self._live.push(_HOLD_CYCLE)
+            await asyncio.sleep(0.2)
 
     def unhold(self) -> None:
         if not self.held:
             raise CommandError(409, "invalid_state", "the AI agent is not on hold", None)
-        self.held = False
-        if self._hold_timer is not None:
-            self._hold_timer.cancel()
+        self._end_hold()
 
     def message(self, p: Mapping[str, Any]) -> None:
         reset = p.get("reset") or {}
