@@ -141,6 +141,7 @@ class AiOperation(Operation):
         self._live = LiveSource(f"ai({self.control_id})", max_frames=_LIVE_FRAMES)
         self._playback: Playback | None = None
         self._speaking = 0  # sentences queued or playing in the current reply
+        self._barge_ins = 0  # a reply still streaming when this moves is not spoken further
         self._speech_task: asyncio.Task[None] | None = None
         self._played: asyncio.Future[None] | None = None  # the sentence playing now
         self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
@@ -262,6 +263,7 @@ class AiOperation(Operation):
 
     def _barge_in(self) -> None:
         log.info("ai on call %s: barge-in", self.call.id)
+        self._barge_ins += 1
         self._live.clear()
         if self._played is not None and not self._played.done():
             self._played.set_result(None)  # its mark was cleared with it
@@ -360,19 +362,24 @@ class AiOperation(Operation):
 
     async def _stream_reply(self) -> Reply:
         buffer = ""
+        text: list[str] = []
         reply: Reply | None = None
+        barge_ins = self._barge_ins
         async for event in self._llm.stream(self.messages, tools=self._tools(), model=self._model):
             if isinstance(event, TextDelta):
+                text.append(event.text)
                 buffer += event.text
                 *done, buffer = _SENTENCE_END.split(buffer)
                 for sentence in done:
                     self.say(sentence)
             else:
                 reply = event
-            if self._ending.is_set():
-                break
+            if self._ending.is_set() or self._barge_ins != barge_ins:
+                # Interrupted: the caller's words are the next turn; the rest of this reply
+                # is neither spoken nor kept as said.
+                return Reply("".join(text) + " ...")
         self.say(buffer)
-        return reply or Reply(buffer)
+        return reply or Reply("".join(text))
 
     # ------------------------------------------------------------------ SWAIG
 
