@@ -171,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="deny: URLs, taps and dialled sip: URIs may only reach public addresses (use it "
         "when callers are not trusted; see README 'Exposing callplane')",
     )
+    serve.add_argument(
+        "--llm-url",
+        default=_env("LLM_URL"),
+        metavar="URL",
+        help="OpenAI-compatible API base for SWML ai (e.g. http://127.0.0.1:11434/v1)",
+    )
+    serve.add_argument("--llm-model", default=_env("LLM_MODEL"), metavar="NAME")
+    serve.add_argument("--llm-key", default=_env("LLM_KEY"), metavar="KEY")
     serve.add_argument("--tls-cert", default=_env("TLS_CERT"), type=Path, metavar="FILE")
     serve.add_argument("--tls-key", default=_env("TLS_KEY"), type=Path, metavar="FILE")
     serve.add_argument(
@@ -272,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         private_targets=args.private_targets,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        llm_url=args.llm_url,
+        llm_model=args.llm_model,
+        llm_key=args.llm_key,
     )
     logging.basicConfig(
         level=args.log_level.upper(),

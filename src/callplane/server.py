@@ -39,6 +39,7 @@ from callplane.engine.operations import conference, queue
 from callplane.media.engine import MediaEngine
 from callplane.netpolicy import TargetPolicy
 from callplane.providers.asr import PocketSphinxRecognizer
+from callplane.providers.llm import LlmSettings, OpenAiChat
 from callplane.providers.tts import DefaultTts
 from callplane.sip.endpoint import SipEndpoint
 from callplane.store import Store, prepare_projects
@@ -75,6 +76,10 @@ class ServerConfig:
     private_targets: str = "allow"  # "deny": callers may only target public addresses
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The AI agents' language model (providers.llm): an OpenAI-compatible base URL and model.
+    llm_url: str | None = None
+    llm_model: str | None = None
+    llm_key: str | None = None
 
     def target_policy(self) -> TargetPolicy:
         """The outbound target policy; the operator's own route SWML servers and trunk are
@@ -82,6 +87,11 @@ class ServerConfig:
         trusted: list[tuple[str, int]] = []
         for url in self.routes.values():
             parts = urlsplit(url)
+            if parts.hostname:
+                trusted.append((parts.hostname, parts.port or _default_port(parts.scheme)))
+        if self.llm_url:
+            # The operator's own model server, like its routes, may be private.
+            parts = urlsplit(self.llm_url)
             if parts.hostname:
                 trusted.append((parts.hostname, parts.port or _default_port(parts.scheme)))
         if self.trunk:
@@ -197,6 +207,11 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
     )
     media = MediaEngine(config.sip_host, config.rtp_ports)
     recognizer = _speech_recognizer(config.data_dir)
+    llm: OpenAiChat | None = None
+    if config.llm_url and config.llm_model:
+        llm = OpenAiChat(LlmSettings(config.llm_url, config.llm_model, config.llm_key), http)
+    else:
+        log.info("no language model configured (--llm-url, --llm-model): SWML ai fails")
     scheme = "https" if config.tls_cert else "http"
     engine = CallEngine(
         EngineConfig(
@@ -218,6 +233,7 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         tts=DefaultTts(),
         http=http,
         recognizer=recognizer,
+        llm=llm,
     )
     ready = False
     heartbeat: asyncio.Task[None] | None = None

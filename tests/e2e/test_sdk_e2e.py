@@ -43,10 +43,10 @@ def test_signalwire_sdk_dials_plays_and_ends(
         with pytest.raises(signalwire_rest.SignalWireRestError) as refused:
             client.calling.play_volume(leg["id"], control_id="sdk-1", volume=99.0)
         assert refused.value.status_code == 422
-        with pytest.raises(signalwire_rest.SignalWireRestError) as not_built:
+        with pytest.raises(signalwire_rest.SignalWireRestError) as no_agent:
             client.calling.ai_message(leg["id"], role="system", message_text="Be brief.")
-        assert not_built.value.status_code == 501
-        assert "not supported by callplane yet" in str(not_built.value.body)
+        assert no_agent.value.status_code == 422
+        assert "no AI agent runs" in str(no_agent.value.body)
         client.calling.end(leg["id"], reason="hangup")
         receiver.wait_call_state("/status", leg["id"], "ended")
         assert receiver.call_states("/status", leg["id"]) == ["ringing", "answered", "ended"]

@@ -45,6 +45,7 @@ from callplane.engine.swml.web import HttpSwmlFetcher, build_fetch_body
 from callplane.engine.swml_host import CallSwmlHost
 from callplane.media.engine import MediaEngine
 from callplane.providers.asr import SpeechRecognizer
+from callplane.providers.llm import LanguageModel
 from callplane.sip.endpoint import (
     Answered,
     Ended,
@@ -72,10 +73,6 @@ NOT_YET = {
     "calling.stream.stop": "media streaming",
     "calling.denoise": "noise reduction",
     "calling.denoise.stop": "noise reduction",
-    "calling.ai_message": "AI agents",
-    "calling.ai_hold": "AI agents",
-    "calling.ai_unhold": "AI agents",
-    "calling.ai.stop": "AI agents",
     "calling.live_transcribe": "live transcription",
     "calling.live_translate": "live translation",
     "calling.ai_sidecar": "AI sidecars",
@@ -110,6 +107,7 @@ class CallEngine:
         tts: SpeechSynthesizer,
         http: httpx.AsyncClient,
         recognizer: SpeechRecognizer | None = None,
+        llm: LanguageModel | None = None,
     ) -> None:
         self.config = config
         self._store = store
@@ -136,6 +134,8 @@ class CallEngine:
             bridge=self.bridge,
             early_answer=self.early_answer,
             recognizer=recognizer,
+            llm=llm,
+            http=http,
             media=media,
         )
         self._handlers: dict[str, Callable[[Call, dict[str, Any]], Awaitable[None]]] = {

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    import httpx
+
     from callplane.engine.audio import AudioResolver
     from callplane.engine.bridge import Bridge
     from callplane.engine.calls import Call
     from callplane.engine.config import EngineConfig
     from callplane.media.engine import MediaEngine
     from callplane.providers.asr import SpeechRecognizer
+    from callplane.providers.llm import LanguageModel
     from callplane.store import Store
 
 
@@ -71,6 +74,11 @@ class Services:
     early_answer: Callable[[Call], Awaitable[None]]
     # Speech recognition for collect and prompt; None = not installed (speech answers 501).
     recognizer: SpeechRecognizer | None = None
+    # The language model of AI agents; None = not configured (`ai` fails at once, saying so).
+    llm: LanguageModel | None = None
+    # The engine's HTTP client (through the outbound target policy), for operations' own
+    # requests (SWAIG function web hooks).
+    http: httpx.AsyncClient | None = None
     # The media graph, for operations that mix more than two calls (conferences, rooms).
     media: MediaEngine | None = None
     # Engine-wide state that operations share across calls (the conference and queue

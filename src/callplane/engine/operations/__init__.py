@@ -1,6 +1,7 @@
 """Operations on live calls, one module each; their command and SWML tables are merged here."""
 
 from callplane.engine.operations import (
+    ai,
     collect,
     conference,
     connect,
@@ -33,6 +34,7 @@ _MODULES = (
     stream,
     denoise,
     fax,
+    ai,
 )
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}
