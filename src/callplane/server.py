@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 
 from callplane._version import __version__
+from callplane.api.admin import admin_routes
 from callplane.api.app import create_app
 from callplane.api.limits import (
     DEFAULT_MAX_CONNECTIONS,
@@ -223,7 +224,17 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         idempotency=StoreIdempotency(store),
         ready=lambda: ready,
         targets=targets,
-        extra_routes=recording_routes(store.get_recording),
+        extra_routes=[
+            *recording_routes(store.get_recording),
+            *admin_routes(
+                routes=engine.config.routes,
+                default_project=lambda: engine.config.project_id,
+                list_calls=lambda project, status: [
+                    row["leg"] for row in store.list_calls(project, status)
+                ],
+                targets=targets,
+            ),
+        ],
     )
     raise_descriptor_limit()
     gate = ConnectionGate(
