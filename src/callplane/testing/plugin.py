@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class PhoneFactory:
-    """``phone()`` returns a new phone; attributes not found here are the first phone's."""
+    """``phone()`` returns a new phone; other attributes are those of the default phone (made on
+    first use, apart from the ones ``phone()`` returns)."""
 
     def __init__(
         self, runtime: PhoneRuntime, record_dir: Path, request: pytest.FixtureRequest
@@ -34,6 +35,7 @@ class PhoneFactory:
         self._record_dir = record_dir
         self._request = request
         self.phones: list[Phone] = []
+        self._default: Phone | None = None
 
     def __call__(self, name: str | None = None, **options: Any) -> Phone:
         from callplane.testing.phone import Phone
@@ -48,8 +50,9 @@ class PhoneFactory:
     def __getattr__(self, attribute: str) -> Any:
         if attribute.startswith("_"):
             raise AttributeError(attribute)
-        first = self.phones[0] if self.phones else self()
-        return getattr(first, attribute)
+        if self._default is None:
+            self._default = self()
+        return getattr(self._default, attribute)
 
     def close(self) -> None:
         for made in self.phones:
