@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("flite") is None, reason="the IVR speaks with flite"),
 ]
 
-USER_TESTS = '''
+USER_TESTS = """
 import time
 
 IVR = {"version": "1.0.0", "sections": {"main": [
@@ -93,7 +93,7 @@ def test_inbound_flow_both_phones(callplane_server, phone):
     phone.press("5", inband=True)
     phone.hangup()
     callee.expect_hangup(timeout=10)
-'''
+"""
 
 
 def test_the_plugin_as_a_user_runs_it(
