@@ -600,6 +600,46 @@ class Phone:
                 await self._changed.wait()
         return True
 
+    def said(self, text: str, *, threshold: float | None = None) -> Match:
+        """Whether ``text`` was said since the previous successful expect_said, judged on what
+        was heard so far (no waiting, nothing consumed)."""
+        return self._run(self._said(text, threshold or self.threshold))
+
+    async def _said(self, text: str, threshold: float) -> Match:
+        templates = [(v, await self._rt.template(v, text)) for v in self.template_voices]
+        found, _ = await self._check(text, threshold, templates, search=True)
+        return found
+
+    async def _check(
+        self,
+        text: str,
+        threshold: float,
+        templates: list[tuple[str, np.ndarray]],
+        *,
+        search: bool,
+        previous: tuple[str, float, float, int] = ("", math.inf, math.inf, 0),
+    ) -> tuple[Match, tuple[str, float, float, int]]:
+        """Both ways of hearing ``text`` in what came after ``_said_tick``; consumes nothing.
+        ``search=False`` reuses the ``previous`` search by example."""
+        found = match(text, self._heard_since(self._said_tick), threshold, self._rt.phonetize)
+        example = previous
+        if search and templates:
+            start = max(self._said_tick, len(self._inbound) - int(SEARCH_SECONDS * 50))
+            example = await asyncio.to_thread(self._search, templates, start)
+        voice, distance, worst, _ = example
+        return (
+            Match(
+                found.expected,
+                found.heard,
+                found.score,
+                threshold,
+                None if math.isinf(distance) else round(distance, 2),
+                None if math.isinf(worst) else round(worst, 2),
+                voice or None,
+            ),
+            example,
+        )
+
     async def _expect_said(self, text: str, within: float, threshold: float) -> Match:
         timeout = within
         self._require_call()
@@ -609,26 +649,17 @@ class Phone:
         searched = -TEMPLATE_EVERY
         example: tuple[str, float, float, int] = ("", math.inf, math.inf, 0)
         while True:
-            found = match(text, self._heard_since(self._said_tick), threshold, self._rt.phonetize)
+            search = len(self._inbound) - searched >= TEMPLATE_EVERY
+            if search:
+                searched = len(self._inbound)
+            found, example = await self._check(
+                text, threshold, templates, search=search, previous=example
+            )
             if found.by_speech:
                 self._said_tick = self._ticks
                 return found
-            start = max(self._said_tick, len(self._inbound) - int(SEARCH_SECONDS * 50))
-            if templates and len(self._inbound) - searched >= TEMPLATE_EVERY:
-                searched = len(self._inbound)
-                example = await asyncio.to_thread(self._search, templates, start)
-            voice, distance, worst, end = example
-            found = Match(
-                found.expected,
-                found.heard,
-                found.score,
-                threshold,
-                None if math.isinf(distance) else round(distance, 2),
-                None if math.isinf(worst) else round(worst, 2),
-                voice or None,
-            )
             if found.by_example:
-                self._said_tick = end
+                self._said_tick = example[3]
                 return found
             busy = self._transcriber is not None and self._transcriber.busy
             now = time.monotonic()
