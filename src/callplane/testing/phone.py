@@ -25,7 +25,6 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from callplane.media.dsp.dtmf import dtmf_digits
-from callplane.media.dsp.tones import ToneAnalyser
 from callplane.media.dsp.vad import frame_dbov
 from callplane.media.engine import MediaEngine, RtpSession, TickFrames
 from callplane.media.recorder import Recorder
@@ -65,6 +64,7 @@ UTTERANCE_GRACE = 4.0
 SILENCE_DBOV = -45.0
 TONE_TOLERANCE_HZ = 20.0
 TONE_MIN_DBOV = -45.0
+TONE_MIN_SHARE = 0.25  # of the window's energy (two equal tones: about 0.5 each)
 TONE_FRAMES = 5  # 100 ms of a steady tone
 # The project's own voices (DefaultTts: flite slt for female, rms for male) that expect_said
 # also looks for by example.
@@ -739,15 +739,26 @@ class _Watch:
 
 
 class _ToneWatch(_Watch):
+    """A tone at ``hz`` among others (ringback is two): over 40 ms windows, the energy within
+    ±TONE_TOLERANCE_HZ of ``hz`` is loud enough and a fair share of the window's."""
+
     def __init__(self, hz: float) -> None:
         self.hz = hz
-        self._analyser = ToneAnalyser()
+        self._prev = np.zeros(SAMPLES_PER_TICK)
+        self._window = np.hanning(2 * SAMPLES_PER_TICK)
+        freqs = np.fft.rfftfreq(4 * SAMPLES_PER_TICK, 1 / 8000)  # zero-padded: 12.5 Hz bins
+        self._band = np.abs(freqs - hz) <= TONE_TOLERANCE_HZ
         self._run = 0
 
     def feed(self, frames: Iterable[Frame]) -> bool:
         for frame in frames:
-            tf = self._analyser.analyse(frame)
-            near = abs(tf.freq - self.hz) <= TONE_TOLERANCE_HZ and tf.level_dbov >= TONE_MIN_DBOV
+            cur = np.asarray(frame, dtype=np.float64)
+            x = np.concatenate([self._prev, cur]) * self._window
+            self._prev = cur
+            power = np.abs(np.fft.rfft(x, 4 * SAMPLES_PER_TICK)) ** 2
+            total = float(power.sum())
+            share = float(power[self._band].sum()) / total if total > 0 else 0.0
+            near = share >= TONE_MIN_SHARE and frame_dbov(frame) >= TONE_MIN_DBOV
             self._run = self._run + 1 if near else 0
             if self._run >= TONE_FRAMES:
                 return True
