@@ -288,10 +288,17 @@ def _call_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="the callplane server that names and numbers are sent to (default 127.0.0.1:5060)",
     )
     call.add_argument("--say", action=_Step, dest="say", metavar="TEXT", help="speak (TTS)")
-    call.add_argument("--press", action=_Step, dest="press", metavar="DIGITS", help="RFC 4733")
-    call.add_argument("--play", action=_Step, dest="play", metavar="WAV", help="play a file")
     call.add_argument(
-        "--listen", action=_Step, dest="listen", type=_seconds, metavar="SECONDS", help="listen"
+        "--press", action=_Step, dest="press", metavar="DIGITS", help="press keys (RFC 4733)"
+    )
+    call.add_argument("--play", action=_Step, dest="play", metavar="WAV", help="play an audio file")
+    call.add_argument(
+        "--listen",
+        action=_Step,
+        dest="listen",
+        type=_seconds,
+        metavar="SECONDS",
+        help="listen (and transcribe)",
     )
     call.add_argument(
         "--expect", action=_Step, dest="expect", metavar="TEXT", help="wait to hear TEXT"
