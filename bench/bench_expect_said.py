@@ -78,7 +78,7 @@ def one_call(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--voices", default="slt,rms")
+    parser.add_argument("--voices", default="slt,rms,kal,awb")
     parser.add_argument("--parallel", type=int, default=1)
     args = parser.parse_args()
     voices = args.voices.split(",")
