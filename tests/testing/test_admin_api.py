@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import httpx
+import phonekit
 import pytest
-from conftest import cli
+from phonekit import cli
 
 from callplane.testing.server import CallplaneServer
 
 pytestmark = pytest.mark.e2e
+server = phonekit.server  # this module's server (a fixture)
 
 
 def request(server: CallplaneServer, method: str, path: str, **kwargs: object) -> httpx.Response:

@@ -6,12 +6,14 @@ import json
 import wave
 from pathlib import Path
 
+import phonekit
 import pytest
-from conftest import IVR, cli, requires_flite
+from phonekit import IVR, cli, requires_flite
 
 from callplane.testing.server import CallplaneServer
 
 pytestmark = pytest.mark.e2e
+server = phonekit.server  # this module's server (a fixture)
 
 
 @requires_flite

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import phonekit
 import pytest
 
 from callplane.testing.phone import CallFailed, Phone, PhoneError, PhoneRuntime
 from callplane.testing.server import CallplaneServer
 
 pytestmark = pytest.mark.e2e
+server = phonekit.server  # this module's server (a fixture)
 
 
 @pytest.fixture(scope="module")

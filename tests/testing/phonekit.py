@@ -1,3 +1,5 @@
+"""Helpers of the callplane.testing tests (a module name of its own: tests/e2e has a conftest)."""
+
 from __future__ import annotations
 
 import os
@@ -37,12 +39,6 @@ IVR = {
 requires_flite = pytest.mark.skipif(shutil.which("flite") is None, reason="needs flite")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallplaneServer]:
-    with CallplaneServer(tmp_path_factory.mktemp("server")) as running:
-        yield running
-
-
 def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
@@ -56,3 +52,11 @@ def cli(
         timeout=timeout,
         check=False,
     )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallplaneServer]:
+    """A server per test module (import it into the module: tests/ has no shared conftest
+    for this directory, because `conftest` is a module name tests/e2e already uses)."""
+    with CallplaneServer(tmp_path_factory.mktemp("server")) as running:
+        yield running
