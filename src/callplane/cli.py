@@ -1,11 +1,15 @@
 """`callplane serve`: run the server with embedded defaults; every flag has an environment twin.
 
-`callplane projects add|list|remove`: the projects (tenants) kept in the data directory."""
+`callplane projects add|list|remove`: the projects (tenants) kept in the data directory.
+
+`callplane call DESTINATION`: a virtual phone (callplane.testing) from the shell.
+`callplane calls list|show|events`: inspect a running server's calls."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -187,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
     )
     _projects_parser(sub)
+    _call_parser(sub)
+    _calls_parser(sub)
     return parser
 
 
@@ -247,11 +253,210 @@ def _public(row: Any) -> dict[str, str]:
     return {key: row[key] for key in ("id", "name", "token", "signing_key")}
 
 
+# ---------------------------------------------------------------------- callplane call
+
+
+class _Step(argparse.Action):
+    """--say / --press / --play / --listen / --expect, kept in command-line order."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        steps = list(getattr(namespace, "steps", None) or [])
+        steps.append((self.dest, values))
+        namespace.steps = steps
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds (0-3600), got {value!r}")
+    return seconds
+
+
+def _call_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    call = sub.add_parser(
+        "call",
+        help="call a route, number or SIP URI with a virtual phone: speak, press keys, listen",
+        description="The steps run in the order given; the phone hangs up after the last one. "
+        "Exit status 1 when the call fails or an --expect is not heard.",
+    )
+    call.add_argument("destination", help="a route name or number of --sip, or a sip: URI")
+    call.add_argument(
+        "--sip",
+        default=_env("SIP", "127.0.0.1:5060"),
+        metavar="HOST:PORT",
+        help="the callplane server that names and numbers are sent to (default 127.0.0.1:5060)",
+    )
+    call.add_argument("--say", action=_Step, dest="say", metavar="TEXT", help="speak (TTS)")
+    call.add_argument(
+        "--press", action=_Step, dest="press", metavar="DIGITS", help="press keys (RFC 4733)"
+    )
+    call.add_argument("--play", action=_Step, dest="play", metavar="WAV", help="play an audio file")
+    call.add_argument(
+        "--listen",
+        action=_Step,
+        dest="listen",
+        type=_seconds,
+        metavar="SECONDS",
+        help="listen (and transcribe)",
+    )
+    call.add_argument(
+        "--expect", action=_Step, dest="expect", metavar="TEXT", help="wait to hear TEXT"
+    )
+    call.add_argument(
+        "--timeout", type=_seconds, default=10.0, metavar="SECONDS", help="per --expect"
+    )
+    call.add_argument("--record", type=Path, metavar="FILE", help="save the stereo WAV here")
+    call.add_argument("--quiet", action="store_true", help="no live transcript")
+    call.set_defaults(steps=[])
+
+
+def _call(args: argparse.Namespace) -> int:
+    import shutil
+
+    from callplane.testing.phone import Phone, PhoneError, PhoneRuntime, TranscriptEntry
+
+    def show(entry: TranscriptEntry) -> None:
+        if not args.quiet:
+            print(entry, flush=True)
+
+    runtime = PhoneRuntime()
+    phone = Phone(runtime, name="cli", server_sip=args.sip, on_transcript=show)
+    status = 0
+    try:
+        phone.call(args.destination)
+        print(f"callplane: connected to {args.destination}", flush=True)
+        for kind, value in args.steps:
+            if kind == "say":
+                phone.say(value)
+            elif kind == "press":
+                phone.press(value)
+            elif kind == "play":
+                phone.play(value)
+            elif kind == "listen":
+                phone.heard_text(value)
+            else:
+                found = phone.expect_said(value, timeout=args.timeout)
+                print(f"callplane: heard {value!r} ({found.describe()})", flush=True)
+    except PhoneError as exc:
+        print(f"callplane: {exc}", file=sys.stderr)
+        status = 1
+    except (OSError, ValueError) as exc:
+        print(f"callplane: {exc}", file=sys.stderr)
+        status = 1
+    finally:
+        phone.close()
+        runtime.close()
+    with contextlib.suppress(PhoneError):
+        if args.record is not None:
+            shutil.copyfile(phone.recording(), args.record)
+            print(f"callplane: recording saved to {args.record}")
+    return status
+
+
+# ---------------------------------------------------------------------- callplane calls
+
+
+def _calls_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    calls = sub.add_parser("calls", help="inspect a running server's calls")
+    actions = calls.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="recent calls, newest last")
+    listing.add_argument("--status", help="only calls in this state (answered, ended, ...)")
+    listing.add_argument("--limit", type=_positive_int, default=20)
+    show = actions.add_parser("show", help="one call")
+    show.add_argument("call_id", metavar="CALL_ID")
+    events = actions.add_parser("events", help="a call's events, in order")
+    events.add_argument("call_id", metavar="CALL_ID")
+    for parser in (listing, show, events):
+        parser.add_argument(
+            "--url", default=_env("URL", "http://127.0.0.1:8080"), help="the server's API"
+        )
+        parser.add_argument("--project", default=_env("PROJECT", ""), metavar="ID")
+        parser.add_argument("--token", default=_env("TOKEN", ""), metavar="TOKEN")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]) + (
+        "\n" + "\n".join(line.rstrip() for line in lines) if lines else ""
+    )
+
+
+def _calls(args: argparse.Namespace) -> int:
+    import httpx
+
+    if not args.project or not args.token:
+        print("callplane: --project and --token (or CALLPLANE_PROJECT/_TOKEN) are needed",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    base = args.url.rstrip("/")
+    path = "/api/calling/calls"
+    params: dict[str, Any] = {}
+    if args.action == "list":
+        params["limit"] = args.limit
+        if args.status:
+            params["status"] = args.status
+    else:
+        path += f"/{args.call_id}" + ("/events" if args.action == "events" else "")
+    try:
+        response = httpx.get(
+            base + path, params=params, auth=(args.project, args.token), timeout=10
+        )
+    except httpx.HTTPError as exc:
+        print(f"callplane: cannot reach {base}: {exc}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"callplane: {response.status_code} {response.text}", file=sys.stderr)
+        return 1
+    body = response.json()
+    if args.json:
+        print(json.dumps(body.get("data", body) if args.action != "show" else body, indent=2))
+        return 0
+    if args.action == "list":
+        rows = [
+            [c["id"], c["status"], c["direction"], c["from"], c["to"], c["created_at"],
+             f"{c.get('duration') or 0}s"]
+            for c in body["data"]
+        ]  # fmt: skip
+        print(_table(rows, ["ID", "STATUS", "DIRECTION", "FROM", "TO", "CREATED", "DURATION"]))
+    elif args.action == "show":
+        for key, value in body.items():
+            print(f"{key:>14}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+    else:
+        rows = [
+            [str(e.get("seq", "")), str(e.get("timestamp", "")), str(e.get("event_type", "")),
+             _event_summary(e.get("params") or {})]
+            for e in body["data"]
+        ]  # fmt: skip
+        print(_table(rows, ["SEQ", "TIME", "EVENT", "DETAIL"]))
+    return 0
+
+
+def _event_summary(params: dict[str, Any]) -> str:
+    keys = ("call_state", "state", "result", "control_id", "end_reason", "peer")
+    parts = [f"{k}={json.dumps(params[k])}" for k in keys if k in params]
+    return " ".join(parts)[:120]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "projects":
         return _projects(args)
+    if args.command == "call":
+        return _call(args)
+    if args.command == "calls":
+        return _calls(args)
     if (args.tls_cert is None) != (args.tls_key is None):
         parser.error("--tls-cert and --tls-key go together (HTTPS needs both)")
     if args.private_targets not in ("allow", "deny"):  # a bad CALLPLANE_PRIVATE_TARGETS

@@ -19,6 +19,7 @@ import httpx
 import uvicorn
 
 from callplane._version import __version__
+from callplane.api.admin import admin_routes
 from callplane.api.app import create_app
 from callplane.api.conferences import conference_routes
 from callplane.api.limits import (
@@ -247,6 +248,14 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
             *recording_routes(store.get_recording),
             *conference_routes(
                 conference.directory_of(engine.services), queue.queues_of(engine.services)
+            ),
+            *admin_routes(
+                routes=engine.config.routes,
+                default_project=lambda: engine.config.project_id,
+                list_calls=lambda project, status: [
+                    row["leg"] for row in store.list_calls(project, status)
+                ],
+                targets=targets,
             ),
         ],
     )

@@ -327,6 +327,16 @@ class PocketSphinxRecognizer:
         """Load one decoder now (blocking) so the first collect does not pay for it."""
         self.release(self.acquire())
 
+    def pronounce(self, word: str) -> list[str] | None:
+        """The phonemes of ``word`` in the model's dictionary (ARPAbet), None if unknown."""
+        pooled = self.acquire()
+        try:
+            with self._dict_lock:
+                phones = pooled.decoder.lookup_word(word.lower())
+        finally:
+            self.release(pooled)
+        return phones.split() if phones else None
+
     # -- grammars ------------------------------------------------------------------------------
 
     def _in_dictionary(self, decoder: Any, word: str) -> bool:
