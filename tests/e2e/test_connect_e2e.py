@@ -428,3 +428,57 @@ async def test_early_media_from_the_callee_is_heard_instead_of_ringback(
         callee.stop()
     assert connected_at - start > 1.5  # it rang (with early media) before the 200
     assert [round(f / 10) * 10 for f in peaks(early, 1)] == [1000]  # not 440 + 480
+
+
+async def test_confirm_runs_on_the_callee_and_decides_the_bridge(
+    server: Server, receiver: Receiver, far_end: FarEnd, far_b: FarEnd
+) -> None:
+    # B's confirm script plays a whisper and hangs up: B never joins, connect fails.
+    refusing = swml(
+        {
+            "connect": {
+                "to": far_b.uri,
+                "confirm": [{"play": {"url": "ring:0.6:uk"}}, {"hangup": {}}],
+                "status_url": receiver.url("/connect"),
+            }
+        },
+        {
+            "request": {
+                "url": receiver.url("/vars"),
+                "method": "POST",
+                "body": {"result": "${connect_result}", "reason": "${connect_failed_reason}"},
+            }
+        },
+        {"hangup": {}},
+    )
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        await client.calling.dial(from_="+15551230000", to=far_end.uri, swml=refusing)
+        await asyncio.wait_for(far_b.answered.wait(), 10)
+        t0 = time.monotonic()
+        await wait_for(lambda: receiver.events("/vars"), 15, "the connect result")
+        whisper = far_b.audio(t0, t0 + 0.5)
+    assert receiver.events("/vars")[0] == {"result": "failed", "reason": "declined"}
+    assert [round(f / 10) * 10 for f in peaks(whisper, 2)] == [400, 450]  # B heard the whisper
+    assert far_b.calls[0].ended
+
+
+async def test_a_confirm_that_finishes_lets_the_bridge_form(
+    server: Server, receiver: Receiver, far_end: FarEnd, far_b: FarEnd
+) -> None:
+    script = swml(
+        {
+            "connect": {
+                "to": far_b.uri,
+                "confirm": [{"play": {"url": "silence:0.3"}}],
+                "status_url": receiver.url("/connect"),
+            }
+        }
+    )
+    async with AsyncRestClient(server.project, server.token, server.host) as client:
+        leg = await client.calling.dial(from_="+15551230000", to=far_end.uri, swml=script)
+        await wait_for(lambda: "connected" in connect_states(receiver), 15, "connected")
+        t0 = time.monotonic()
+        await far_b.play(tone(1500, 0.8))
+        heard = far_end.audio(t0 + 0.2, time.monotonic())
+        await client.calling.end(leg["id"])
+    assert [round(f / 10) * 10 for f in peaks(heard, 1)] == [1500]

@@ -133,6 +133,7 @@ class CallEngine:
             dial_leg=self.dial_leg,
             bridge=self.bridge,
             early_answer=self.early_answer,
+            confirm=self.confirm,
             recognizer=recognizer,
             llm=llm,
             http=http,
@@ -666,6 +667,37 @@ class CallEngine:
             p["headers"] = dict(spec.headers)
         self._spawn(peer, self._run_outbound(peer, destination, codecs, p))
         return peer
+
+    async def confirm(self, peer: Call, spec: PeerDial) -> bool:
+        """A connect destination's `confirm`: SWML run on the answered callee before the
+        bridge (a whisper, "press 1 to accept"). It accepts unless it hangs up, fails, the
+        callee leaves, or it outlasts `confirm_timeout`."""
+        confirm = spec.confirm
+        try:
+            if isinstance(confirm, str):
+                document = await self._fetch_for(peer, confirm)
+            else:
+                document = load_document({"sections": {"main": list(confirm or ())}})
+        except (CommandError, SwmlError) as exc:
+            log.warning("call %s: connect confirm cannot run: %s", peer.id, exc)
+            return False
+        interpreter = SwmlInterpreter(
+            document,
+            CallSwmlHost(self.services, peer),
+            call=self.call_scope(peer),
+            envs=peer.custom_variables,
+            fetcher=self._fetcher,
+            http_client=self._http,
+        )
+        peer.swml = interpreter
+        try:
+            outcome = await asyncio.wait_for(interpreter.run(), spec.confirm_timeout)
+        except TimeoutError:
+            log.info("call %s: connect confirm timed out", peer.id)
+            return False
+        finally:
+            peer.swml = None
+        return outcome.kind in ("completed", "returned") and not peer.is_terminal
 
     def bridge(self, owner: Call, peer: Call) -> Bridge:
         return Bridge(self._media, owner, peer)

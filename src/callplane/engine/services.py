@@ -50,6 +50,10 @@ class PeerDial:
     password: str | None = None
     status_url: str | None = None  # the peer call's own `calling.call.state` webhooks
     status_events: tuple[str, ...] = ("ended",)
+    # SWML run on the callee once it answers, before the bridge (a URL or a list of methods);
+    # the destination counts as answered only if the script ends without hanging up.
+    confirm: str | tuple[Any, ...] | None = None
+    confirm_timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,8 @@ class Services:
     bridge: Callable[[Call, Call], Bridge]
     # Send the inbound caller a 183 with our SDP, so ringback and early media reach it unanswered.
     early_answer: Callable[[Call], Awaitable[None]]
+    # Run a connect destination's `confirm` SWML on the answered peer: True when it accepted.
+    confirm: Callable[[Call, PeerDial], Awaitable[bool]]
     # Speech recognition for collect and prompt; None = not installed (speech answers 501).
     recognizer: SpeechRecognizer | None = None
     # The language model of AI agents; None = not configured (`ai` fails at once, saying so).

@@ -210,6 +210,7 @@ class ConnectOperation(Operation):
 
     async def _dial_parallel(self, stage: list[PeerDial]) -> Call:
         legs: list[Call] = []
+        specs: dict[str, PeerDial] = {}
         last_reason = "error"
         for spec in stage:
             try:
@@ -219,6 +220,7 @@ class ConnectOperation(Operation):
                 last_reason = "error"
                 continue
             legs.append(leg)
+            specs[leg.id] = spec
             self._dialing[leg.id] = leg
         if not legs:
             raise ConnectFailed(last_reason)
@@ -229,16 +231,25 @@ class ConnectOperation(Operation):
             waits[asyncio.create_task(leg.early_media.wait())] = ("early", leg)
         winner: Call | None = None
         ended: list[Call] = []
+        refused: set[str] = set()  # answered, but their `confirm` did not accept
         try:
             while waits and winner is None:
                 done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     what, leg = waits.pop(task)
                     if what == "answered" and winner is None and not leg.is_terminal:
-                        winner = leg
+                        if await self._confirmed(leg, specs[leg.id]):
+                            winner = leg
+                        else:
+                            refused.add(leg.id)
+                            await self._services.hang_up(leg, "hangup")
                     elif what == "finished":
                         ended.append(leg)
-                        last_reason = _FAILED_REASONS.get(leg.end_reason or "", "error")
+                        last_reason = (
+                            "declined"
+                            if leg.id in refused
+                            else _FAILED_REASONS.get(leg.end_reason or "", "error")
+                        )
                     elif what == "early":
                         self._route_early_media(leg)
                 if len(ended) == len(legs):
@@ -257,6 +268,12 @@ class ConnectOperation(Operation):
             raise ConnectFailed(last_reason)
         self._dialing.pop(winner.id, None)
         return winner
+
+    async def _confirmed(self, leg: Call, spec: PeerDial) -> bool:
+        """Run the destination's `confirm` SWML on the callee, if it has one."""
+        if spec.confirm is None:
+            return True
+        return await self._services.confirm(leg, spec)
 
     def _route_early_media(self, leg: Call) -> None:
         """A callee's 183 with SDP: the caller hears the callee's early media, not ringback."""
@@ -372,14 +389,16 @@ def _destination(raw: Any, shared: Mapping[str, Any], default_from: str) -> Peer
         )
     if to.startswith("stream:"):
         raise SwmlError("a stream: destination must be connect's only destination (`to`)")
-    if dest.get("confirm") or shared.get("confirm"):
-        raise SwmlMethodNotSupported("connect", "connect `confirm`")
 
     def pick(name: str) -> Any:
         value = dest.get(name)
         return shared.get(name) if value is None else value
 
     timeout = pick("timeout")
+    confirm = pick("confirm")
+    if confirm is not None and not isinstance(confirm, str | list):
+        raise SwmlError("connect `confirm` must be a URL or a list of SWML methods")
+    confirm_timeout = pick("confirm_timeout")
     events = pick("call_state_events") or ("ended",)
     if isinstance(events, str):
         events = [e.strip() for e in events.split(",") if e.strip()]
@@ -392,6 +411,8 @@ def _destination(raw: Any, shared: Mapping[str, Any], default_from: str) -> Peer
         username=pick("username"),
         password=pick("password"),
         status_url=pick("call_state_url"),
+        confirm=tuple(confirm) if isinstance(confirm, list) else confirm,
+        confirm_timeout=float(confirm_timeout) if confirm_timeout else None,
         status_events=tuple(str(e) for e in events),
     )
 
