@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,15 @@ import pytest
 import callplane
 
 pytest_plugins = ["pytester"]
+
+
+def _load_plugin() -> list[str]:
+    """An installed callplane registers the plugin through its pytest11 entry point, and naming
+    it again with -p registers it twice; a source tree whose metadata predates the entry point
+    needs the -p."""
+    installed = any(ep.value == "callplane.testing.plugin" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "callplane.testing.plugin"]
+
 
 pytestmark = [
     pytest.mark.e2e,
@@ -103,7 +113,7 @@ def test_the_plugin_as_a_user_runs_it(
     source = str(Path(callplane.__file__).parents[1])
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([source, os.environ.get("PYTHONPATH", "")]))
     pytester.makepyfile(test_voice_app=USER_TESTS)
-    result = pytester.runpytest_subprocess("-p", "callplane.testing.plugin", "-s", "-q")
+    result = pytester.runpytest_subprocess(*_load_plugin(), "-s", "-q")
     result.assert_outcomes(passed=3, failed=1)
     text = result.stdout.str()
     # The wrong menu fails, and its error shows what was heard and where the recording is.
