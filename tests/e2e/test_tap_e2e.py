@@ -282,9 +282,12 @@ async def test_rtp_taps_fork_each_direction_and_stop(
     # Each tap is its own stream from its own socket.
     assert len({s.packets[0].ssrc for s in sinks.values()}) == len(sinks)
     assert len({s.packets[0].source for s in sinks.values()}) == len(sinks)
-    # The speak tap is the far end's tone without dropouts: every frame carries it.
+    # The speak tap is the far end's tone without dropouts. The jitter buffer starts with no
+    # margin and grows by a frame when a packet comes late, so a loaded machine may see one or
+    # two silent frames while it adapts; a tap that lost audio would miss far more.
     frames = speak[: len(speak) // 160 * 160].reshape(-1, 160).astype(np.float64)
-    assert np.sqrt((frames**2).mean(axis=1)).min() > 0.1 * 32767 * 0.5
+    quiet = np.sqrt((frames**2).mean(axis=1)) < 0.1 * 32767 * 0.5
+    assert quiet.sum() <= 2, f"{quiet.sum()} of {len(frames)} frames without the tone"
 
     for control_id, direction, device in (
         ("t-speak", "speak", rtp("speak", codec="PCMU", ptime=20)),
