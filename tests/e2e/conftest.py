@@ -55,3 +55,21 @@ async def far_end() -> AsyncIterator[FarEnd]:
     await far.start()
     yield far
     await far.stop()
+
+
+@pytest.fixture
+async def far_b() -> AsyncIterator[FarEnd]:
+    """A second far end: the other party of a bridge."""
+    far = FarEnd()
+    await far.start()
+    yield far
+    await far.stop()
+
+
+@pytest.fixture
+async def far_c() -> AsyncIterator[FarEnd]:
+    """A third far end: a transfer target."""
+    far = FarEnd()
+    await far.start()
+    yield far
+    await far.stop()

@@ -155,6 +155,12 @@ class FarEnd:
         return "".join(EVENT_NAMES[code] for _, code in sorted(events.items()))
 
 
+def tone(hz: float, seconds: float, level: float = 0.3) -> np.ndarray:
+    """A sine at `level` of full scale, 8 kHz int16, for a far end to send."""
+    t = np.arange(int(seconds * 8000)) / 8000
+    return (level * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
+
+
 def peaks(samples: np.ndarray, n: int = 2) -> list[float]:
     spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
     freqs = np.fft.rfftfreq(len(samples), 1 / 8000)

@@ -10,32 +10,18 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 import soundfile
-from farend import FarEnd, peaks, rms_db, ulaw_decode, ulaw_encode
+from farend import FarEnd, peaks, rms_db, tone, ulaw_decode, ulaw_encode
 from harness import SCENARIOS, Receiver, Server, Sipp, sipp_available, wait_until
 
 from callplane import AsyncRestClient
 
 requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian sip-tester) missing")
-
-
-@pytest.fixture
-async def far_b() -> AsyncIterator[FarEnd]:
-    far = FarEnd()
-    await far.start()
-    yield far
-    await far.stop()
-
-
-def tone(hz: float, seconds: float, level: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * 8000)) / 8000
-    return (level * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
 
 
 def swml(*methods: object) -> dict[str, object]:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-from farend import FarEnd, peaks
+from farend import FarEnd, peaks, tone
 from harness import Receiver, Server, Sipp, sipp_available, wait_until
 
 from callplane import AsyncRestClient
@@ -19,27 +17,6 @@ requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian si
 SIP_SCENARIOS = Path(__file__).parent.parent / "sip" / "scenarios"
 HANG_ON = {"version": "1.0.0", "sections": {"main": [{"sleep": -1}]}}
 CAROL = "sip:carol@127.0.0.1:5099"  # what uas_refer_notify.xml expects in Refer-To
-
-
-@pytest.fixture
-async def far_b() -> AsyncIterator[FarEnd]:
-    far = FarEnd()
-    await far.start()
-    yield far
-    await far.stop()
-
-
-@pytest.fixture
-async def far_c() -> AsyncIterator[FarEnd]:
-    far = FarEnd()
-    await far.start()
-    yield far
-    await far.stop()
-
-
-def tone(hz: float, seconds: float) -> np.ndarray:
-    t = np.arange(int(seconds * 8000)) / 8000
-    return (0.3 * 32767 * np.sin(2 * np.pi * hz * t)).astype(np.int16)
 
 
 async def wait_for(predicate: object, seconds: float, what: str) -> object:
