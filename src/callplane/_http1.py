@@ -7,9 +7,9 @@ local server), httpx's async path managed ~200 commands/s (slower than sequentia
 because httpcore's pool polls every pooled socket on every request and anyio adds layers per
 read/write; plain asyncio streams do >10k/s. bench/bench_calls.py found the same in the server:
 webhook POSTs through httpx took 30-50 % of its CPU during bursts of calls. Both users need one
-request shape (POST, a body with Content-Length) and the response forms HTTP/1.1 allows, which
-is all this module implements. TLS uses httpx's default context, so trust matches the sync
-client. HTTP proxies are not supported here.
+request shape (POST, a body with Content-Length; the outbox also sends bodiless GETs) and the
+response forms HTTP/1.1 allows, which is all this module implements. TLS uses httpx's default
+context, so trust matches the sync client. HTTP proxies are not supported here.
 
 A leaf module: it imports nothing from callplane, so the client stays standalone.
 """
@@ -80,12 +80,22 @@ class ConnectionPool:
 
     async def post(self, path: str, body: bytes, extra_headers: dict[str, str]) -> RawResponse:
         """POST ``body`` to ``path`` (below the base URL's path; may carry a query)."""
+        return await self.request("POST", path, body, extra_headers)
+
+    async def request(
+        self, method: str, path: str, body: bytes | None, extra_headers: dict[str, str]
+    ) -> RawResponse:
+        """``method`` ``path`` with ``body``; ``None`` sends no body and no Content-Length (a
+        GET: RFC 9110 §8.6 asks not to announce content a method does not expect)."""
         if self._closed:
             raise RuntimeError("the client has been closed")
-        head = f"POST {self._prefix}{path} HTTP/1.1\r\n".encode() + self._head
+        head = f"{method} {self._prefix}{path} HTTP/1.1\r\n".encode() + self._head
         for name, value in extra_headers.items():
             head += f"{name}: {value}\r\n".encode()
-        request = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
+        if body is None:
+            request = head + b"\r\n"
+        else:
+            request = head + f"Content-Length: {len(body)}\r\n\r\n".encode() + body
         async with self._slots:
             connection = self._take_idle()
             try:

@@ -79,13 +79,15 @@ class ProjectRow(TypedDict):
 
 
 OutboxStatus = Literal["pending", "dead"]
+OutboxMethod = Literal["GET", "POST"]
 
 
 class OutboxRow(TypedDict):
     """A webhook delivery waiting in (or given up by) the durable outbox.
 
     Delivered rows are deleted, so only ``pending`` and ``dead`` exist. ``body`` holds the exact
-    bytes that are POSTed (and signed), so a redelivery after a restart is byte-identical.
+    bytes that are POSTed (and signed), so a redelivery after a restart is byte-identical; a GET
+    row's query string is derived from the same bytes, deterministically.
     """
 
     id: int  # AUTOINCREMENT: never reused, so it is a stable delivery id for receivers
@@ -100,3 +102,4 @@ class OutboxRow(TypedDict):
     # The project whose signing key signs the row when it is sent; None for rows that belong to
     # no project (signed with the outbox's default key).
     project_id: str | None
+    method: OutboxMethod  # POST: the body as JSON; GET: the body's fields as a query string

@@ -123,4 +123,10 @@ _V3: Migration = (
     "ALTER TABLE calls ADD COLUMN dialog TEXT",
 )
 
-MIGRATIONS: list[Migration] = [_V1, _V2, _V3]
+_V4: Migration = (
+    # The HTTP method of a delivery: a stream's `status_url_method` may ask for GET (the payload
+    # then travels as a query string). Rows queued before this step were all POSTs.
+    "ALTER TABLE webhook_outbox ADD COLUMN method TEXT NOT NULL DEFAULT 'POST'",
+)
+
+MIGRATIONS: list[Migration] = [_V1, _V2, _V3, _V4]

@@ -34,6 +34,7 @@ from callplane.store.rows import (
     EventRow,
     IdempotencyEntry,
     JsonObject,
+    OutboxMethod,
     OutboxRow,
     OutboxStatus,
     ProjectRow,
@@ -63,7 +64,7 @@ def _iso_now(clock: Callable[[], float]) -> str:
 
 _OUTBOX_COLUMNS = (
     "id, ordering_key, url, body, created_at, attempts, next_attempt_at, last_error, status,"
-    " project_id"
+    " project_id, method"
 )
 
 
@@ -79,6 +80,7 @@ def _outbox_row(r: tuple[Any, ...]) -> OutboxRow:
         last_error=r[7],
         status=r[8],
         project_id=r[9],
+        method=r[10],
     )
 
 
@@ -524,15 +526,21 @@ class Store:
     # Used by callplane.webhooks.WebhookOutbox; the store only knows rows, not HTTP.
 
     def outbox_add(
-        self, ordering_key: str, url: str, body: bytes, *, project_id: str | None = None
+        self,
+        ordering_key: str,
+        url: str,
+        body: bytes,
+        *,
+        project_id: str | None = None,
+        method: OutboxMethod = "POST",
     ) -> int:
         """Persist a delivery (committed before returning) and return its id."""
         now = self._clock()
         cur = self._conn.execute(
             "INSERT INTO webhook_outbox"
-            " (ordering_key, url, body, created_at, next_attempt_at, project_id)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (ordering_key, url, body, now, now, project_id),
+            " (ordering_key, url, body, created_at, next_attempt_at, project_id, method)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (ordering_key, url, body, now, now, project_id, method),
         )
         row_id = cur.lastrowid
         assert row_id is not None

@@ -3,7 +3,14 @@
 Imports only ``callplane.store`` (and ``callplane._version`` for the User-Agent).
 """
 
-from callplane.webhooks.outbox import DEFAULT_MAX_AGE, USER_AGENT, OutboxStats, WebhookOutbox
+from callplane.webhooks.outbox import (
+    DEFAULT_MAX_AGE,
+    USER_AGENT,
+    OutboxStats,
+    WebhookOutbox,
+    query_string,
+    with_query,
+)
 from callplane.webhooks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign, verify_signature
 
 __all__ = [
@@ -13,6 +20,8 @@ __all__ = [
     "USER_AGENT",
     "OutboxStats",
     "WebhookOutbox",
+    "query_string",
     "sign",
     "verify_signature",
+    "with_query",
 ]

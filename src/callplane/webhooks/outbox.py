@@ -1,4 +1,5 @@
-"""Durable webhook outbox: at-least-once, per-key ordered delivery of JSON events over HTTP POST.
+"""Durable webhook outbox: at-least-once, per-key ordered delivery of JSON events over HTTP POST
+(or GET, per row).
 
 How it works (and why):
 
@@ -21,6 +22,11 @@ How it works (and why):
   signing key (read from the store), so rows queued before a restart keep their project's
   signature whatever the new process serves by default. A row whose project was removed is
   given up (nobody may sign for it any more).
+* Methods: a row is a POST of its JSON body (the default) or a GET (a stream's
+  ``status_url_method``) that carries the same payload as query fields, flattened by
+  :func:`query_string`; a GET is signed over the full URL it requests (the row's URL with that
+  query appended) and an empty body, so ``verify_signature(key, str(request.url), b"", sig)``
+  checks it. The query is a pure function of the stored body: redeliveries stay identical.
 
 After a restart every pending row is tried at once (the persisted ``next_attempt_at`` is for
 inspection only): a restart is rare, and a receiver that recovered meanwhile is served sooner.
@@ -38,14 +44,15 @@ import json
 import logging
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from callplane._http1 import ConnectionFailed, ConnectionPool
 from callplane._version import __version__
 from callplane.netpolicy import TargetPolicy, TargetRefused
-from callplane.store import OutboxRow, Store
+from callplane.store import OutboxMethod, OutboxRow, Store
 from callplane.webhooks.signing import DELIVERY_HEADER, SIGNATURE_HEADER, sign
 
 logger = logging.getLogger("callplane.webhooks")
@@ -58,6 +65,51 @@ DEFAULT_MAX_AGE = 24 * 3600.0
 _LANE_BATCH = 16
 # Receivers answer with a status; their bodies are not used, only bounded.
 _MAX_RESPONSE_BODY = 1024 * 1024
+METHODS: tuple[OutboxMethod, ...] = ("POST", "GET")
+
+
+def query_string(payload: Mapping[str, Any]) -> str:
+    """The query string a GET delivery of ``payload`` carries.
+
+    Nested objects and lists are flattened with brackets, the convention PHP, Rack/Rails and
+    Node's ``qs`` turn back into the nested structure: ``{"params": {"state": "streaming"}}`` is
+    ``params[state]=streaming``, list items are ``name[0]``, ``name[1]``. Strings go as they
+    are, ``true``/``false`` for booleans, numbers in their JSON spelling, ``null`` as an empty
+    value; an empty object or list sends no field. Fields keep the payload's order and are
+    percent-encoded (RFC 3986: brackets too, a space as ``%20``).
+    """
+    fields: list[tuple[str, str]] = []
+
+    def walk(name: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                walk(f"{name}[{key}]", item)
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                walk(f"{name}[{index}]", item)
+        elif value is None:
+            fields.append((name, ""))
+        elif isinstance(value, bool):
+            fields.append((name, "true" if value else "false"))
+        elif isinstance(value, str):
+            fields.append((name, value))
+        else:
+            fields.append((name, json.dumps(value)))
+
+    for key, value in payload.items():
+        walk(str(key), value)
+    return urlencode(fields, quote_via=quote)
+
+
+def with_query(url: str, query: str) -> str:
+    """``url`` (without a fragment, which never reaches the server) with ``query`` appended to
+    the query it may already have: the URL a GET delivery requests and signs."""
+    base = url.partition("#")[0]
+    if not query:
+        return base
+    if "?" not in base:
+        return f"{base}?{query}"
+    return base + query if base.endswith(("?", "&")) else f"{base}&{query}"
 
 
 @dataclass
@@ -161,17 +213,23 @@ class WebhookOutbox:
         ordering_key: str,
         *,
         project_id: str | None = None,
+        method: str = "POST",
     ) -> int:
         """Persist a delivery of ``payload`` to ``url`` and schedule it; returns the row id.
 
         The row is committed before this returns. Deliveries with the same ``ordering_key`` arrive
-        in the order they were enqueued. May be called before :meth:`start` (or after
-        :meth:`stop`): the row then waits in the database for the next start. The row is signed
-        with ``project_id``'s signing key when sent (the default key without one).
+        in the order they were enqueued, whatever their method. May be called before
+        :meth:`start` (or after :meth:`stop`): the row then waits in the database for the next
+        start. The row is signed with ``project_id``'s signing key when sent (the default key
+        without one). ``method`` is ``POST`` (the payload as a JSON body) or ``GET`` (as query
+        fields, see :func:`query_string`), in any case; anything else is a ValueError.
         Must be called from the event loop thread.
         """
+        verb = method.upper()
+        if verb not in METHODS:
+            raise ValueError(f"webhook method must be GET or POST, got {method!r}")
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        row_id = self._store.outbox_add(ordering_key, url, body, project_id=project_id)
+        row_id = self._store.outbox_add(ordering_key, url, body, project_id=project_id, method=verb)
         self.stats.enqueued += 1
         # An existing lane will find the new row when it refills from the database; only an idle
         # key needs waking.
@@ -361,7 +419,7 @@ class WebhookOutbox:
         if pool is None:
             pool = ConnectionPool(
                 origin,
-                headers={"Content-Type": "application/json", "User-Agent": self._user_agent},
+                headers={"User-Agent": self._user_agent},
                 max_connections=self._max_concurrency,
                 timeout=self._timeout,
                 connect_to=self._targets.vet,
@@ -375,9 +433,16 @@ class WebhookOutbox:
 
     async def _attempt(self, row: OutboxRow) -> _Outcome:
         url, body = row["url"], row["body"]
+        get = row["method"] == "GET"
         try:
+            if get:
+                payload = json.loads(body)
+                if not isinstance(payload, dict):
+                    raise ValueError("a GET delivery needs a JSON object to send as its query")
+                url = with_query(url, query_string(payload))
+                body = b""
             pool, target = self._pool_for(url)
-        except ValueError as exc:
+        except ValueError as exc:  # a malformed URL (or a body that is not a JSON object)
             return _Outcome(ok=False, error=str(exc), permanent=True)
         key = self._signing_key
         if row["project_id"] is not None:
@@ -390,8 +455,10 @@ class WebhookOutbox:
             SIGNATURE_HEADER: sign(key, url, body),
             DELIVERY_HEADER: str(row["id"]),
         }
+        if not get:
+            headers["Content-Type"] = "application/json"
         try:
-            response = await pool.post(target, body, headers)
+            response = await pool.request(row["method"], target, None if get else body, headers)
         except ConnectionFailed as exc:
             if isinstance(exc.__cause__, TargetRefused):
                 return _Outcome(ok=False, error=str(exc), permanent=True)

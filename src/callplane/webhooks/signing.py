@@ -14,6 +14,10 @@ Receiver-side use::
 
     ok = verify_signature(project_signing_key, str(request.url), await request.body(),
                           request.headers["X-SignalWire-Signature"])
+
+A GET delivery (a stream's ``status_url_method: GET``) has no body: its signature covers the full
+URL requested, the configured URL with the payload's query fields appended, and an empty body;
+the same call verifies it (``request.url`` includes the query, the body is ``b""``).
 """
 
 from __future__ import annotations
@@ -40,8 +44,10 @@ def verify_signature(signing_key: str, url: str, body: str | bytes, signature: s
     """True if ``signature`` is the valid signature of ``body`` posted to ``url``.
 
     ``url`` must be the exact URL the webhook was configured with (scheme, host, port, path and
-    query as registered); ``body`` the raw request body. The comparison is constant-time so that
-    timing does not leak how many leading characters of a forged signature were right.
+    query as registered; for a GET delivery, with the payload's query fields that callplane
+    appended, i.e. the URL as requested); ``body`` the raw request body (``b""`` for a GET).
+    The comparison is constant-time so that timing does not leak how many leading characters
+    of a forged signature were right.
     """
     expected = sign(signing_key, url, body)
     return hmac.compare_digest(expected, signature.strip().lower())
