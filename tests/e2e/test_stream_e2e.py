@@ -20,19 +20,24 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
 from harness import LOOPBACK, Baresip, Receiver, Server, baresip_available, free_port, wait_until
+from ticks import Emitted, TickSession, tick_call, tick_services
 from websockets.asyncio.server import ServerConnection, serve
 
 from callplane import AsyncRestClient, RestError
+from callplane.engine.operations.connect import ConnectOperation, swml_connect
+from callplane.engine.swml.errors import SwmlError
 from callplane.media.g711 import ulaw_decode, ulaw_encode
 
 FROM = "+15559876543"
 STREAM_EVENT = "calling.call.stream"
+CONNECT_EVENT = "calling.call.connect"
 
 
 def swml(*methods: dict[str, Any]) -> dict[str, Any]:
@@ -91,6 +96,25 @@ def self_signed(tmp: Path) -> tuple[Path, Path]:
         capture_output=True,
     )  # fmt: skip
     return cert, key
+
+
+def get_events(receiver: Receiver, path: str, event_type: str) -> list[dict[str, Any]]:
+    """Webhooks that came as GETs (`status_url_method: GET`), their query fields unflattened
+    from the outbox's bracket form (``params[state]=streaming``)."""
+    with receiver.lock:
+        queries = [h.query for h in receiver.hits if h.path == path and h.method == "GET"]
+    events = []
+    for query in queries:
+        event: dict[str, Any] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True):
+            *outer, last = name.replace("]", "").split("[")
+            node = event
+            for key in outer:
+                node = node.setdefault(key, {})
+            node[last] = value
+        if event.get("event_type") == event_type:
+            events.append(event)
+    return events
 
 
 def stream_states(receiver: Receiver, path: str, control_id: str) -> list[str]:
@@ -247,6 +271,7 @@ async def test_connect_to_a_stream_is_bidirectional_with_marks_and_clear(
                 "connect": {
                     "to": f"stream:ws://{LOOPBACK}:{port}/bot",
                     "status_url": status,
+                    "status_url_method": "GET",
                     "custom_parameters": {"lang": "en"},
                 }
             },
@@ -329,13 +354,24 @@ async def test_connect_to_a_stream_is_bidirectional_with_marks_and_clear(
             await peer.ws.close()
             await wait_for(
                 lambda: (
-                    [e["params"]["state"] for e in receiver.events("/stream", STREAM_EVENT)][-1:]
-                    == ["finished"]
+                    [e["params"]["state"] for e in get_events(receiver, "/stream", STREAM_EVENT)]
+                    == ["streaming", "finished"]
                 ),
                 what="the stream to finish",
             )
             assert server.call_status(call_id) in ("answered", "ending", "ended")
             await wait_for(lambda: server.call_status(call_id) == "ended", what="script end")
+    # The connect's events and the stream's, as GETs carrying the events' fields.
+    await wait_for(lambda: len(get_events(receiver, "/stream", CONNECT_EVENT)) == 3)
+    assert receiver.events("/stream") == []  # no POST
+    connect = [e["params"] for e in get_events(receiver, "/stream", CONNECT_EVENT)]
+    assert [p["connect_state"] for p in connect] == ["connecting", "connected", "disconnected"]
+    assert all(p["call_id"] == call_id for p in connect)
+    stream = get_events(receiver, "/stream", STREAM_EVENT)[0]["params"]
+    assert connect[1]["peer"]["device"]["type"] == "stream"
+    assert connect[1]["peer"]["device"]["params"]["control_id"] == stream["control_id"]
+    assert connect[1]["peer"]["device"]["params"]["stream_sid"] == sid
+    assert stream["url"] == f"ws://{LOOPBACK}:{port}/bot"
 
 
 async def test_both_tracks_in_l16_and_the_url_rules(
@@ -354,6 +390,7 @@ async def test_both_tracks_in_l16_and_the_url_rules(
                     "track": "both_tracks",
                     "codec": "L16",
                     "status_url": status,
+                    "status_url_method": "get",
                 }
             },
             {"connect": {"to": f"stream:{dead}", "status_url": status}},
@@ -389,8 +426,20 @@ async def test_both_tracks_in_l16_and_the_url_rules(
             await client.calling.end(call_id)
             await wait_for(lambda: server.call_status(call_id) == "ended")
     variables = receiver.events("/vars")[0]
-    assert variables["stream"] == "success"
-    assert variables["result"] == "failed" and variables["reason"], variables
+    assert variables == {"result": "failed", "reason": "error", "stream": "success"}
+    # The refused connect: its events as POSTs (the default); the SWML stream's as GETs.
+    connect = [e["params"] for e in receiver.events("/stream", CONNECT_EVENT)]
+    assert [(p["connect_state"], p.get("failed_reason")) for p in connect] == [
+        ("connecting", None),
+        ("failed", "error"),
+    ]
+    [refused] = [e["params"] for e in receiver.events("/stream", STREAM_EVENT)]
+    assert refused["url"] == dead and "cannot connect" in refused["reason"]
+    await wait_for(lambda: len(get_events(receiver, "/stream", STREAM_EVENT)) == 2)
+    streamed = [e["params"] for e in get_events(receiver, "/stream", STREAM_EVENT)]
+    assert [p["state"] for p in streamed] == ["streaming", "finished"]
+    assert streamed[0]["url"] == f"ws://{LOOPBACK}:{port}/both"
+    assert streamed[0]["call_id"] == call_id
     (peer,) = peers
     start = peer.events("start")[0]["start"]
     assert start["tracks"] == ["inbound", "outbound"]
@@ -481,3 +530,72 @@ def test_stream_parameters_and_their_defaults() -> None:
     for bad in ({"track": "sideways"}, {"codec": "OPUS"}, {"custom_parameters": [1]}):
         with pytest.raises(ValueError):
             settings_from({"url": "wss://a/b", **bad})
+
+
+# ---------------------------------------------------------------------------------------------
+# connect to stream:… as a connect (its calling.call.connect events), driven without SIP: a call
+# on a TickSession, a real WebSocket application on loopback.
+
+
+async def _never(*_: Any) -> None:
+    raise AssertionError("the call is answered already")
+
+
+async def test_connect_to_a_stream_reports_connect_events_until_the_caller_hangs_up() -> None:
+    emitted = Emitted()
+    session = TickSession()
+    call = tick_call(session)
+    services = tick_services(emitted, answer=_never, early_answer=_never)
+    async with app_server() as (port, peers):
+        params = {
+            "to": f"stream:ws://{LOOPBACK}:{port}/bot",
+            "name": "bot",
+            "status_url": "http://127.0.0.1:9/status",
+            "status_url_method": "get",
+        }
+        task = asyncio.create_task(swml_connect(services, call, params))
+        await wait_for(lambda: peers and peers[0].events("start"), 5, "the start")
+        session.silence(0.1)
+        [op] = [o for o in call.operations.values() if isinstance(o, ConnectOperation)]
+        assert op.status_url_method == "GET"
+        assert op.stream is not None and op.stream.status_url_method == "GET"
+        await op.stop()  # the caller hangs up
+        result = await asyncio.wait_for(task, 5)
+        await wait_for(lambda: peers[0].events("stop"), 5, "the stop")
+    assert result == {"connect_result": "connected", "return_value": "connected"}
+    connect = emitted.params("connect")
+    assert [p["connect_state"] for p in connect] == ["connecting", "connected", "disconnected"]
+    assert "peer" not in connect[0]
+    stream = emitted.params("stream")
+    assert [p["state"] for p in stream] == ["streaming", "finished"]
+    device = connect[1]["peer"]["device"]
+    assert device["type"] == "stream"
+    assert device["params"] == {
+        "url": f"ws://{LOOPBACK}:{port}/bot",
+        "name": "bot",
+        "control_id": stream[0]["control_id"],
+        "stream_sid": peers[0].events("start")[0]["streamSid"],
+    }
+    assert connect[2]["peer"] == connect[1]["peer"]
+    assert len(peers[0].events("media")) >= 5
+    assert not call.operations
+
+
+async def test_connect_to_a_refused_stream_fails_like_an_unreachable_callee() -> None:
+    emitted = Emitted()
+    call = tick_call(TickSession())
+    services = tick_services(emitted, answer=_never, early_answer=_never)
+    params = {"to": f"stream:ws://{LOOPBACK}:{free_port()}/nobody", "status_url": "http://x/s"}
+    result = await asyncio.wait_for(swml_connect(services, call, params), 10)
+    assert result == {
+        "connect_result": "failed",
+        "return_value": "failed",
+        "connect_failed_reason": "error",
+    }
+    connect = emitted.params("connect")
+    assert [p["connect_state"] for p in connect] == ["connecting", "failed"]
+    assert connect[1]["failed_reason"] == "error"
+    [finished] = emitted.params("stream")
+    assert finished["state"] == "finished" and "cannot connect" in finished["reason"]
+    with pytest.raises(SwmlError, match="status_url_method"):
+        await swml_connect(services, call, {**params, "status_url_method": "PUT"})

@@ -267,7 +267,9 @@ class CallEngine:
     # ------------------------------------------------------------------ events
 
     def _emit_operation(self, op: Reporting, params: dict[str, Any]) -> None:
-        self._events.emit(op.call, op.event_type, params, webhook_url=op.status_url)
+        # Only streams have a `status_url_method` (GET or POST); every other webhook is a POST.
+        method = getattr(op, "status_url_method", "POST")
+        self._events.emit(op.call, op.event_type, params, webhook_url=op.status_url, method=method)
 
     def _record_event(self, call: Call, event_type: str, params: dict[str, Any]) -> None:
         self._events.emit(call, event_type, params, webhook_url=None)

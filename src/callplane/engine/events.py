@@ -40,22 +40,35 @@ class EventSink:
         params: dict[str, Any],
         *,
         webhook_url: str | None,
+        method: str = "POST",
     ) -> dict[str, Any]:
         """Store the event with its call and, when `webhook_url` is set, queue it for delivery.
 
         Both writes are durable before this returns, so an accepted event survives a crash.
         Delivery is ordered per call: the call id is the outbox's ordering key; the call's project
-        signs it.
+        signs it. ``method`` is the webhook's HTTP method (GET or POST: a stream's
+        ``status_url_method``).
         """
         payload = self.envelope(call, event_type, params)
-        self.deliver(call, payload, webhook_url)
+        self.deliver(call, payload, webhook_url, method=method)
         return payload
 
-    def deliver(self, call: Call, payload: dict[str, Any], webhook_url: str | None) -> None:
+    def deliver(
+        self,
+        call: Call,
+        payload: dict[str, Any],
+        webhook_url: str | None,
+        *,
+        method: str = "POST",
+    ) -> None:
         """A payload whose shape the caller built (e.g. §7.4's transcript callbacks, which have
         no event_channel): stored with the call, and sent when a URL is given."""
         self._store.append_event(call.id, payload)
         if webhook_url:
             self._outbox.enqueue(
-                webhook_url, payload, ordering_key=call.id, project_id=call.project_id
+                webhook_url,
+                payload,
+                ordering_key=call.id,
+                project_id=call.project_id,
+                method=method,
             )

@@ -7,6 +7,11 @@ callee's early media when a 183 brings some. The first answer is bridged to the 
 connect then lasts as long as the bridge, and the caller's script goes on after it when the
 callee hangs up or `calling.disconnect` splits them. Events go to `status_url` as
 `calling.call.connect` (`connecting`, `connected`, `failed`, `disconnected`, with the `peer`).
+
+`to: stream:wss://…` connects the caller to a WebSocket application instead of a callee: the
+same operation and events (the `peer` is a `stream` device), a bidirectional
+`stream.StreamOperation` in place of the bridge, and the stream's own `calling.call.stream`
+events beside them.
 """
 
 from __future__ import annotations
@@ -23,6 +28,15 @@ from callplane.engine.calls import NOT_ANSWERED_YET, CallStatus
 from callplane.engine.facade import CommandError
 from callplane.engine.operations import queue as queues
 from callplane.engine.operations.base import Emit, Operation, register
+from callplane.engine.operations.stream import (
+    StatusMethod,
+    StreamOperation,
+    StreamParamError,
+    StreamSettings,
+    settings_from,
+    start_stream,
+    url_refusal,
+)
 from callplane.engine.services import CommandHandler, PeerDial, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
 
@@ -75,8 +89,17 @@ class ConnectOperation(Operation):
         queue: str | None = None,
         queue_timeout: float = DEFAULT_TIMEOUT,
         transfer_after_bridge: str | None = None,
+        stream: StreamSettings | None = None,
+        stream_control_id: str | None = None,
     ) -> None:
         super().__init__(call, f"connect-{uuid.uuid4()}", status_url, emit)
+        # `stream:<url>`: the peer is a WebSocket application (a bidirectional media stream).
+        self._stream_settings = stream
+        self._stream_control_id = stream_control_id or str(uuid.uuid4())
+        self.stream: StreamOperation | None = None
+        # The stream's events and the connect's share status_url, and one method for both keeps
+        # a receiver that answers only that method from blocking the call's webhook lane.
+        self.status_url_method: StatusMethod = stream.status_url_method if stream else "POST"
         # `queue:<name>`: the peer is the longest-waiting caller of that queue, not a dialled
         # leg; it is not hung up when the bridge ends (its enter_queue decides what follows).
         self._queue = queue
@@ -98,8 +121,17 @@ class ConnectOperation(Operation):
 
     # ------------------------------------------------------------------ events
 
-    def _peer_params(self, peer: Call) -> dict[str, Any]:
+    def _peer_params(self, peer: Call | StreamOperation) -> dict[str, Any]:
         device: dict[str, Any]
+        if isinstance(peer, StreamOperation):
+            params = {
+                "url": peer.settings.url,
+                "control_id": peer.control_id,
+                "stream_sid": peer.stream_sid,
+            }
+            if peer.settings.name:
+                params["name"] = peer.settings.name
+            return {"device": {"type": "stream", "params": params}}
         if peer.call_type == "relay_pstn_call":
             device = {"type": "phone", "params": {"from_number": peer.from_, "to_number": peer.to}}
         else:
@@ -110,13 +142,13 @@ class ConnectOperation(Operation):
             out["queue_name"] = self._waiter.queue.name
         return out
 
-    def _event(self, state: str, peer: Call | None, **extra: Any) -> None:
+    def _event(self, state: str, peer: Call | StreamOperation | None, **extra: Any) -> None:
         params: dict[str, Any] = {"connect_state": state, **extra}
         if peer is not None:
             params["peer"] = self._peer_params(peer)
         self._emit(self, params)
 
-    def _to(self, state: str, peer: Call | None = None, **extra: Any) -> None:
+    def _to(self, state: str, peer: Call | StreamOperation | None = None, **extra: Any) -> None:
         if state not in self.transitions.get(self.state, frozenset()):
             return
         self._event(state, peer, **extra)
@@ -130,6 +162,8 @@ class ConnectOperation(Operation):
     async def run(self) -> str:
         """Dial, bridge, wait for the bridge to end. Returns `connected` or `failed`."""
         self._event("connecting", None)
+        if self._stream_settings is not None:
+            return await self._run_stream(self._stream_settings)
         try:
             await self._prepare_caller()
             if self._queue is not None:
@@ -151,6 +185,46 @@ class ConnectOperation(Operation):
         how = await self._bridge(peer)
         self._to("disconnected", peer)
         log.info("connect on call %s: bridge to %s ended (%s)", self.call.id, peer.id, how)
+        return "connected"
+
+    async def _run_stream(self, settings: StreamSettings) -> str:
+        """The caller talks to a WebSocket application until the socket closes, the caller
+        hangs up or max_duration; a socket that cannot connect fails the connect (`error`)."""
+        try:
+            await self._prepare_caller()
+        except ConnectFailed as failed:
+            self.failed_reason = failed.reason
+            self._to("failed", None, failed_reason=failed.reason)
+            return "failed"
+        op = start_stream(
+            self._services,
+            self.call,
+            control_id=self._stream_control_id,
+            settings=settings,
+            status_url=self.status_url,
+        )
+        self.stream = op
+        try:
+            streaming = await asyncio.shield(op.ready)
+        except asyncio.CancelledError:
+            await op.stop()
+            self.failed_reason = "cancel"
+            self._to("failed", None, failed_reason="cancel")
+            raise
+        if not streaming:
+            self.failed_reason = "cancel" if self._stopping else "error"
+            self._to("failed", None, failed_reason=self.failed_reason)
+            return "failed"
+        try:
+            if self.call.status in NOT_ANSWERED_YET:
+                await self._services.answer(self.call)  # answer_on_bridge
+            self._to("connected", op)
+            done, _ = await asyncio.wait({op.done}, timeout=self._max_duration)
+            if not done:
+                log.info("connect on call %s: the stream reached max_duration", self.call.id)
+        finally:
+            await op.stop()  # a no-op once it ended by itself
+            self._to("disconnected", op)
         return "connected"
 
     async def _prepare_caller(self) -> None:
@@ -338,8 +412,11 @@ class ConnectOperation(Operation):
         self._dialing.clear()
 
     async def stop(self) -> None:
-        """The caller's call is ending: cancel what still rings, hang up a bridged peer."""
+        """The caller's call is ending: cancel what still rings, hang up a bridged peer, stop a
+        stream."""
         self._stopping = True
+        if self.stream is not None:
+            await self.stream.stop()
         bridge = self.bridge
         if bridge is not None and bridge.owned and bridge.active:
             peer = bridge.peer
@@ -473,74 +550,52 @@ def _start(
     queue = queues.queue_name(to) if isinstance(to, str) else None
     if isinstance(to, str) and to.startswith("queue:") and queue is None:
         raise SwmlError("connect `to: queue:<name>` needs a queue name")
+    stream, stream_control_id = _stream_destination(services, params)
     timeout = params.get("timeout")
     op = ConnectOperation(
         call,
         str(status_url) if status_url else None,
         services.emit,
         services=services,
-        stages=[] if queue is not None else plan(params, _caller_number(call)),
+        stages=[] if queue is not None or stream else plan(params, _caller_number(call)),
         ringback=_ringback(params),
         answer_on_bridge=bool(params.get("answer_on_bridge", False)),
         max_duration=float(max_duration) if max_duration else DEFAULT_MAX_DURATION,
         queue=queue,
         queue_timeout=float(timeout) if timeout is not None else DEFAULT_TIMEOUT,
         transfer_after_bridge=queues.transfer_dest(params.get("transfer_after_bridge")),
+        stream=stream,
+        stream_control_id=stream_control_id,
     )
     register(call, op)
     return op
 
 
-async def _connect_stream(
-    services: Services, call: Call, params: Mapping[str, Any]
-) -> dict[str, Any]:
-    """`connect` to ``stream:wss://…``: the caller talks to the application through a
-    bidirectional media stream, as to a callee, until the socket closes (or the caller hangs
-    up, or max_duration). The stream's events are `calling.call.stream`."""
-    # Imported here: stream imports nothing of connect, and connect needs it only for this.
-    from callplane.engine.operations.stream import settings_from, start_stream, url_refusal
-
-    dest = params["to"] if isinstance(params["to"], dict) else {"to": params["to"]}
-    merged = {**params, **dest}
-    merged["url"] = str(dest["to"])[len("stream:") :]
+def _stream_destination(
+    services: Services, params: Mapping[str, Any]
+) -> tuple[StreamSettings | None, str | None]:
+    """The stream settings of a connect to ``stream:<url>`` (the destination's fields over
+    connect's own) and the stream's control_id; (None, None) for other destinations."""
+    raw = params.get("to")
+    dest = raw if isinstance(raw, dict) else {"to": raw}
+    target = dest.get("to")
+    if not isinstance(target, str) or not target.startswith("stream:"):
+        return None, None
+    merged = {**params, **dest, "url": target[len("stream:") :]}
     try:
         settings = settings_from(merged, bidirectional=True)
-    except ValueError as exc:
+    except StreamParamError as exc:
         raise SwmlError(f"connect to a stream: {exc}") from None
     refused = url_refusal(settings.url, services.config.targets)
     if refused is not None:
         raise SwmlError(refused)
-    if call.status is not CallStatus.ANSWERED:
-        await services.answer(call)
-    op = start_stream(
-        services,
-        call,
-        control_id=str(merged.get("control_id") or uuid.uuid4()),
-        settings=settings,
-        status_url=params.get("status_url"),
-    )
-    if not await op.ready:
-        reason = op.reason or "error"
-        return {
-            "connect_result": "failed",
-            "return_value": "failed",
-            "connect_failed_reason": reason,
-        }
-    max_duration = params.get("max_duration")
-    limit = float(max_duration) if max_duration else DEFAULT_MAX_DURATION
-    done, _ = await asyncio.wait({op.done}, timeout=limit)
-    if not done:
-        await op.stop()
-    return {"connect_result": "connected", "return_value": "connected"}
+    control_id = merged.get("control_id")
+    return settings, str(control_id) if control_id else None
 
 
 async def swml_connect(
     services: Services, call: Call, params: dict[str, Any]
 ) -> dict[str, Any] | None:
-    to = params.get("to")
-    target = to.get("to") if isinstance(to, dict) else to
-    if isinstance(target, str) and target.startswith("stream:"):
-        return await _connect_stream(services, call, params)
     op = _start(services, call, params, params.get("status_url"))
     result = await op.run()
     out: dict[str, Any] = {"connect_result": result, "return_value": result}

@@ -67,6 +67,7 @@ log = logging.getLogger("callplane.engine.stream")
 
 Track = Literal["inbound_track", "outbound_track", "both_tracks"]
 StreamCodec = Literal["PCMU", "PCMA", "L16"]
+StatusMethod = Literal["GET", "POST"]
 
 TRACKS: tuple[str, ...] = ("inbound_track", "outbound_track", "both_tracks")
 CODECS: Mapping[str, tuple[str, int]] = {
@@ -106,6 +107,8 @@ class StreamSettings:
     token: str | None = None
     custom_parameters: Mapping[str, str] = field(default_factory=dict)
     bidirectional: bool = False
+    # How `calling.call.stream` events reach status_url (the outbox's GET form: query fields).
+    status_url_method: StatusMethod = "POST"
 
     @property
     def tracks(self) -> list[str]:
@@ -167,6 +170,9 @@ class StreamOperation(Operation):
         super().__init__(call, control_id, status_url, emit)
         self._services = services
         self.settings = settings
+        # Read by the engine when it sends this operation's events (the only per-operation
+        # webhook method: every other operation's events are POSTs).
+        self.status_url_method: StatusMethod = settings.status_url_method
         self.stream_sid = f"MZ{uuid.uuid4().hex}"
         self._codec = _Codec(settings.codec)
         self._ws: WebSocketSink | None = None
@@ -372,22 +378,38 @@ def start_stream(
     return op
 
 
+class StreamParamError(ValueError):
+    """A stream parameter that cannot be honoured; ``param`` names it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
 def settings_from(params: Mapping[str, Any], *, bidirectional: bool = False) -> StreamSettings:
     """Stream parameters (REST, SWML or a connect destination) with the defaults; raises
-    ValueError with a message that names the parameter."""
+    StreamParamError with a message that names the parameter."""
     url = str(params.get("url") or "").strip()
     track = str(params.get("track") or "inbound_track").strip().lower()
     if track not in TRACKS:
-        raise ValueError(f"track must be inbound_track, outbound_track or both_tracks: {track!r}")
+        raise StreamParamError(
+            "track", f"track must be inbound_track, outbound_track or both_tracks: {track!r}"
+        )
     raw_codec = params.get("codec")
     codec = str(raw_codec or "PCMU").strip().upper()
     if codec in ("L16@16000H", "L16-16000", "LINEAR16"):
         codec = "L16"
     if codec not in CODECS:
-        raise ValueError(f"codec must be PCMU, PCMA or L16, got {raw_codec!r}")
+        raise StreamParamError("codec", f"codec must be PCMU, PCMA or L16, got {raw_codec!r}")
     custom = params.get("custom_parameters") or {}
     if not isinstance(custom, Mapping):
-        raise ValueError("custom_parameters must be an object")
+        raise StreamParamError("custom_parameters", "custom_parameters must be an object")
+    method = str(params.get("status_url_method") or "POST").strip().upper()
+    if method not in ("GET", "POST"):
+        raise StreamParamError(
+            "status_url_method",
+            f"status_url_method must be GET or POST, got {params.get('status_url_method')!r}",
+        )
     token = params.get("authorization_bearer_token")
     name = params.get("name")
     return StreamSettings(
@@ -398,6 +420,7 @@ def settings_from(params: Mapping[str, Any], *, bidirectional: bool = False) -> 
         token=str(token) if token else None,
         custom_parameters={str(k): str(v) for k, v in custom.items()},
         bidirectional=bidirectional,
+        status_url_method=cast("StatusMethod", method),
     )
 
 
@@ -409,12 +432,12 @@ async def _stream(services: Services, call: Call, p: dict[str, Any]) -> None:
     require_answered(call, "streamed")
     try:
         settings = settings_from(p)
-    except ValueError as exc:
-        if str(exc).startswith("codec"):  # free-form in the reference: OPUS is a codec, not built
+    except StreamParamError as exc:
+        if exc.param == "codec":  # free-form in the reference: OPUS is a codec, not built
             raise CommandError(
                 501, "not_implemented", f"streaming with this {exc}", "codec"
             ) from None
-        raise CommandError(422, "invalid_parameter", str(exc), "track") from None
+        raise CommandError(422, "invalid_parameter", str(exc), exc.param) from None
     refused = url_refusal(settings.url, services.config.targets)
     if refused is not None:
         raise CommandError(422, "invalid_parameter", refused, "url")
