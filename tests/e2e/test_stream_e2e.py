@@ -31,6 +31,7 @@ from ticks import Emitted, TickSession, tick_call, tick_services
 from websockets.asyncio.server import ServerConnection, serve
 
 from callplane import AsyncRestClient, RestError
+from callplane.engine.calls import CallStatus
 from callplane.engine.operations.connect import ConnectOperation, swml_connect
 from callplane.engine.swml.errors import SwmlError
 from callplane.media.g711 import ulaw_decode, ulaw_encode
@@ -541,17 +542,33 @@ async def _never(*_: Any) -> None:
     raise AssertionError("the call is answered already")
 
 
-async def test_connect_to_a_stream_reports_connect_events_until_the_caller_hangs_up() -> None:
+@pytest.mark.parametrize("answer_on_bridge", [False, True])
+async def test_connect_to_a_stream_reports_connect_events_until_the_caller_hangs_up(
+    answer_on_bridge: bool,
+) -> None:
     emitted = Emitted()
     session = TickSession()
     call = tick_call(session)
-    services = tick_services(emitted, answer=_never, early_answer=_never)
+    answers: list[str] = []
+
+    async def early_answer(_: Any) -> None:
+        answers.append("183")
+
+    async def answer(_: Any) -> None:
+        # answer_on_bridge: the caller is answered once the application is there.
+        answers.append(f"200 after {[p['state'] for p in emitted.params('stream')]}")
+        call.status = CallStatus.ANSWERED
+
+    if answer_on_bridge:
+        call.status = CallStatus.RINGING
+    services = tick_services(emitted, answer=answer, early_answer=early_answer)
     async with app_server() as (port, peers):
         params = {
             "to": f"stream:ws://{LOOPBACK}:{port}/bot",
             "name": "bot",
             "status_url": "http://127.0.0.1:9/status",
             "status_url_method": "get",
+            "answer_on_bridge": answer_on_bridge,
         }
         task = asyncio.create_task(swml_connect(services, call, params))
         await wait_for(lambda: peers and peers[0].events("start"), 5, "the start")
@@ -579,6 +596,7 @@ async def test_connect_to_a_stream_reports_connect_events_until_the_caller_hangs
     assert connect[2]["peer"] == connect[1]["peer"]
     assert len(peers[0].events("media")) >= 5
     assert not call.operations
+    assert answers == (["183", "200 after ['streaming']"] if answer_on_bridge else [])
 
 
 async def test_connect_to_a_refused_stream_fails_like_an_unreachable_callee() -> None:
