@@ -33,6 +33,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from callplane import AsyncRestClient, RestError
 from callplane.engine.calls import CallStatus
 from callplane.engine.operations.connect import ConnectOperation, swml_connect
+from callplane.engine.operations.stream import StreamParamError, settings_from, start_stream
 from callplane.engine.swml.errors import SwmlError
 from callplane.media.g711 import ulaw_decode, ulaw_encode
 
@@ -514,8 +515,6 @@ def test_url_rules(url: str, setting: str, refused: bool) -> None:
 
 
 def test_stream_parameters_and_their_defaults() -> None:
-    from callplane.engine.operations.stream import settings_from
-
     s = settings_from({"url": "wss://a/b"})
     assert (s.track, s.codec, s.tracks, s.bidirectional) == (
         "inbound_track",
@@ -528,9 +527,22 @@ def test_stream_parameters_and_their_defaults() -> None:
         bidirectional=True,
     )
     assert (s.codec, s.tracks, s.custom_parameters) == ("L16", ["inbound", "outbound"], {"n": "1"})
-    for bad in ({"track": "sideways"}, {"codec": "OPUS"}, {"custom_parameters": [1]}):
-        with pytest.raises(ValueError):
+    assert (s.rate, s.ptime, s.status_url_method) == (16000, 20, "POST")
+    s = settings_from({"url": "wss://a/b", "codec": "PCMA@60i", "status_url_method": "get"})
+    assert (s.codec, s.rate, s.ptime, s.status_url_method) == ("PCMA", 8000, 60, "GET")
+    for bad in (
+        {"track": "sideways"},
+        {"codec": "OPUS"},
+        {"codec": "PCMU@16000h"},
+        {"codec": "L16@44100h"},
+        {"codec": "PCMU@30i"},
+        {"custom_parameters": [1]},
+        {"status_url_method": "PUT"},
+    ):
+        with pytest.raises(StreamParamError) as error:
             settings_from({"url": "wss://a/b", **bad})
+        assert error.value.param == next(iter(bad))
+        assert error.value.not_built == (bad == {"codec": "OPUS"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,3 +629,53 @@ async def test_connect_to_a_refused_stream_fails_like_an_unreachable_callee() ->
     assert finished["state"] == "finished" and "cannot connect" in finished["reason"]
     with pytest.raises(SwmlError, match="status_url_method"):
         await swml_connect(services, call, {**params, "status_url_method": "PUT"})
+
+
+def tone_peak(x: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x.astype(np.float64) * np.hanning(x.size)))
+    return float(np.fft.rfftfreq(x.size, 1 / rate)[int(np.argmax(spectrum))])
+
+
+async def test_codec_modifiers_set_the_l16_rate_and_the_ptime_both_ways() -> None:
+    """`L16@24000h@40i`: 40 ms of 24 kHz PCM per message and track; the application's 24 kHz
+    audio, in chunks that split samples, plays to the caller at 8 kHz."""
+    emitted = Emitted()
+    session = TickSession()
+    call = tick_call(session)
+    services = tick_services(emitted)
+    async with app_server() as (port, peers):
+        settings = settings_from(
+            {
+                "url": f"ws://{LOOPBACK}:{port}/wide",
+                "codec": "l16@24000h@40i",
+                "track": "both_tracks",
+            },
+            bidirectional=True,
+        )
+        op = start_stream(services, call, control_id="w", settings=settings, status_url=None)
+        assert await asyncio.wait_for(op.ready, 5)
+        caller = sine(440, 0.4)
+        for k in range(0, caller.size, 160):
+            session.tick(caller[k : k + 160])
+        session.tick()  # the 21st frame waits for its pair
+        await wait_for(lambda: len(peers[0].events("media")) == 20, 5, "10 messages a track")
+        assert peers[0].ws is not None
+        wide = np.round(0.3 * 32767 * np.sin(2 * np.pi * 1000 * np.arange(12000) / 24000))
+        raw = wide.astype("<i2").tobytes()
+        for k in range(0, len(raw), 1001):  # odd sizes: samples split across messages
+            payload = base64.b64encode(raw[k : k + 1001]).decode()
+            await peers[0].ws.send(json.dumps({"event": "media", "media": {"payload": payload}}))
+        assert op.live is not None
+        await wait_for(lambda: op.live.queued_frames >= 24, 5, "the application's audio")
+        heard = np.concatenate([session.tick().outbound for _ in range(24)])
+        await op.stop()
+    start = peers[0].events("start")[0]["start"]
+    assert start["mediaFormat"] == {"encoding": "audio/x-l16", "sampleRate": 24000, "channels": 1}
+    media = [m["media"] for m in peers[0].events("media")]
+    inbound = [m for m in media if m["track"] == "inbound"][:10]  # the caller's 0.4 s
+    assert [m["chunk"] for m in inbound] == [str(c) for c in range(1, 11)]
+    assert [m["timestamp"] for m in inbound] == [str(40 * c) for c in range(10)]
+    assert all(len(base64.b64decode(m["payload"])) == 1920 for m in media)  # 40 ms at 24 kHz
+    sent = np.frombuffer(b"".join(base64.b64decode(m["payload"]) for m in inbound), "<i2")
+    assert abs(tone_peak(sent[2400:], 24000) - 440) < 15
+    assert np.abs(heard).max() > 5000 and abs(tone_peak(heard[800:], 8000) - 1000) < 15

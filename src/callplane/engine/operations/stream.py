@@ -16,7 +16,9 @@ docs/streams.md. callplane is the WebSocket client, the application the server.
 
 Tracks: ``inbound_track`` = what the caller says (``party_frame`` speak), ``outbound_track`` =
 what it hears (listen), ``both_tracks`` = both, as separate messages. Codecs: PCMU and PCMA at
-8 kHz, L16 at 16 kHz (signed 16-bit little-endian, resampled from the call's 8 kHz).
+8 kHz, L16 at 16 kHz (signed 16-bit little-endian, resampled from the call's 8 kHz), with the
+SWML schema's modifiers: ``@<rate>h`` (L16 at 8, 16, 24, 32 or 48 kHz) and ``@<ptime>i`` (20-120
+ms of audio per `media` message), e.g. ``L16@24000h@40i``.
 
 States (``calling.call.stream``): ``starting`` (internal: the handshake) -> ``streaming`` ->
 ``finished``; a socket that cannot connect goes to ``finished`` directly. ``finished`` carries a
@@ -31,6 +33,7 @@ import binascii
 import contextlib
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +79,8 @@ CODECS: Mapping[str, tuple[str, int]] = {
     "L16": ("audio/x-l16", 16000),
 }
 FRAME_MS = 20
+L16_RATES = (8000, 16000, 24000, 32000, 48000)  # whole multiples of 8 kHz: exact 20 ms blocks
+PTIMES = range(FRAME_MS, 121, FRAME_MS)
 # The application may send audio faster than real time (a TTS burst): up to 5 minutes wait.
 PLAY_QUEUE_FRAMES = 15000
 SWML_START_TIMEOUT = WS_OPEN_TIMEOUT + 1.0
@@ -107,6 +112,8 @@ class StreamSettings:
     token: str | None = None
     custom_parameters: Mapping[str, str] = field(default_factory=dict)
     bidirectional: bool = False
+    rate: int = SAMPLE_RATE  # of the payload: 8000 for G.711, L16's own (16000 by default)
+    ptime: int = FRAME_MS  # ms of audio per `media` message
     # How `calling.call.stream` events reach status_url (the outbox's GET form: query fields).
     status_url_method: StatusMethod = "POST"
 
@@ -120,19 +127,27 @@ class StreamSettings:
 class _Codec:
     """8 kHz frames <-> a stream's payload bytes."""
 
-    def __init__(self, codec: StreamCodec) -> None:
+    def __init__(self, codec: StreamCodec, rate: int = SAMPLE_RATE) -> None:
         self.codec = codec
+        self.rate = rate
         self._up: dict[str, FrameResampler] = {}
-        self._down = FrameResampler(16000, SAMPLE_RATE) if codec == "L16" else None
+        resample = codec == "L16" and rate != SAMPLE_RATE
+        self._down = FrameResampler(rate, SAMPLE_RATE) if resample else None
+        # The application's L16 chunks may end anywhere; the resampler takes whole groups of
+        # rate/8000 samples, so what is left over waits for the next chunk.
+        self._block = 2 * (rate // SAMPLE_RATE)
+        self._rest = b""
 
     def encode(self, frame: np.ndarray[Any, Any], track: str) -> bytes:
         if self.codec == "PCMU":
             return bytes(g711.ULAW_ENCODE[frame.view(np.uint16)].tobytes())
         if self.codec == "PCMA":
             return bytes(g711.ALAW_ENCODE[frame.view(np.uint16)].tobytes())
+        if self.rate == SAMPLE_RATE:
+            return frame.astype("<i2").tobytes()
         up = self._up.get(track)
         if up is None:
-            up = self._up[track] = FrameResampler(SAMPLE_RATE, 16000)
+            up = self._up[track] = FrameResampler(SAMPLE_RATE, self.rate)
         wide = np.clip(np.round(up.process(frame)), -32768, 32767).astype("<i2")
         return wide.tobytes()
 
@@ -141,10 +156,12 @@ class _Codec:
             return g711.ULAW_DECODE[np.frombuffer(payload, dtype=np.uint8)]
         if self.codec == "PCMA":
             return g711.ALAW_DECODE[np.frombuffer(payload, dtype=np.uint8)]
-        assert self._down is not None
-        wide = np.frombuffer(payload[: len(payload) // 2 * 2], dtype="<i2")
-        if wide.size % 2:
-            wide = wide[:-1]
+        data = self._rest + payload
+        usable = len(data) // self._block * self._block
+        self._rest = data[usable:]
+        wide = np.frombuffer(data[:usable], dtype="<i2")
+        if self._down is None:
+            return wide.astype(np.int16)
         return np.clip(np.round(self._down.process(wide)), -32768, 32767).astype(np.int16)
 
 
@@ -174,13 +191,16 @@ class StreamOperation(Operation):
         # webhook method: every other operation's events are POSTs).
         self.status_url_method: StatusMethod = settings.status_url_method
         self.stream_sid = f"MZ{uuid.uuid4().hex}"
-        self._codec = _Codec(settings.codec)
+        self._codec = _Codec(settings.codec, settings.rate)
         self._ws: WebSocketSink | None = None
         self._listening = False
         self._keypad: KeyPresses | None = None
         self._seq = 0  # sequenceNumber of our messages
         self._chunk = 0  # chunk number of the media messages of each track
         self._first_tick: int | None = None
+        # ptime > 20 ms: each track's encoded frames gather until a message is full.
+        self._batch: dict[str, list[bytes]] = {track: [] for track in settings.tracks}
+        self._batch_tick = 0
         self.reason: str | None = None
         self.ready: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         # Bidirectional: the application's audio and where it plays.
@@ -237,7 +257,8 @@ class StreamOperation(Operation):
             self.ready.set_result(True)
 
     def _start_params(self) -> dict[str, Any]:
-        encoding, rate = CODECS[self.settings.codec]
+        encoding, _ = CODECS[self.settings.codec]
+        rate = self.settings.rate
         return {
             "accountSid": self.call.project_id,
             "streamSid": self.stream_sid,
@@ -266,11 +287,20 @@ class StreamOperation(Operation):
             return
         if self._first_tick is None:
             self._first_tick = frames.tick
-        self._chunk += 1
-        timestamp = str((frames.tick - self._first_tick) * FRAME_MS)
-        for track in self.settings.tracks:
+        tracks = self.settings.tracks
+        if not self._batch[tracks[0]]:
+            self._batch_tick = frames.tick
+        for track in tracks:
             frame = party_frame(frames, "speak" if track == "inbound" else "listen")
-            payload = base64.b64encode(self._codec.encode(frame, track)).decode("ascii")
+            self._batch[track].append(self._codec.encode(frame, track))
+        if len(self._batch[tracks[0]]) * FRAME_MS < self.settings.ptime:
+            return
+        self._chunk += 1
+        timestamp = str((self._batch_tick - self._first_tick) * FRAME_MS)
+        for track in tracks:
+            audio = b"".join(self._batch[track])
+            self._batch[track].clear()
+            payload = base64.b64encode(audio).decode("ascii")
             self._send(
                 "media",
                 {
@@ -379,11 +409,45 @@ def start_stream(
 
 
 class StreamParamError(ValueError):
-    """A stream parameter that cannot be honoured; ``param`` names it."""
+    """A stream parameter that cannot be honoured; ``param`` names it. ``not_built``: a valid
+    value callplane does not implement (OPUS, G722), rather than a wrong one."""
 
-    def __init__(self, param: str, message: str) -> None:
+    def __init__(self, param: str, message: str, *, not_built: bool = False) -> None:
         super().__init__(message)
         self.param = param
+        self.not_built = not_built
+
+
+def parse_codec(raw: object) -> tuple[StreamCodec, int, int]:
+    """``codec`` -> (codec, payload rate, ptime ms): ``PCMU``, ``PCMA``, ``L16`` with the SWML
+    schema's ``@<rate>h`` and ``@<ptime>i`` modifiers (``L16@24000h@40i``), any case."""
+    text = str(raw or "PCMU").strip().upper()
+    if text in ("L16-16000", "LINEAR16"):
+        text = "L16"
+    name, *modifiers = text.split("@")
+    if name not in CODECS:
+        raise StreamParamError(
+            "codec", f"codec must be PCMU, PCMA or L16, got {raw!r}", not_built=True
+        )
+    rate, ptime = CODECS[name][1], FRAME_MS
+    for modifier in modifiers:
+        match = re.fullmatch(r"(\d+)([HI])", modifier)
+        if match is None:
+            raise StreamParamError(
+                "codec", f"codec {raw!r}: modifiers are @<rate>h and @<ptime>i, e.g. L16@24000h@40i"
+            )
+        if match[2] == "H":
+            rate = int(match[1])
+        else:
+            ptime = int(match[1])
+    if name != "L16" and rate != SAMPLE_RATE:
+        raise StreamParamError("codec", f"codec {raw!r}: {name} is 8000 Hz only")
+    if rate not in L16_RATES:
+        rates = ", ".join(map(str, L16_RATES))
+        raise StreamParamError("codec", f"codec {raw!r}: L16 rates are {rates}")
+    if ptime not in PTIMES:
+        raise StreamParamError("codec", f"codec {raw!r}: ptime must be 20 to 120 ms in steps of 20")
+    return cast("StreamCodec", name), rate, ptime
 
 
 def settings_from(params: Mapping[str, Any], *, bidirectional: bool = False) -> StreamSettings:
@@ -395,12 +459,7 @@ def settings_from(params: Mapping[str, Any], *, bidirectional: bool = False) -> 
         raise StreamParamError(
             "track", f"track must be inbound_track, outbound_track or both_tracks: {track!r}"
         )
-    raw_codec = params.get("codec")
-    codec = str(raw_codec or "PCMU").strip().upper()
-    if codec in ("L16@16000H", "L16-16000", "LINEAR16"):
-        codec = "L16"
-    if codec not in CODECS:
-        raise StreamParamError("codec", f"codec must be PCMU, PCMA or L16, got {raw_codec!r}")
+    codec, rate, ptime = parse_codec(params.get("codec"))
     custom = params.get("custom_parameters") or {}
     if not isinstance(custom, Mapping):
         raise StreamParamError("custom_parameters", "custom_parameters must be an object")
@@ -415,7 +474,9 @@ def settings_from(params: Mapping[str, Any], *, bidirectional: bool = False) -> 
     return StreamSettings(
         url=url,
         track=cast("Track", track),
-        codec=cast("StreamCodec", codec),
+        codec=codec,
+        rate=rate,
+        ptime=ptime,
         name=str(name) if name else None,
         token=str(token) if token else None,
         custom_parameters={str(k): str(v) for k, v in custom.items()},
@@ -433,7 +494,7 @@ async def _stream(services: Services, call: Call, p: dict[str, Any]) -> None:
     try:
         settings = settings_from(p)
     except StreamParamError as exc:
-        if exc.param == "codec":  # free-form in the reference: OPUS is a codec, not built
+        if exc.not_built:  # `codec` is free-form in the reference: OPUS is a codec, not built
             raise CommandError(
                 501, "not_implemented", f"streaming with this {exc}", "codec"
             ) from None
