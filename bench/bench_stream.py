@@ -3,13 +3,15 @@ cost of one denoised call.
 
     .venv/bin/python bench/bench_stream.py                 # 200 streams, 10 s
     .venv/bin/python bench/bench_stream.py -n 50 -d 5
+    .venv/bin/python bench/bench_stream.py --codec PCMU@60i   # 60 ms per media message
 
 Streams: N calls (RTP sessions of a real ``MediaEngine``, each playing a tone to a UDP socket
 nobody reads) each get a real ``StreamOperation`` (one-way, ``outbound_track``, PCMU) to a
 WebSocket server in ANOTHER process (this script with ``--receiver``), which timestamps every
 ``media`` message. Figures: the CPU the streams add to the process per stream-second (the process
 CPU with streams minus the same calls' CPU before the streams started), and p50/p99/max of
-|gap - 20 ms| between consecutive messages of one stream at the receiver.
+|gap - ptime| between consecutive messages of one stream at the receiver (``--codec`` takes any
+stream codec, with the ``@<rate>h`` / ``@<ptime>i`` modifiers).
 
 Denoise: the time of ``Denoiser.process`` on one 20 ms frame (resampling to 48 kHz, two RNNoise
 frames, back to 8 kHz), i.e. the CPU one denoised call adds to each tick. With ``--quality``:
@@ -35,8 +37,13 @@ from benchkit import free_port
 from callplane.media import rnnoise
 
 
-async def receiver(port: int, seconds: float) -> None:
+async def receiver(port: int, seconds: float, codec: str) -> None:
     from websockets.asyncio.server import ServerConnection, serve
+
+    from callplane.engine.operations.stream import parse_codec
+
+    ptime = parse_codec(codec)[2] / 1000
+    settle = round(3.0 / ptime)  # the first 3 s: streams still starting
 
     arrivals: dict[int, list[float]] = {}
 
@@ -51,8 +58,8 @@ async def receiver(port: int, seconds: float) -> None:
         cpu0 = time.process_time()
         await asyncio.sleep(seconds)
         receiver_cpu = (time.process_time() - cpu0) / seconds
-    gaps = np.concatenate([np.diff(t[150:]) for t in arrivals.values() if len(t) > 160])
-    dev = np.abs(gaps - 0.020) * 1000
+    gaps = np.concatenate([np.diff(t[settle:]) for t in arrivals.values() if len(t) > settle + 10])
+    dev = np.abs(gaps - ptime) * 1000
     print(
         json.dumps(
             {
@@ -68,13 +75,13 @@ async def receiver(port: int, seconds: float) -> None:
     )
 
 
-async def senders(n: int, seconds: float) -> dict[str, Any]:
+async def senders(n: int, seconds: float, codec: str) -> dict[str, Any]:
     """n calls' RTP sessions on a real MediaEngine, each with a real StreamOperation."""
     import socket
     from types import SimpleNamespace
 
     from callplane.engine.calls import Call, CallStatus
-    from callplane.engine.operations.stream import StreamOperation, StreamSettings
+    from callplane.engine.operations.stream import StreamOperation, settings_from
     from callplane.media import sources
     from callplane.media.engine import MediaEngine
     from callplane.netpolicy import TargetPolicy
@@ -87,6 +94,8 @@ async def senders(n: int, seconds: float) -> dict[str, Any]:
         str(port),
         "-d",
         str(seconds + 8),
+        "--codec",
+        codec,
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
@@ -122,7 +131,9 @@ async def senders(n: int, seconds: float) -> dict[str, Any]:
     )
     ops = []
     for k, call in enumerate(calls):
-        settings = StreamSettings(url=f"ws://127.0.0.1:{port}/s{k}", track="outbound_track")
+        settings = settings_from(
+            {"url": f"ws://127.0.0.1:{port}/s{k}", "track": "outbound_track", "codec": codec}
+        )
         op = StreamOperation(
             call, f"s{k}", None, services.emit, services=services, settings=settings
         )
@@ -277,6 +288,7 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=200)
     ap.add_argument("-d", type=float, default=10.0)
     ap.add_argument("--receiver", type=int)
+    ap.add_argument("--codec", default="PCMU", help="e.g. PCMA, L16, L16@24000h@40i")
     ap.add_argument("--quality", action="store_true", help="only the denoise SNR / WER figures")
     args = ap.parse_args()
     if args.quality:
@@ -290,17 +302,17 @@ def main() -> None:
     except ImportError:
         pass
     if args.receiver:
-        run(receiver(args.receiver, args.d))
+        run(receiver(args.receiver, args.d, args.codec))
         return
     with open("/proc/loadavg") as f:
         print(f"load average before: {f.read().split()[0]} (2 cores shared with other work)")
-    r = run(senders(args.n, args.d))
+    r = run(senders(args.n, args.d, args.codec))
     print(
-        f"{args.n} calls with a one-way stream each, {args.d:.0f} s: the streams cost "
+        f"{args.n} calls with a one-way {args.codec} stream each, {args.d:.0f} s: the streams cost "
         f"{r['cpu_ms_per_stream_second']:.3f} ms CPU per stream-second (the process: "
         f"{100 * r['total_cpu_share']:.0f} % of a core, of which the calls' RTP alone "
         f"{100 * r['engine_only_share']:.0f} %); message gap "
-        f"|gap-20ms| p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms;"
+        f"|gap-ptime| p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.1f} ms;"
         f" {r['messages']} messages at the receiver, {r['dropped']} dropped; the receiver "
         f"used {100 * r['receiver_cpu_share']:.0f} % of a core"
     )
