@@ -224,7 +224,11 @@ class ConnectOperation(Operation):
                 log.info("connect on call %s: the stream reached max_duration", self.call.id)
         finally:
             await op.stop()  # a no-op once it ended by itself
-            self._to("disconnected", op)
+            if self.state == "connecting":  # answering the caller failed
+                self.failed_reason = "error"
+                self._to("failed", None, failed_reason="error")
+            else:
+                self._to("disconnected", op)
         return "connected"
 
     async def _prepare_caller(self) -> None:

@@ -112,7 +112,7 @@ class StreamSettings:
     token: str | None = None
     custom_parameters: Mapping[str, str] = field(default_factory=dict)
     bidirectional: bool = False
-    rate: int = SAMPLE_RATE  # of the payload: 8000 for G.711, L16's own (16000 by default)
+    rate: int = SAMPLE_RATE  # of the payload (settings_from: L16 16000 unless @<rate>h)
     ptime: int = FRAME_MS  # ms of audio per `media` message
     # How `calling.call.stream` events reach status_url (the outbox's GET form: query fields).
     status_url_method: StatusMethod = "POST"
