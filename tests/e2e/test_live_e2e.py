@@ -23,7 +23,7 @@ from typing import Any, cast
 import httpx
 import numpy as np
 import pytest
-from farend import FarEnd
+from farend import FarEnd, rms_db
 from harness import Receiver, Server
 from ticks import TickSession, tick_call
 
@@ -31,8 +31,9 @@ from callplane import AsyncRestClient, RestError
 from callplane.engine.facade import CommandError
 from callplane.engine.operations import live
 from callplane.engine.services import Services
+from callplane.engine.swml.errors import SwmlMethodNotSupported
 from callplane.media import sources
-from callplane.providers.asr import RecognitionEvent, word_error_rate
+from callplane.providers.asr import AsrError, RecognitionEvent, word_error_rate
 from callplane.providers.llm import LlmSettings, OpenAiChat
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "media" / "dsp"))
@@ -436,8 +437,8 @@ async def test_client_live_transcribe_utterances_summary_and_stop(
 
 
 QUESTION = "what time does the shop open"
-TRANSLATED = "We open at nine in the morning."
-INJECTED = "Please hold the line."
+TRANSLATED = "We are open from nine to five."
+INJECTED = "One moment please."
 
 
 @requires_speech
@@ -479,6 +480,7 @@ async def test_swml_live_translate_on_a_bridge_and_inject(
         heard_from = time.monotonic()
         await far_end.silence(3.0)
         heard_by_b = recognise(far_b.audio(heard_from - 0.5, heard_from + 3.0))
+        a_meanwhile = rms_db(far_end.audio(heard_from, heard_from + 2.0))
         # The client's verbatim start reaches the engine: one translation per call.
         with pytest.raises(RestError) as twice:
             await client.calling.live_translate(
@@ -492,6 +494,7 @@ async def test_swml_live_translate_on_a_bridge_and_inject(
         injected_at = time.monotonic()
         await far_end.silence(2.5)
         heard_by_a = recognise(far_end.audio(injected_at - 0.3, injected_at + 2.5))
+        b_meanwhile = rms_db(far_b.audio(injected_at, injected_at + 1.5))
         await client.calling.end(call_id, reason="hangup")
         await until(
             lambda: any(e["params"]["state"] == "finished" for e in receiver.events("/live")),
@@ -504,6 +507,52 @@ async def test_swml_live_translate_on_a_bridge_and_inject(
     assert params["translation"] == TRANSLATED and params["spoken_to"] != call_id
     system = model.requests[0].body["messages"][0]["content"]
     assert "from en-US into en-GB" in system
-    assert word_error_rate("we open at nine in the morning", heard_by_b) <= 0.34, heard_by_b
-    assert word_error_rate("please hold the line", heard_by_a) <= 0.34, heard_by_a
+    assert word_error_rate("we are open from nine to five", heard_by_b) <= 0.34, heard_by_b
+    assert word_error_rate("one moment please", heard_by_a) <= 0.34, heard_by_a
+    # Each translation went to one side only.
+    assert a_meanwhile < -50 and b_meanwhile < -50, (a_meanwhile, b_meanwhile)
     assert model.requests[1].body["messages"][1]["content"] == "Un momento"
+
+
+async def test_a_recognizer_that_fails_ends_the_session_with_error() -> None:
+    class Broken(ScriptedRecognizer):
+        def open_session(self, language: str | None = "en-US", **kw: Any) -> ScriptedSession:
+            raise AsrError("the model is missing")
+
+    events = Events()
+    media = TickSession()
+    call = tick_call(media)
+    start = {"lang": "en-US", "direction": ["remote-caller", "local-caller"]}
+    await command("calling.live_transcribe")(
+        services(events, Broken()), call, {"action": {"start": start}}
+    )
+    op = next(iter(call.operations.values()))
+    media.tick()
+    media.tick()
+    assert await asyncio.wait_for(asyncio.shield(op.done), 5) == "error"
+    assert events.states() == ["started", "error"]
+    assert "the model is missing" in events.of("error")[0]["error"]
+    assert call.operations == {} and media.listeners == []
+
+
+async def test_swml_forms_bare_summarize_and_errors_that_let_the_script_go_on() -> None:
+    events = Events()
+    svc = services(events, ScriptedRecognizer())
+    media = TickSession()
+    call = tick_call(media)
+    method = live.SWML_METHODS["live_transcribe"]
+    # SWML's default direction is both sides.
+    assert await method(svc, call, {"action": {"start": {"lang": "en-US"}}}) is None
+    assert events.of("started")[0]["direction"] == ["remote-caller", "local-caller"]
+    await method(svc, call, {"action": {"start": {"lang": "en-US"}}})  # 409: logged only
+    await method(svc, call, {"action": "summarize"})
+    await until(lambda: events.of("summary"), 5, "the summary")
+    await method(svc, call, {"action": "stop"})
+    op = next(iter(call.operations.values()))
+    assert await asyncio.wait_for(asyncio.shield(op.done), 5) == "finished"
+    await method(svc, call, {"action": "stop"})  # none running: logged only
+    assert events.states() == ["started", "summary", "finished"]
+    with pytest.raises(SwmlMethodNotSupported):
+        await live.SWML_METHODS["live_translate"](
+            services(events, None), call, {"action": {"start": {"from_lang": "en"}}}
+        )

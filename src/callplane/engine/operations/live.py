@@ -148,6 +148,7 @@ class LiveOperation(Operation):
         self._tasks: set[asyncio.Task[None]] = set()
         self._listening = False
         self.ending = False
+        self._failure: Exception | None = None
         self._sequence = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -178,16 +179,20 @@ class LiveOperation(Operation):
             try:
                 worker = chain.worker
                 if worker is not None and worker is not asyncio.current_task():
-                    await worker
-                batch, chain.pending = chain.pending, []
-                await asyncio.to_thread(_finish_audio, chain.transcriber, batch)
-                self._publish(chain)
+                    await worker  # the batch being decoded
+                if self._failure is None:
+                    # Frames queued but not yet handed to the worker, then the open utterance.
+                    batch, chain.pending = chain.pending, []
+                    await asyncio.to_thread(_finish_audio, chain.transcriber, batch)
+                    self._publish(chain)
             except Exception as exc:  # TranscriptionFailed or a bug: still end with an event
                 if not isinstance(exc, TranscriptionFailed):
                     log.exception("%s %s: decoding failed", self.kind, self.control_id)
                 failed = failed or exc
             finally:
+                chain.pending = []
                 await asyncio.to_thread(chain.transcriber.close)
+        failed = failed or self._failure
         await self._wind_down()
         if self.ai_summary:
             await self.summarize(None, self.summary_prompt)
@@ -233,12 +238,15 @@ class LiveOperation(Operation):
             batch, chain.pending = chain.pending, []
             try:
                 await asyncio.to_thread(chain.transcriber.feed, batch)
-            except TranscriptionFailed as exc:
-                # One bad utterance (or a decoder that failed to load) does not end a live
-                # transcription: the next session starts afresh.
+            except Exception as exc:
+                # As `transcribe`: a recognizer that fails (a model that cannot load) would
+                # fail again on every frame, so the session ends, saying why.
+                if not isinstance(exc, TranscriptionFailed):
+                    log.exception("%s %s: decoding failed", self.kind, self.control_id)
                 log.error("%s on call %s: recognition failed: %s", self.kind, self.call.id, exc)
-                self.report({"state": "recognition_error", "direction": chain.side})
-                await asyncio.to_thread(chain.transcriber.close)
+                self._failure = self._failure or exc
+                await self.stop()
+                return
             self._publish(chain)
 
     def _publish(self, chain: _Chain) -> None:
@@ -651,7 +659,9 @@ def start_translate(
         recognizer,
         start,
         sides=sides,
-        status_url=status_url,
+        # Session states go to status_url, content to the webhook; each stands in for the
+        # other when only one is given.
+        status_url=status_url or start.get("webhook"),
         webhook=start.get("webhook") or status_url,
         skipped=skipped,
     )
