@@ -380,10 +380,18 @@ SENTENCE = "I would like to speak to someone about my bill"
 
 
 @requires_speech
-async def test_client_live_transcribe_utterances_summary_and_stop(
+async def test_client_live_transcribe_both_sides_summary_and_stop(
     llm_server: Server, model: ModelServer, far_end: FarEnd, receiver: Receiver
 ) -> None:
     model.script(Turn("The caller asked about a bill."))
+
+    def said() -> list[dict[str, Any]]:
+        return [
+            e["params"]
+            for e in receiver.events("/live")
+            if e["params"]["state"] == "utterance" and e["params"]["final"]
+        ]
+
     async with AsyncRestClient(llm_server.project, llm_server.token, llm_server.host) as client:
         leg = await client.calling.dial(
             from_="+15559876543", to=far_end.uri, swml=swml({"sleep": -1})
@@ -391,33 +399,29 @@ async def test_client_live_transcribe_utterances_summary_and_stop(
         call_id = str(leg["id"])
         await asyncio.wait_for(far_end.answered.wait(), 10)
         await until(lambda: llm_server.call_status(call_id) == "answered", 5, "answered")
-        # The client documentation's form, verbatim (events go to the call's event log).
-        await client.calling.live_transcribe(call_id, action="start", lang="en")
+        # The client documentation's flat form (both sides when `direction` is omitted).
+        await client.calling.live_transcribe(
+            call_id, action="start", lang="en", webhook=receiver.url("/live")
+        )
         with pytest.raises(RestError) as twice:
             await client.calling.live_transcribe(call_id, action="start", lang="en")
         assert twice.value.status_code == 409
         await far_end.silence(0.3)
         await far_end.play(say(SENTENCE))
         await far_end.silence(0.2)
-        utterance = await until(
-            lambda: [
-                p
-                for p in stored(llm_server, call_id, live.TRANSCRIBE_EVENT)
-                if p["state"] == "utterance"
-            ],
-            8,
-            "the utterance",
+        await until(said, 8, "the far end's utterance")
+        # What the leg hears is the local caller: here callplane's own TTS.
+        await client.calling.play(
+            call_id, play=[{"type": "tts", "params": {"text": "One moment please."}}]
         )
+        await until(lambda: len(said()) >= 2, 8, "the played utterance")
         await client.calling.live_transcribe(
             call_id, action={"summarize": {"webhook": receiver.url("/summary")}}
         )
         [summary] = await until(lambda: receiver.events("/summary"), 8, "the summary")
         await client.calling.live_transcribe(call_id, action="stop")
         await until(
-            lambda: (
-                "finished"
-                in [p["state"] for p in stored(llm_server, call_id, live.TRANSCRIBE_EVENT)]
-            ),
+            lambda: any(e["params"]["state"] == "finished" for e in receiver.events("/live")),
             8,
             "finished",
         )
@@ -426,14 +430,22 @@ async def test_client_live_transcribe_utterances_summary_and_stop(
         assert none.value.status_code == 422
         await client.calling.end(call_id, reason="hangup")
 
-    [said] = utterance
-    assert said["direction"] == "remote-caller" and said["final"] is True
-    assert word_error_rate(SENTENCE, said["text"]) <= 0.3, said
-    assert 0 < said["start_ms"] < said["end_ms"] and said["lang"] == "en"
+    remote, local = said()
+    assert remote["direction"] == "remote-caller" and local["direction"] == "local-caller"
+    assert word_error_rate(SENTENCE, remote["text"]) <= 0.3, remote
+    assert word_error_rate("one moment please", local["text"]) <= 0.34, local
+    assert 0 < remote["start_ms"] < remote["end_ms"] < local["start_ms"] < local["end_ms"]
+    assert remote["lang"] == "en" and remote["call_id"] == call_id
     assert summary["event_type"] == live.TRANSCRIBE_EVENT
     assert summary["params"]["summary"] == "The caller asked about a bill."
-    assert summary["params"]["call_id"] == call_id
-    assert word_error_rate(SENTENCE, model.requests[0].body["messages"][1]["content"]) <= 0.4
+    transcript = model.requests[0].body["messages"][1]["content"]
+    assert transcript.startswith("remote-caller: ") and "\nlocal-caller: " in transcript
+    # The same events are in the call's event log.
+    logged = stored(llm_server, call_id, live.TRANSCRIBE_EVENT)
+    assert [p["text"] for p in logged if p["state"] == "utterance"] == [
+        remote["text"],
+        local["text"],
+    ]
 
 
 QUESTION = "what time does the shop open"
@@ -478,8 +490,8 @@ async def test_swml_live_translate_on_a_bridge_and_inject(
             "the translation",
         )
         heard_from = time.monotonic()
-        await far_end.silence(3.0)
-        heard_by_b = recognise(far_b.audio(heard_from - 0.5, heard_from + 3.0))
+        await far_end.silence(2.6)
+        heard_by_b = recognise(far_b.audio(heard_from - 0.5, heard_from + 2.6))
         a_meanwhile = rms_db(far_end.audio(heard_from, heard_from + 2.0))
         # The client's verbatim start reaches the engine: one translation per call.
         with pytest.raises(RestError) as twice:
@@ -492,8 +504,8 @@ async def test_swml_live_translate_on_a_bridge_and_inject(
         )
         await until(lambda: len(model.requests) >= 2, 5, "the injected translation")
         injected_at = time.monotonic()
-        await far_end.silence(2.5)
-        heard_by_a = recognise(far_end.audio(injected_at - 0.3, injected_at + 2.5))
+        await far_end.silence(1.8)
+        heard_by_a = recognise(far_end.audio(injected_at - 0.3, injected_at + 1.8))
         b_meanwhile = rms_db(far_b.audio(injected_at, injected_at + 1.5))
         await client.calling.end(call_id, reason="hangup")
         await until(
@@ -556,3 +568,5 @@ async def test_swml_forms_bare_summarize_and_errors_that_let_the_script_go_on() 
         await live.SWML_METHODS["live_translate"](
             services(events, None), call, {"action": {"start": {"from_lang": "en"}}}
         )
+    # A malformed action is logged and the script goes on.
+    assert await live.SWML_METHODS["live_transcribe"](svc, call, {"action": {}}) is None

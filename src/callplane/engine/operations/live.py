@@ -735,10 +735,10 @@ def _swml(handler: CommandHandler, method: str) -> SwmlMethod:
     async def run(services: Services, call: Call, params: dict[str, Any]) -> dict[str, Any] | None:
         if not isinstance(params, dict):
             raise SwmlError(f"{method} takes an object")
-        name, _ = _action(params) if params.get("action") is not None else ("", {})
-        if name == "start" and call.status is not CallStatus.ANSWERED:
-            await services.answer(call)
         try:
+            name, _ = _action(params)
+            if name == "start" and call.status is not CallStatus.ANSWERED:
+                await services.answer(call)
             await handler(services, call, params)
         except CommandError as exc:
             if exc.status == 501:
