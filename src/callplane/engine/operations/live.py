@@ -88,7 +88,6 @@ class _Chain:
     transcriber: Transcriber
     pending: list[Frame] = field(default_factory=list)
     worker: asyncio.Task[None] | None = None
-    reported: int = 0  # transcriber.results already published
 
 
 @dataclass(frozen=True)
@@ -250,8 +249,10 @@ class LiveOperation(Operation):
             self._publish(chain)
 
     def _publish(self, chain: _Chain) -> None:
-        results = chain.transcriber.results
-        fresh, chain.reported = results[chain.reported :], len(results)
+        # Called between two feeds (never while the chain's thread runs): taking the results
+        # out keeps a long call's partial hypotheses from piling up.
+        fresh = list(chain.transcriber.results)
+        chain.transcriber.results.clear()
         for u in fresh:
             if not u.final and not self.live_events:
                 continue
