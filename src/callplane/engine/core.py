@@ -73,8 +73,6 @@ NOT_YET = {
     "calling.stream.stop": "media streaming",
     "calling.denoise": "noise reduction",
     "calling.denoise.stop": "noise reduction",
-    "calling.live_transcribe": "live transcription",
-    "calling.live_translate": "live translation",
     "calling.ai_sidecar": "AI sidecars",
     "calling.ai_sidecar.poke": "AI sidecars",
     "calling.ai_sidecar.ask": "AI sidecars",

@@ -9,6 +9,7 @@ from callplane.engine.operations import (
     detect,
     digits,
     fax,
+    live,
     play,
     queue,
     record,
@@ -35,6 +36,7 @@ _MODULES = (
     denoise,
     fax,
     ai,
+    live,
 )
 
 COMMANDS: dict[str, CommandHandler] = {k: v for m in _MODULES for k, v in m.COMMANDS.items()}

@@ -80,6 +80,7 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -122,16 +123,49 @@ class TranscriptionFailed(RuntimeError):
     """The recognizer reported an error or could not open a session."""
 
 
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    """One recognised utterance (or, ``final`` False, a partial hypothesis of one), timed in
+    seconds of audio since the transcriber's first frame (one frame per media tick)."""
+
+    text: str
+    start: float
+    end: float
+    final: bool = True
+    confidence: float | None = None
+
+
+# The recognizer opens an utterance after 3 frames of speech (providers.asr's onset rule).
+_ONSET = 0.06
+
+
 class Transcriber:
     """Synchronous, thread-side: a chain of recognition sessions over one audio stream, each
-    ending at the end of an utterance. Not thread-safe: one feeder at a time."""
+    ending at the end of an utterance. Not thread-safe: one feeder at a time.
 
-    def __init__(self, recognizer: SpeechRecognizer, *, end_silence: float = END_SILENCE) -> None:
+    ``segments`` holds the text of each utterance; ``results`` the same as timed
+    :class:`Utterance` s, with the recognizer's partial hypotheses in between when
+    ``partial_results`` is set (live transcription's interim events)."""
+
+    def __init__(
+        self,
+        recognizer: SpeechRecognizer,
+        *,
+        end_silence: float = END_SILENCE,
+        language: str = LANGUAGE,
+        partial_results: bool = False,
+    ) -> None:
         self._recognizer = recognizer
         self._end_silence = end_silence
+        self._language = language
+        self._partial_results = partial_results
         self._session: RecognitionSession | None = None
         self.segments: list[str] = []
+        self.results: list[Utterance] = []
         self.utterances = 0  # utterances the recognizer ended (with or without text)
+        self._frames = 0  # frames fed in total
+        self._base = 0  # frames fed before the current session opened
+        self._onset: float | None = None  # start of the current utterance
 
     @property
     def text(self) -> str:
@@ -158,11 +192,24 @@ class Transcriber:
         if self._session is None:
             try:
                 self._session = self._recognizer.open_session(
-                    LANGUAGE, end_silence_timeout=self._end_silence, timers_started=False
+                    self._language,
+                    end_silence_timeout=self._end_silence,
+                    partial_results=self._partial_results,
+                    timers_started=False,
                 )
             except (AsrError, ValueError) as exc:
                 raise TranscriptionFailed(f"cannot start speech recognition: {exc}") from exc
+            self._base = self._frames
+            self._onset = None
+        self._frames += 1
+        base = self._base / (SAMPLE_RATE / FRAME_SAMPLES)
         for event in self._session.feed(frame):
+            if event.type == "start_of_input":
+                self._onset = max(0.0, base + event.offset - _ONSET)
+            elif event.type == "partial" and event.text:
+                at = base + event.offset
+                start = at if self._onset is None else self._onset
+                self.results.append(Utterance(event.text, start, at, final=False))
             if not event.terminal:
                 continue
             self.close()
@@ -174,6 +221,10 @@ class Transcriber:
             # without text is noise or static, `no_input` cannot happen (no timers).
             if event.text:
                 self.segments.append(event.text)
+                # The utterance ended once `end_silence` of non-speech had followed it.
+                start = base if self._onset is None else self._onset
+                end = max(base + event.offset - self._end_silence, start)
+                self.results.append(Utterance(event.text, start, end, True, event.confidence))
 
 
 class TranscribeOperation(Operation):
