@@ -12,35 +12,72 @@ listen -> recognise -> think -> speak, until the agent is stopped or the call en
   with text is one caller turn. Key presses (the call's ``KeyPresses``: RFC 4733 and in-band)
   reach the model as caller turns too (``DTMF: 5``).
 * **think**: the server's language model (``Services.llm``, an OpenAI-compatible endpoint)
-  gets the system prompt (``prompt.text``, ``global_data`` appended as JSON when set), the
-  conversation and the SWAIG functions as tools; ``params.ai_model`` overrides the model name.
+  gets the system prompt, the conversation and the SWAIG functions as tools;
+  ``params.ai_model`` overrides the model name. The system prompt (rebuilt before every
+  request) is ``prompt.text`` or ``prompt.pom`` rendered (``ai_prompt``: markdown, or XML with
+  ``params.pom_format``), the current context and step of ``prompt.contexts`` with their
+  ``next_step`` / ``change_context`` tools, the ``hints`` words, and ``global_data`` as JSON.
 * **speak**: the reply is cut into sentences as it streams; each is synthesised (the server's
   TTS through ``Services.audio``) and pushed to one ``LiveSource`` played on the leg for the
   agent's lifetime, so the first sentence plays while the model still writes the rest.
 * **barge-in**: a voice activity detector watches the inbound frames; caller speech while the
   agent talks clears the ``LiveSource`` and drops the sentences not yet spoken. What the caller
-  says is recognised as the next turn.
+  says is recognised as the next turn. With ``params.barge_min_words`` the voice alone does
+  not interrupt: a recognised utterance of at least that many words does, shorter ones while
+  the agent talks are dropped (the recognizer gives no partial words to the agent: partial
+  hypotheses double its CPU, so this acts at the end of the caller's utterance). A
+  ``static_greeting`` with ``static_greeting_no_barge`` is heard out; words over it are the
+  next turn.
+
+Parameters
+----------
+* ``params.ai_volume`` (-50..50 dB) is the gain of the agent's playback (speech and hold
+  beeps); ``languages[0]`` gives the recognition/TTS language (``code``, or the legacy
+  ``listen_language``) and the voice: ``flite.<voice>``, ``espeak.<voice>`` (or ``engine`` +
+  ``voice``, or a bare flite voice name); other engines' voices fall back to the default voice
+  with a warning in the log.
+* Timers count media ticks (50 a second): ``params.attention_timeout`` (default 5000 ms, 0
+  off, else 10000-600000) puts ``attention_timeout_prompt`` to the model as a system message
+  when the agent has been waiting that long with nothing going on (not speaking, not thinking,
+  not held, the caller silent); ``params.inactivity_timeout`` (default 600000 ms) ends the
+  agent (``finished`` with ``reason: inactivity_timeout``; the script goes on) when the caller
+  has neither spoken, keyed nor sent a user message that long (time on hold does not count).
+* ``hints`` (``ai_native``): listed in the system prompt; hint objects' ``pattern`` is
+  replaced by ``replace`` in every recognised utterance. They do not reach the recognizer:
+  its hints are a closed grammar.
+* ``SWAIG.native_functions`` (``ai_native``): ``check_time`` (``params.local_tz``, default
+  ``US/Central``), ``wait_seconds`` (the model's round waits that many ticks) and
+  ``wait_for_user`` are answered here; ``adjust_response_latency`` is accepted, not offered.
 
 SWAIG functions
 ---------------
 A tool call naming a function with a ``web_hook_url`` POSTs the SWAIG request (``function``,
 ``argument`` {parsed, raw, substituted}, ``meta_data``, ``global_data``, ``SWMLVars``,
 ``content_type: text/swaig``, ...) through the engine's HTTP client (the outbound target policy
-applies). The reply's ``response`` goes back to the model as the tool result; its ``action``
-list is acted on: ``say`` (spoken), ``set_global_data`` (merged), ``stop`` (the agent ends),
-``hang_up`` (the call ends), ``SWML`` (the agent ends and the document replaces the call's
-script, e.g. a ``connect``), ``hold`` (as ``ai_hold``). A failing or slow function (10 s) is
-reported to the model and the log; the call goes on.
+applies). ``SWMLVars`` are the call's script variables at that moment (all of them, or the
+names ``params.swaig_post_swml_vars`` lists, none if it is false); ``meta_data`` is scoped by
+``meta_data_token`` (default: the function's web hook URL), so functions sharing a token share
+one object; ``params.swaig_post_conversation`` adds the conversation. The reply's
+``response`` goes back to the model as the tool result; its ``action`` list is acted on:
+``say`` (spoken), ``set_global_data`` / ``unset_global_data``, ``set_meta_data`` /
+``unset_meta_data`` (the function's scope), ``change_context`` / ``change_step`` /
+``context_switch`` (``system_prompt``, ``user_prompt``; ``consolidate`` restarts the
+conversation, without a summary), ``stop`` (the agent ends), ``hang_up`` (the call ends),
+``SWML`` (the agent ends and the document replaces the call's script, e.g. a ``connect``),
+``hold`` (as ``ai_hold``). A failing or slow function (10 s) is reported to the model and the
+log; the call goes on.
 
 Ending
 ------
-``post_prompt`` (its ``text``) is sent to the model with the conversation once the agent ends;
-the answer and the conversation log (roles, text, timestamps, tool calls) are POSTed to
-``post_prompt_url`` (the webhook outbox: durable, signed). SWML then continues after ``ai``
-with ``ai_result`` (``success`` | ``failed``) set. Without a configured model ``ai`` fails at
-once: an error in the log, a ``calling.call.ai`` ``error`` event, ``ai_result: failed``.
+``post_prompt`` (its ``text`` or rendered ``pom``) is sent to the model with the
+conversation once the agent ends; the answer and the conversation log (roles, text,
+timestamps, tool calls) are POSTed to ``post_prompt_url`` (the webhook outbox: durable,
+signed). SWML then continues after ``ai`` with ``ai_result`` (``success`` | ``failed``) set.
+Without a configured model ``ai`` fails at once: an error in the log, a
+``calling.call.ai`` ``error`` event, ``ai_result: failed``.
 
-Events (``calling.call.ai`` to the call's event log): ``started``, ``finished`` or ``error``.
+Events (``calling.call.ai`` to the call's event log): ``started``, ``finished`` (with
+``reason: inactivity_timeout`` when that timer ended it) or ``error``.
 """
 
 from __future__ import annotations
