@@ -502,7 +502,8 @@ async def test_swml_vars_meta_data_and_global_data_reach_the_web_hook(
     ]
     agent = await start_agent(
         {
-            "prompt": {"text": "t"},
+            # The interpreter leaves ${global_data.*} to the agent (values of the moment).
+            "prompt": {"text": "Level ${global_data.g}."},
             "SWAIG": {"functions": functions},
             "global_data": {"drop": True, "keep": 1},
         },
@@ -518,11 +519,9 @@ async def test_swml_vars_meta_data_and_global_data_reach_the_web_hook(
     assert second["global_data"] == {"keep": 1, "g": 2}
     # The model sees global_data as it is now.
     await until(lambda: len(model.requests) >= 3, 5, "the round after the functions")
-    assert (
-        model.requests[2]
-        .body["messages"][0]["content"]
-        .endswith('global_data: {"keep": 1, "g": 2}')
-    )
+    assert model.requests[0].body["messages"][0]["content"].startswith("Level .")
+    system = model.requests[2].body["messages"][0]["content"]
+    assert system == 'Level 2.\n\nglobal_data: {"keep": 1, "g": 2}'
     # A list in swaig_post_swml_vars posts only those variables.
     listed = await start_agent(
         {"prompt": {"text": "t"}, "params": {"swaig_post_swml_vars": ["visits", "absent"]}},

@@ -109,6 +109,7 @@ from callplane.engine.operations.base import Operation, register, require_answer
 from callplane.engine.operations.transcribe import Transcriber, TranscriptionFailed
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError
+from callplane.engine.swml.expressions import Scope, expand_string, has_placeholders
 from callplane.media.dsp.vad import SpeechEnd, SpeechStart, Vad
 from callplane.media.sources import LiveSource, tone
 from callplane.providers.llm import LanguageModel, LlmError, Reply, TextDelta, ToolCall
@@ -274,10 +275,21 @@ class AiOperation(Operation):
         if self._flow is not None:
             parts.append(self._flow.prompt())
         parts.append(self._hints.prompt())
-        system = "\n\n".join(p for p in parts if p)
+        system = self._with_global_data("\n\n".join(p for p in parts if p))
         if self.global_data:
             system += "\n\nglobal_data: " + json.dumps(self.global_data)
         return system
+
+    def _with_global_data(self, text: str) -> str:
+        """``${global_data.x}`` in a prompt, with the values of now (the interpreter leaves
+        them to the agent)."""
+        if not has_placeholders(text):
+            return text
+        try:
+            return str(expand_string(text, Scope(vars={"global_data": self.global_data})))
+        except SwmlError as exc:
+            log.warning("ai on call %s: prompt template: %s", self.call.id, exc)
+            return text
 
     def _reset_messages(self) -> None:
         system = self._system_content()
@@ -838,7 +850,8 @@ class AiOperation(Operation):
         url = self._params.get("post_prompt_url")
         summary: str | None = None
         if self._post_prompt_text:
-            messages = [*self.messages, {"role": "system", "content": self._post_prompt_text}]
+            post = self._with_global_data(self._post_prompt_text)
+            messages = [*self.messages, {"role": "system", "content": post}]
             try:
                 async for event in self._llm.stream(messages, model=self._model):
                     if isinstance(event, Reply):
