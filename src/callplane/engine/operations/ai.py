@@ -907,8 +907,10 @@ def _ranged(tuning: Mapping[str, Any], key: str, default: int, low: int, high: i
 
 def _local_voice(language: Mapping[str, Any], call_id: str) -> str | None:
     """``languages[].voice`` (``<engine>.<voice>[:<model>]``, or ``engine`` + ``voice``) as the
-    play path's TTS understands it: a flite or espeak-ng voice. Other engines' voices are not
-    available here: the default voice speaks, and the log says so."""
+    play path's TTS understands it: a flite or espeak-ng voice (the TTS speaks English with
+    flite and other languages with espeak-ng, so a voice of the other engine is not used).
+    Other engines' voices are not available here: the default voice speaks, and the log says
+    so."""
     voice = language.get("voice")
     if not voice:
         return None
