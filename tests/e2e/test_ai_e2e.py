@@ -219,12 +219,13 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
             function,
         ]
         document = swml(
+            {"set": {"customer": "ada"}},
             {
                 "ai": {
                     "prompt": {"text": "Route calls."},
                     "SWAIG": {"functions": functions, "defaults": {"web_hook_url": lookup}},
                 }
-            }
+            },
         )
         async with AsyncRestClient(ai_server.project, ai_server.token, ai_server.host) as client:
             call_id = await dial(client, far_end, document)
@@ -244,6 +245,7 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
             assert swaig["meta_data"] == {"team": "east"}
             assert swaig["content_type"] == "text/swaig"
             assert swaig["call_id"] == call_id
+            assert swaig["SWMLVars"]["customer"] == "ada"  # the script's variables now
             assert swaig["global_data"] == {"a": 1}  # set by look_up's action
             # Each function's result went back to the model as the tool's answer.
             second, third = model.requests[1].body["messages"], model.requests[2].body["messages"]

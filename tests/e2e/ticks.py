@@ -35,9 +35,9 @@ class TickSession:
         self.jitter = JitterBuffer(target_frames=0)
         self.playbacks: list[TickPlayback] = []
 
-    def play(self, source: LiveSource, **_: Any) -> TickPlayback:
-        """A live playback: its frames become the tick's outbound audio (see `tick`)."""
-        playback = TickPlayback(source)
+    def play(self, source: LiveSource, volume_db: float = 0.0, **_: Any) -> TickPlayback:
+        """A live playback: its frames, at `volume_db`, become the tick's outbound audio."""
+        playback = TickPlayback(source, volume_db)
         self.playbacks.append(playback)
         return playback
 
@@ -59,7 +59,7 @@ class TickSession:
         if outbound is None:
             for playback in self.playbacks:
                 if not playback.stopped:
-                    outbound = playback.source.next_frame()
+                    outbound = playback.next_frame()
                     break
         frames = TickFrames(
             tick=self.tick_number,
@@ -83,9 +83,17 @@ class TickSession:
 
 
 class TickPlayback:
-    def __init__(self, source: LiveSource) -> None:
+    def __init__(self, source: LiveSource, volume_db: float = 0.0) -> None:
         self.source = source
+        self.volume_db = volume_db
         self.stopped = False
+
+    def next_frame(self) -> np.ndarray:
+        frame = self.source.next_frame()
+        if self.volume_db == 0.0:
+            return frame
+        scaled = frame.astype(np.float64) * 10 ** (self.volume_db / 20)
+        return np.clip(np.round(scaled), -32768, 32767).astype(np.int16)
 
     def stop(self) -> None:
         self.stopped = True

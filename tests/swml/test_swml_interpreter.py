@@ -76,6 +76,20 @@ async def test_swaig_and_inline_confirm_are_not_expanded() -> None:
     assert host.params_of("connect")[0]["confirm"] == [{"play": {"url": "say:${x}"}}]
 
 
+async def test_global_data_placeholders_are_left_to_the_ai_agent() -> None:
+    doc = main(
+        {"set": {"n": 2}},
+        {"ai": {"prompt": {"text": "${n} for ${global_data.name}, %{ global_data.x[0] }"}}},
+        {"play": {"url": "say:${global_data.name}${n}"}},
+    )
+    _, host, _ = await run_script(doc)
+    assert (
+        host.params_of("ai")[0]["prompt"]["text"]
+        == "2 for ${global_data.name}, ${ global_data.x[0] }"
+    )
+    assert host.params_of("play")[0]["url"] == "say:2"  # not an AI method: expanded as ever
+
+
 async def test_connect_result_switch_runs_in_interpreter() -> None:
     doc = main(
         {

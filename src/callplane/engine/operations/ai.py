@@ -12,35 +12,72 @@ listen -> recognise -> think -> speak, until the agent is stopped or the call en
   with text is one caller turn. Key presses (the call's ``KeyPresses``: RFC 4733 and in-band)
   reach the model as caller turns too (``DTMF: 5``).
 * **think**: the server's language model (``Services.llm``, an OpenAI-compatible endpoint)
-  gets the system prompt (``prompt.text``, ``global_data`` appended as JSON when set), the
-  conversation and the SWAIG functions as tools; ``params.ai_model`` overrides the model name.
+  gets the system prompt, the conversation and the SWAIG functions as tools;
+  ``params.ai_model`` overrides the model name. The system prompt (rebuilt before every
+  request) is ``prompt.text`` or ``prompt.pom`` rendered (``ai_prompt``: markdown, or XML with
+  ``params.pom_format``), the current context and step of ``prompt.contexts`` with their
+  ``next_step`` / ``change_context`` tools, the ``hints`` words, and ``global_data`` as JSON.
 * **speak**: the reply is cut into sentences as it streams; each is synthesised (the server's
   TTS through ``Services.audio``) and pushed to one ``LiveSource`` played on the leg for the
   agent's lifetime, so the first sentence plays while the model still writes the rest.
 * **barge-in**: a voice activity detector watches the inbound frames; caller speech while the
   agent talks clears the ``LiveSource`` and drops the sentences not yet spoken. What the caller
-  says is recognised as the next turn.
+  says is recognised as the next turn. With ``params.barge_min_words`` the voice alone does
+  not interrupt: a recognised utterance of at least that many words does, shorter ones while
+  the agent talks are dropped (the recognizer gives no partial words to the agent: partial
+  hypotheses double its CPU, so this acts at the end of the caller's utterance). A
+  ``static_greeting`` with ``static_greeting_no_barge`` is heard out; words over it are the
+  next turn.
+
+Parameters
+----------
+* ``params.ai_volume`` (-50..50 dB) is the gain of the agent's playback (speech and hold
+  beeps); ``languages[0]`` gives the recognition/TTS language (``code``, or the legacy
+  ``listen_language``) and the voice: ``flite.<voice>``, ``espeak.<voice>`` (or ``engine`` +
+  ``voice``, or a bare flite voice name); other engines' voices fall back to the default voice
+  with a warning in the log.
+* Timers count media ticks (50 a second): ``params.attention_timeout`` (default 5000 ms, 0
+  off, else 10000-600000) puts ``attention_timeout_prompt`` to the model as a system message
+  when the agent has been waiting that long with nothing going on (not speaking, not thinking,
+  not held, the caller silent); ``params.inactivity_timeout`` (default 600000 ms) ends the
+  agent (``finished`` with ``reason: inactivity_timeout``; the script goes on) when the caller
+  has neither spoken, keyed nor sent a user message that long (time on hold does not count).
+* ``hints`` (``ai_native``): listed in the system prompt; hint objects' ``pattern`` is
+  replaced by ``replace`` in every recognised utterance. They do not reach the recognizer:
+  its hints are a closed grammar.
+* ``SWAIG.native_functions`` (``ai_native``): ``check_time`` (``params.local_tz``, default
+  ``US/Central``), ``wait_seconds`` (the model's round waits that many ticks) and
+  ``wait_for_user`` are answered here; ``adjust_response_latency`` is accepted, not offered.
 
 SWAIG functions
 ---------------
 A tool call naming a function with a ``web_hook_url`` POSTs the SWAIG request (``function``,
 ``argument`` {parsed, raw, substituted}, ``meta_data``, ``global_data``, ``SWMLVars``,
 ``content_type: text/swaig``, ...) through the engine's HTTP client (the outbound target policy
-applies). The reply's ``response`` goes back to the model as the tool result; its ``action``
-list is acted on: ``say`` (spoken), ``set_global_data`` (merged), ``stop`` (the agent ends),
-``hang_up`` (the call ends), ``SWML`` (the agent ends and the document replaces the call's
-script, e.g. a ``connect``), ``hold`` (as ``ai_hold``). A failing or slow function (10 s) is
-reported to the model and the log; the call goes on.
+applies). ``SWMLVars`` are the call's script variables at that moment (all of them, or the
+names ``params.swaig_post_swml_vars`` lists, none if it is false); ``meta_data`` is scoped by
+``meta_data_token`` (default: the function's web hook URL), so functions sharing a token share
+one object; ``params.swaig_post_conversation`` adds the conversation. The reply's
+``response`` goes back to the model as the tool result; its ``action`` list is acted on:
+``say`` (spoken), ``set_global_data`` / ``unset_global_data``, ``set_meta_data`` /
+``unset_meta_data`` (the function's scope), ``change_context`` / ``change_step`` /
+``context_switch`` (``system_prompt``, ``user_prompt``; ``consolidate`` restarts the
+conversation, without a summary), ``stop`` (the agent ends), ``hang_up`` (the call ends),
+``SWML`` (the agent ends and the document replaces the call's script, e.g. a ``connect``),
+``hold`` (as ``ai_hold``). A failing or slow function (10 s) is reported to the model and the
+log; the call goes on.
 
 Ending
 ------
-``post_prompt`` (its ``text``) is sent to the model with the conversation once the agent ends;
-the answer and the conversation log (roles, text, timestamps, tool calls) are POSTed to
-``post_prompt_url`` (the webhook outbox: durable, signed). SWML then continues after ``ai``
-with ``ai_result`` (``success`` | ``failed``) set. Without a configured model ``ai`` fails at
-once: an error in the log, a ``calling.call.ai`` ``error`` event, ``ai_result: failed``.
+``post_prompt`` (its ``text`` or rendered ``pom``) is sent to the model with the
+conversation once the agent ends; the answer and the conversation log (roles, text,
+timestamps, tool calls) are POSTed to ``post_prompt_url`` (the webhook outbox: durable,
+signed). SWML then continues after ``ai`` with ``ai_result`` (``success`` | ``failed``) set.
+Without a configured model ``ai`` fails at once: an error in the log, a
+``calling.call.ai`` ``error`` event, ``ai_result: failed``.
 
-Events (``calling.call.ai`` to the call's event log): ``started``, ``finished`` or ``error``.
+Events (``calling.call.ai`` to the call's event log): ``started``, ``finished`` (with
+``reason: inactivity_timeout`` when that timer ended it) or ``error``.
 """
 
 from __future__ import annotations
@@ -60,13 +97,23 @@ import numpy as np
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
 from callplane.engine.keypad import KeyPresses
+from callplane.engine.operations.ai_native import (
+    Hints,
+    check_time,
+    native_tools,
+    time_zone,
+    wait_seconds_argument,
+)
+from callplane.engine.operations.ai_prompt import ConversationFlow, FlowError, prompt_text
 from callplane.engine.operations.base import Operation, register, require_answered
 from callplane.engine.operations.transcribe import Transcriber, TranscriptionFailed
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError
-from callplane.media.dsp.vad import SpeechStart, Vad
+from callplane.engine.swml.expressions import Scope, expand_string, has_placeholders
+from callplane.media.dsp.vad import SpeechEnd, SpeechStart, Vad
 from callplane.media.sources import LiveSource, tone
 from callplane.providers.llm import LanguageModel, LlmError, Reply, TextDelta, ToolCall
+from callplane.providers.tts import FliteTts
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
@@ -90,6 +137,15 @@ _HOLD_CYCLE = np.concatenate(
     [tone(440, 0.3, level_dbfs=-24.0).render(), np.zeros(8000 * 27 // 10, dtype=np.int16)]
 )
 _RECOGNIZER_HANGOVER = 0.2  # providers.asr: voicing hangover counted as speech
+TICKS_PER_SECOND = 50
+DEFAULT_ATTENTION_TIMEOUT = 5000  # ms (the reference's default; 0 disables)
+DEFAULT_ATTENTION_PROMPT = (
+    "The user has not responded, try to get their attention. Stay in the same language."
+)
+DEFAULT_INACTIVITY_TIMEOUT = 600000  # ms
+_FLOW_TOOLS = ("next_step", "change_context")
+# TTS engines of the play path, as the `<engine>.<voice>` of `languages[].voice` names them.
+_LOCAL_ENGINES = {"flite": "flite", "espeak": "espeak-ng", "espeak-ng": "espeak-ng"}
 
 
 class AiOperation(Operation):
@@ -115,9 +171,15 @@ class AiOperation(Operation):
         self._llm = llm
         self._params = params
         tuning = params.get("params") or {}
+        if not isinstance(tuning, Mapping):
+            raise ValueError("params must be an object")
+        self._tuning = tuning
         self._model = tuning.get("ai_model") or None
-        self._language = str((params.get("languages") or [{}])[0].get("code") or "en-US")
-        self._voice = (params.get("languages") or [{}])[0].get("voice")
+        language = (params.get("languages") or [{}])[0]
+        code = language.get("code") or language.get("listen_language") or "en-US"
+        self._language = str(code[0] if isinstance(code, list) and code else code)
+        self._voice = _local_voice(language, call.id)
+        self._volume = float(_ranged(tuning, "ai_volume", 0, -50, 50))
         eos = float(tuning.get("end_of_speech_timeout") or DEFAULT_END_OF_SPEECH * 1000) / 1000
         # The recognizer counts speech on for 200 ms past the last voiced frame (its
         # consonant hangover): the timeout is the silence after the voice, so that is taken off.
@@ -125,47 +187,131 @@ class AiOperation(Operation):
             recognizer, end_silence=max(0.1, eos - _RECOGNIZER_HANGOVER)
         )
         self._vad = Vad(start_frames=5)
+        self._barge_words = (
+            int(_ranged(tuning, "barge_min_words", 0, 1, 99))
+            if tuning.get("barge_min_words") is not None
+            else None
+        )
+        self._greeting_bargeable = not _true(tuning.get("static_greeting_no_barge"))
+        # Timers count media ticks (50 a second), like every operation's.
+        attention = _ranged(tuning, "attention_timeout", DEFAULT_ATTENTION_TIMEOUT, 10000, 600000)
+        self._attention_ticks = int(attention) * TICKS_PER_SECOND // 1000
+        self._attention_prompt = str(
+            tuning.get("attention_timeout_prompt") or DEFAULT_ATTENTION_PROMPT
+        )
+        inactivity = _ranged(
+            tuning, "inactivity_timeout", DEFAULT_INACTIVITY_TIMEOUT, 10000, 3600000
+        )
+        self._inactivity_ticks = int(inactivity) * TICKS_PER_SECOND // 1000
+        self._zone = time_zone(tuning.get("local_tz"))
         self.global_data: dict[str, Any] = dict(params.get("global_data") or {})
+        self._pom_format = str(tuning.get("pom_format") or "markdown")
         prompt = params.get("prompt") or {}
-        self._system_prompt = str(prompt.get("text") or "")
+        self._system_prompt = prompt_text(prompt, self._pom_format, "prompt")
+        self._flow = (
+            ConversationFlow(prompt["contexts"], self._pom_format)
+            if isinstance(prompt, Mapping) and prompt.get("contexts") is not None
+            else None
+        )
+        self._post_prompt_text = prompt_text(
+            params.get("post_prompt"), self._pom_format, "post_prompt"
+        )
+        self._hints = Hints(params.get("hints"))
+        self._system_message: dict[str, Any] | None = None
         self.messages: list[dict[str, Any]] = []
         self.log_entries: list[dict[str, Any]] = []
+        swaig = params.get("SWAIG") or {}
         self._functions = {
             str(f["function"]): f
-            for f in ((params.get("SWAIG") or {}).get("functions") or [])
+            for f in (swaig.get("functions") or [])
             if isinstance(f, dict) and f.get("function")
         }
-        self._inputs: asyncio.Queue[str] = asyncio.Queue()
+        self._native_tools = [
+            t
+            for t in native_tools(swaig.get("native_functions"))
+            if t["function"]["name"] not in self._functions
+        ]
+        self._natives = {t["function"]["name"] for t in self._native_tools}
+        # meta_data is scoped by meta_data_token, by default the function's web hook URL:
+        # functions sharing a scope share (and update) one object.
+        self._meta_data: dict[str, dict[str, Any]] = {}
+        for f in self._functions.values():
+            if isinstance(f.get("meta_data"), dict):
+                self._meta_data.setdefault(self._meta_token(f), {}).update(f["meta_data"])
+        self._inputs: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._pending: list[Frame] = []
         self._worker: asyncio.Task[None] | None = None
         self._live = LiveSource(f"ai({self.control_id})", max_frames=_LIVE_FRAMES)
         self._playback: Playback | None = None
         self._speaking = 0  # sentences queued or playing in the current reply
+        self._bargeable = True  # the sentence being spoken may be interrupted
         self._barge_ins = 0  # a reply still streaming when this moves is not spoken further
         self._speech_task: asyncio.Task[None] | None = None
         self._played: asyncio.Future[None] | None = None  # the sentence playing now
-        self._sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        self._sentences: asyncio.Queue[tuple[str, bool] | None] = asyncio.Queue()
         self._ending = asyncio.Event()
         self.held = False
         self._hold_timer: asyncio.TimerHandle | None = None
         self._hold_audio: asyncio.Task[None] | None = None
         self.end_action: dict[str, Any] | None = None  # the SWML a function handed over
         self.hang_up = False
+        self.end_reason: str | None = None
+        # Tick clock: the attention and inactivity timers and wait_seconds.
+        self._tick = 0
+        self._last_activity = 0  # tick of the caller's last voice, key or turn
+        self._idle = 0  # ticks in a row waiting for the caller with nothing going on
+        self._busy = False  # a turn is being answered
+        self._caller_talking = False
+        self._wait_until: int | None = None
+        self._waited = asyncio.Event()
+        self._waiting_for_user = False
+        self._end_turn = False  # wait_for_user: no model round after this one's tools
+        self._isolate = False  # an isolated context was entered in this tool round
 
     # ------------------------------------------------------------------ lifecycle
 
-    def _reset_messages(self) -> None:
-        system = self._system_prompt
+    def _system_content(self) -> str:
+        parts = [self._system_prompt]
+        if self._flow is not None:
+            parts.append(self._flow.prompt())
+        parts.append(self._hints.prompt())
+        system = self._with_global_data("\n\n".join(p for p in parts if p))
         if self.global_data:
             system += "\n\nglobal_data: " + json.dumps(self.global_data)
-        self.messages = [{"role": "system", "content": system}] if system else []
+        return system
+
+    def _with_global_data(self, text: str) -> str:
+        """``${global_data.x}`` in a prompt, with the values of now (the interpreter leaves
+        them to the agent)."""
+        if not has_placeholders(text):
+            return text
+        try:
+            return str(expand_string(text, Scope(vars={"global_data": self.global_data})))
+        except SwmlError as exc:
+            log.warning("ai on call %s: prompt template: %s", self.call.id, exc)
+            return text
+
+    def _reset_messages(self) -> None:
+        system = self._system_content()
+        self._system_message = {"role": "system", "content": system} if system else None
+        self.messages = [self._system_message] if self._system_message else []
+
+    def _refresh_system(self) -> None:
+        """The system prompt follows the conversation's step and context and `global_data`."""
+        system = self._system_content()
+        current = self._system_message
+        if current is not None and self.messages and self.messages[0] is current:
+            current["content"] = system
+        elif system:
+            self._system_message = {"role": "system", "content": system}
+            self.messages.insert(0, self._system_message)
 
     def _start(self) -> None:
         media = self.call.media
         if media is None:
             raise CommandError(422, "invalid_state", f"call {self.call.id} has no media", "id")
         self._reset_messages()
-        self._playback = media.play(self._live)
+        self._playback = media.play(self._live, volume_db=self._volume)
         media.add_listener(self._on_frame)
         KeyPresses.for_call(self.call).subscribers.append(self._on_digit)
         self._speech_task = asyncio.get_running_loop().create_task(self._speak_loop())
@@ -178,23 +324,32 @@ class AiOperation(Operation):
     async def run(self) -> None:
         self._start()
         try:
-            greeting = (self._params.get("params") or {}).get("static_greeting")
+            greeting = self._tuning.get("static_greeting")
             if greeting:
-                self.say(str(greeting))
+                self.say(str(greeting), bargeable=self._greeting_bargeable)
                 self._log("assistant", str(greeting))
                 self.messages.append({"role": "assistant", "content": str(greeting)})
             while not self._ending.is_set():
-                text = await self._next_input()
-                if text is None:
+                item = await self._next_input()
+                if item is None:
                     break
-                self._log("user", text)
-                self.messages.append({"role": "user", "content": text})
-                await self._think()
+                role, text = item
+                self._busy = True
+                try:
+                    self._log(role, text)
+                    self.messages.append({"role": role, "content": text})
+                    await self._think()
+                finally:
+                    self._busy = False
+                    self._idle = 0
             await self._drain_speech()
         finally:
             self._detach()
         await self._post_prompt()
-        self.move("finished")
+        if self.end_reason is not None:
+            self.move("finished", reason=self.end_reason)
+        else:
+            self.move("finished")
 
     def _detach(self) -> None:
         self._ending.set()
@@ -215,7 +370,7 @@ class AiOperation(Operation):
         if self._speech_task is not None:
             self._speech_task.cancel()
 
-    async def _next_input(self) -> str | None:
+    async def _next_input(self) -> tuple[str, str] | None:
         getter = asyncio.ensure_future(self._inputs.get())
         ending = asyncio.ensure_future(self._ending.wait())
         try:
@@ -236,12 +391,55 @@ class AiOperation(Operation):
     def _on_frame(self, frames: TickFrames) -> None:
         if self._ending.is_set():
             return
+        self._tick += 1
         for event in self._vad.feed(frames.inbound, frames.tick * 0.02):
-            if isinstance(event, SpeechStart) and self._speaking and not self.held:
-                self._barge_in()
+            if isinstance(event, SpeechStart):
+                self._caller_talking = True
+                self._caller_active()
+                if (
+                    self._speaking
+                    and self._bargeable
+                    and not self.held
+                    and self._barge_words is None
+                ):
+                    self._barge_in()
+            elif isinstance(event, SpeechEnd):
+                self._caller_talking = False
         self._pending.append(frames.inbound)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.get_running_loop().create_task(self._recognise())
+        self._count_tick()
+
+    def _count_tick(self) -> None:
+        """The tick timers: `wait_seconds`, `attention_timeout`, `inactivity_timeout`."""
+        if self._wait_until is not None and self._tick >= self._wait_until:
+            self._waited.set()
+        if self.held:
+            self._last_activity = self._tick  # a caller on hold is not inactive
+        if self._tick - self._last_activity >= self._inactivity_ticks:
+            log.info("ai on call %s: no caller activity; the agent ends", self.call.id)
+            self.end_reason = "inactivity_timeout"
+            self._ending.set()
+            return
+        waiting = (
+            not self._speaking
+            and not self._busy
+            and not self.held
+            and not self._caller_talking
+            and self._wait_until is None
+            and not self._waiting_for_user
+            and self._inputs.empty()
+        )
+        self._idle = self._idle + 1 if waiting else 0
+        if self._attention_ticks and self._idle >= self._attention_ticks:
+            self._idle = 0
+            log.info("ai on call %s: the caller is silent; re-engaging", self.call.id)
+            self._inputs.put_nowait(("system", self._attention_prompt))
+
+    def _caller_active(self) -> None:
+        self._last_activity = self._tick
+        self._idle = 0
+        self._waiting_for_user = False
 
     async def _recognise(self) -> None:
         while self._pending and not self._ending.is_set():
@@ -253,13 +451,28 @@ class AiOperation(Operation):
                 log.error("ai on call %s: speech recognition failed: %s", self.call.id, exc)
                 self._transcriber.close()
                 continue
-            for text in self._transcriber.segments[before:]:
-                if not self.held:
-                    self._inputs.put_nowait(text)
+            for heard in self._transcriber.segments[before:]:
+                self._heard(heard)
+
+    def _heard(self, heard: str) -> None:
+        """One recognised utterance: a turn, unless held; with ``barge_min_words``, words
+        that come while the agent speaks interrupt it only when there are that many (fewer
+        are dropped: backchannel)."""
+        if self.held or self._ending.is_set():
+            return
+        text = self._hints.apply(heard)
+        if self._barge_words is not None and self._speaking and self._bargeable:
+            if len(text.split()) < self._barge_words:
+                log.info("ai on call %s: %r is too short to barge in", self.call.id, text)
+                return
+            self._barge_in()
+        self._caller_active()
+        self._inputs.put_nowait(("user", text))
 
     def _on_digit(self, digit: str) -> None:
         if not self.held and not self._ending.is_set():
-            self._inputs.put_nowait(f"DTMF: {digit}")
+            self._caller_active()
+            self._inputs.put_nowait(("user", f"DTMF: {digit}"))
 
     def _barge_in(self) -> None:
         log.info("ai on call %s: barge-in", self.call.id)
@@ -273,14 +486,15 @@ class AiOperation(Operation):
 
     # ------------------------------------------------------------------ speaking
 
-    def say(self, sentence: str) -> None:
+    def say(self, sentence: str, *, bargeable: bool = True) -> None:
         sentence = sentence.strip()
         if sentence and not self._ending.is_set():
             self._speaking += 1
-            self._sentences.put_nowait(sentence)
+            self._sentences.put_nowait((sentence, bargeable))
 
     async def _speak_loop(self) -> None:
-        while (sentence := await self._sentences.get()) is not None:
+        while (item := await self._sentences.get()) is not None:
+            sentence, self._bargeable = item
             try:
                 source = await self._services.audio.resolve(
                     {"type": "tts", "params": {"text": sentence}},
@@ -298,6 +512,7 @@ class AiOperation(Operation):
             except Exception:
                 log.exception("ai on call %s: cannot speak %r", self.call.id, sentence)
             self._speaking = max(0, self._speaking - 1)
+            self._bargeable = True
 
     def _on_mark(self, _name: str) -> None:
         if self._played is not None and not self._played.done():
@@ -315,8 +530,11 @@ class AiOperation(Operation):
     # ------------------------------------------------------------------ thinking
 
     def _tools(self) -> list[dict[str, Any]]:
+        allowed = self._flow.allowed_functions() if self._flow is not None else None
         tools = []
         for name, f in self._functions.items():
+            if allowed is not None and name not in allowed:
+                continue
             tools.append(
                 {
                     "type": "function",
@@ -327,10 +545,15 @@ class AiOperation(Operation):
                     },
                 }
             )
+        tools.extend(self._native_tools)
+        if self._flow is not None:
+            tools.extend(self._flow.tools())
         return tools
 
     async def _think(self) -> None:
+        self._end_turn = False
         for _ in range(MAX_TOOL_ROUNDS):
+            self._refresh_system()
             try:
                 reply = await self._stream_reply()
             except LlmError as exc:
@@ -354,10 +577,15 @@ class AiOperation(Operation):
                 self._log("assistant", reply.text)
             if not reply.tool_calls:
                 return
-            for tc in reply.tool_calls:
-                result = await self._call_function(tc)
-                self.messages.append({"role": "tool", "tool_call_id": tc.id, "content": result})
-            if self._ending.is_set():
+            self._isolate = False
+            results = [(tc.id, await self._call_function(tc)) for tc in reply.tool_calls]
+            if self._isolate:
+                # An isolated context starts afresh: the system prompt and this tool round.
+                self._reset_messages()
+                self.messages.append(message)
+            for call_id, result in results:
+                self.messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
+            if self._ending.is_set() or self._end_turn:
                 return
 
     async def _stream_reply(self) -> Reply:
@@ -383,9 +611,35 @@ class AiOperation(Operation):
 
     # ------------------------------------------------------------------ SWAIG
 
+    def _meta_token(self, f: Mapping[str, Any]) -> str:
+        defaults = (self._params.get("SWAIG") or {}).get("defaults") or {}
+        return str(
+            f.get("meta_data_token") or f.get("web_hook_url") or defaults.get("web_hook_url") or ""
+        )
+
+    def _swml_vars(self) -> dict[str, Any]:
+        """The call's SWML variables now, as ``params.swaig_post_swml_vars`` allows (all of
+        them unless it is false or a list of names)."""
+        interpreter = self.call.swml
+        variables = dict(interpreter.vars) if interpreter is not None else {}
+        setting = self._tuning.get("swaig_post_swml_vars", True)
+        if isinstance(setting, list):
+            return {k: variables[k] for k in map(str, setting) if k in variables}
+        if setting is False or str(setting).lower() == "false":
+            return {}
+        return variables
+
     async def _call_function(self, tc: ToolCall) -> str:
         self._log("function", tc.arguments, function=tc.name)
+        if tc.name in self._natives and tc.name not in self._functions:
+            return await self._native(tc)
+        if self._flow is not None and tc.name in _FLOW_TOOLS and tc.name not in self._functions:
+            result, self._isolate = self._flow.answer(tc.name, tc.arguments)
+            return result
         f = self._functions.get(tc.name)
+        allowed = self._flow.allowed_functions() if self._flow is not None else None
+        if allowed is not None and tc.name not in allowed:
+            f = None
         defaults = (self._params.get("SWAIG") or {}).get("defaults") or {}
         url = (f or {}).get("web_hook_url") or defaults.get("web_hook_url")
         if f is None or not url:
@@ -394,6 +648,7 @@ class AiOperation(Operation):
             parsed = json.loads(tc.arguments) if tc.arguments.strip() else {}
         except ValueError:
             parsed = None
+        token = self._meta_token(f)
         request = {
             "app_name": "callplane",
             "function": tc.name,
@@ -404,15 +659,17 @@ class AiOperation(Operation):
                 "raw": tc.arguments,
                 "substituted": tc.arguments,
             },
-            "meta_data": f.get("meta_data") or {},
-            "meta_data_token": f.get("meta_data_token") or tc.name,
+            "meta_data": self._meta_data.get(token, {}),
+            "meta_data_token": token,
             "global_data": self.global_data,
-            "SWMLVars": {},
+            "SWMLVars": self._swml_vars(),
             "call_id": self.call.id,
             "ai_session_id": self.control_id,
             "content_type": "text/swaig",
             "version": "2.0",
         }
+        if _true(self._tuning.get("swaig_post_conversation")):
+            request["conversation"] = self.messages
         http = self._services.http
         if http is None:
             return json.dumps({"error": "function web hooks are not available"})
@@ -433,14 +690,67 @@ class AiOperation(Operation):
         actions = answer.get("action") or []
         for action in actions if isinstance(actions, list) else [actions]:
             if isinstance(action, dict):
-                await self._act(action)
+                await self._act(action, token)
         return str(answer.get("response") or "")
 
-    async def _act(self, action: dict[str, Any]) -> None:
+    async def _native(self, tc: ToolCall) -> str:
+        """``SWAIG.native_functions``: answered here, no web hook."""
+        try:
+            args = json.loads(tc.arguments) if tc.arguments.strip() else {}
+        except ValueError:
+            args = {}
+        if not isinstance(args, dict):
+            args = {}
+        if tc.name == "check_time":
+            zone = self._zone
+            if args.get("timezone"):
+                try:
+                    zone = time_zone(args["timezone"])
+                except ValueError as exc:
+                    return f"error: {exc}"
+            return check_time(zone)
+        if tc.name == "wait_seconds":
+            seconds = wait_seconds_argument(args)
+            await self._wait_ticks(seconds * TICKS_PER_SECOND)
+            return f"Waited {seconds} seconds."
+        # wait_for_user: no further model round; the caller's next words are the next turn.
+        self._waiting_for_user = True
+        self._end_turn = True
+        return "Waiting for the user to speak."
+
+    async def _wait_ticks(self, ticks: int) -> None:
+        self._waited.clear()
+        self._wait_until = self._tick + ticks
+        waited = asyncio.ensure_future(self._waited.wait())
+        ending = asyncio.ensure_future(self._ending.wait())
+        try:
+            await asyncio.wait({waited, ending}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waited.cancel()
+            ending.cancel()
+            self._wait_until = None
+
+    async def _act(self, action: dict[str, Any], token: str = "") -> None:
         if "say" in action:
             self.say(str(action["say"]))
         if isinstance(action.get("set_global_data"), dict):
             self.global_data.update(action["set_global_data"])
+        for key in _names(action.get("unset_global_data")):
+            self.global_data.pop(key, None)
+        if isinstance(action.get("set_meta_data"), dict):
+            self._meta_data.setdefault(token, {}).update(action["set_meta_data"])
+        for key in _names(action.get("unset_meta_data")):
+            self._meta_data.get(token, {}).pop(key, None)
+        self._change_flow(action)
+        if isinstance(action.get("context_switch"), dict):
+            switch = action["context_switch"]
+            if switch.get("system_prompt"):
+                self._system_prompt = str(switch["system_prompt"])
+            if _true(switch.get("consolidate")):
+                # The conversation restarts under the new prompt (no summary is made).
+                self._isolate = True
+            if switch.get("user_prompt"):
+                self._inputs.put_nowait(("user", str(switch["user_prompt"])))
         if action.get("hold") is not None and not self.held:
             hold = action["hold"]
             self.hold(str(hold.get("timeout", "") if isinstance(hold, dict) else hold))
@@ -459,6 +769,20 @@ class AiOperation(Operation):
         if action.get("hang_up"):
             self.hang_up = True
             self._ending.set()
+
+    def _change_flow(self, action: Mapping[str, Any]) -> None:
+        """SWAIG ``change_context`` / ``change_step`` actions: a function moves the
+        conversation anywhere in ``prompt.contexts``."""
+        if self._flow is None:
+            return
+        try:
+            if action.get("change_context"):
+                _, isolated = self._flow.move_context(str(action["change_context"]), forced=True)
+                self._isolate = self._isolate or isolated
+            if action.get("change_step"):
+                self._flow.move_step(str(action["change_step"]), forced=True)
+        except FlowError as exc:
+            log.warning("ai on call %s: %s", self.call.id, exc)
 
     # ------------------------------------------------------------------ control
 
@@ -508,13 +832,14 @@ class AiOperation(Operation):
         if reset.get("full_reset") or reset.get("system_prompt"):
             self._reset_messages()
         if reset.get("user_prompt"):
-            self._inputs.put_nowait(str(reset["user_prompt"]))
+            self._inputs.put_nowait(("user", str(reset["user_prompt"])))
         text = p.get("message_text")
         if not text:
             return
         role = str(p.get("role") or "user")
         if role == "user":
-            self._inputs.put_nowait(str(text))
+            self._caller_active()
+            self._inputs.put_nowait(("user", str(text)))
         else:
             self.messages.append({"role": role, "content": str(text)})
             self._log(role, str(text))
@@ -522,11 +847,11 @@ class AiOperation(Operation):
     # ------------------------------------------------------------------ post-prompt
 
     async def _post_prompt(self) -> None:
-        post = self._params.get("post_prompt") or {}
         url = self._params.get("post_prompt_url")
         summary: str | None = None
-        if post.get("text"):
-            messages = [*self.messages, {"role": "system", "content": str(post["text"])}]
+        if self._post_prompt_text:
+            post = self._with_global_data(self._post_prompt_text)
+            messages = [*self.messages, {"role": "system", "content": post}]
             try:
                 async for event in self._llm.stream(messages, model=self._model):
                     if isinstance(event, Reply):
@@ -550,6 +875,58 @@ class AiOperation(Operation):
                 "conversation": self.messages,
             }
             self._services.deliver(self.call, payload, str(url))
+
+
+def _true(value: Any) -> bool:
+    return value is True or (isinstance(value, str) and value.strip().lower() == "true")
+
+
+def _names(value: Any) -> list[str]:
+    """An ``unset_*`` action's keys: one name or a list of them."""
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _ranged(tuning: Mapping[str, Any], key: str, default: int, low: int, high: int) -> int:
+    """An integer parameter of ``params`` within the schema's range (0 also for the
+    timeouts the reference lets 0 disable). Raises ValueError naming it."""
+    value = tuning.get(key)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"params.{key} must be an integer, not {value!r}") from None
+    if number == 0 and key == "attention_timeout":
+        return 0
+    if not low <= number <= high:
+        raise ValueError(f"params.{key} must be within {low}..{high}, not {number}")
+    return number
+
+
+def _local_voice(language: Mapping[str, Any], call_id: str) -> str | None:
+    """``languages[].voice`` (``<engine>.<voice>[:<model>]``, or ``engine`` + ``voice``) as the
+    play path's TTS understands it: a flite or espeak-ng voice (the TTS speaks English with
+    flite and other languages with espeak-ng, so a voice of the other engine is not used).
+    Other engines' voices are not available here: the default voice speaks, and the log says
+    so."""
+    voice = language.get("voice")
+    if not voice:
+        return None
+    engine, dot, name = str(voice).partition(".")
+    if not dot:
+        engine, name = str(language.get("engine") or ""), str(voice)
+    name = name.split(":", 1)[0]
+    if _LOCAL_ENGINES.get(engine.lower()) or (not engine and name in FliteTts.VOICES):
+        return name
+    log.warning(
+        "ai on call %s: voice %r is not available (engines here: flite, espeak-ng); "
+        "the default voice speaks",
+        call_id,
+        voice,
+    )
+    return None
 
 
 def _without_leading_silence(samples: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:

@@ -960,36 +960,48 @@ def has_placeholders(text: str) -> bool:
     return ("${" in text) or ("%{" in text)
 
 
-def expand_string(text: str, scope: Scope) -> Any:
+_ROOT = re.compile(r"\s*([A-Za-z_$][\w$]*)")
+
+
+def _kept(part: _Placeholder, keep: frozenset[str]) -> bool:
+    root = _ROOT.match(part.src)
+    return root is not None and root.group(1) in keep
+
+
+def expand_string(text: str, scope: Scope, keep: frozenset[str] = frozenset()) -> Any:
     """Expand every ``${...}`` / ``%{...}`` in `text`.
 
     A string that is exactly one placeholder yields the raw value (a number stays a number, an
     object stays an object) so that ``max: "${vars.n}"`` or ``set: {copy: "${vars.obj}"}`` keep
-    their types; an unset value still yields ``""``.
+    their types; an unset value still yields ``""``. Placeholders whose first name is in `keep`
+    stay as written, for a later expansion with values the script does not have (the AI
+    agent's ``${global_data.x}``).
     """
     if not has_placeholders(text):
         return text
     parts = _parse_template(text)
-    if len(parts) == 1 and isinstance(parts[0], _Placeholder):
+    if len(parts) == 1 and isinstance(parts[0], _Placeholder) and not _kept(parts[0], keep):
         value = _run(parts[0].node, parts[0].src, scope)
         return "" if value is None or value is UNDEFINED else value
     out: list[str] = []
     for part in parts:
         if isinstance(part, str):
             out.append(part)
+        elif _kept(part, keep):
+            out.append("${" + part.src + "}")
         else:
             out.append(to_template_string(_run(part.node, part.src, scope)))
     return "".join(out)
 
 
-def expand(value: Any, scope: Scope) -> Any:
+def expand(value: Any, scope: Scope, keep: frozenset[str] = frozenset()) -> Any:
     """Expand placeholders recursively in strings, lists and dict values (not keys)."""
     if isinstance(value, str):
-        return expand_string(value, scope)
+        return expand_string(value, scope, keep)
     if isinstance(value, list):
-        return [expand(v, scope) for v in value]
+        return [expand(v, scope, keep) for v in value]
     if isinstance(value, Mapping):
-        return {k: expand(v, scope) for k, v in value.items()}
+        return {k: expand(v, scope, keep) for k, v in value.items()}
     return value
 
 

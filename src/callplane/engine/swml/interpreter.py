@@ -170,9 +170,12 @@ def _as_int(value: Any, what: str) -> int:
 
 
 _OPAQUE_KEYS = frozenset({"SWAIG"})
+# `${global_data.x}` in an AI agent's params is the agent's to expand, with its global_data.
+_AI_METHODS = frozenset({"ai", "ai_sidecar", "amazon_bedrock"})
+_AI_KEPT = frozenset({"global_data"})
 
 
-def _expand_call_params(value: Any, scope: Scope) -> Any:
+def _expand_call_params(value: Any, scope: Scope, keep: frozenset[str] = frozenset()) -> Any:
     """Expand a call-facing method's params, leaving alone what is not ours to expand.
 
     ``SWAIG`` (AI functions: their ``data_map`` templates use ``${args.*}`` expanded by the AI
@@ -185,11 +188,11 @@ def _expand_call_params(value: Any, scope: Scope) -> Any:
             if key in _OPAQUE_KEYS or (key == "confirm" and isinstance(item, list)):
                 out[key] = copy.deepcopy(item)
             else:
-                out[key] = _expand_call_params(item, scope)
+                out[key] = _expand_call_params(item, scope, keep)
         return out
     if isinstance(value, list):
-        return [_expand_call_params(item, scope) for item in value]
-    return expand(value, scope)
+        return [_expand_call_params(item, scope, keep) for item in value]
+    return expand(value, scope, keep)
 
 
 def _case_key(key: Any) -> str:
@@ -425,7 +428,8 @@ class SwmlInterpreter:
             raw = dict(raw)
             result_spec = raw.pop("result")
         # Expanded right before the method runs so that earlier `set`s and method outputs count.
-        params = _expand_call_params(raw, self._scope(frame))
+        keep = _AI_KEPT if name in _AI_METHODS else frozenset()
+        params = _expand_call_params(raw, self._scope(frame), keep)
         log.debug("SWML call %s: %s %s", self._call.get("call_id"), name, params)
         returned = await self._host.run_method(name, params)
         if returned:

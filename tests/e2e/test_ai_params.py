@@ -1,0 +1,588 @@
+"""SWML `ai` parameters (prompt.pom, contexts, native functions, timers, hints, ai_volume,
+voices, barge_min_words, static_greeting_no_barge, SWMLVars / meta_data / global_data in SWAIG
+requests), driven in process by TickFrames alone (tests/e2e/ticks.py) against the local
+OpenAI-compatible model server (tests/providers/llm_server.py, real HTTP on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import importlib.util
+import logging
+import shutil
+import sys
+import time
+import zoneinfo
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, cast
+
+import httpx
+import numpy as np
+import pytest
+from harness import Receiver
+from ticks import Emitted, TickSession, tick_call, tick_services
+
+from callplane.engine.audio import AudioResolver
+from callplane.engine.calls import Call
+from callplane.engine.operations import ai as ai_module
+from callplane.engine.operations.ai_native import Hints, check_time, native_tools, time_zone
+from callplane.engine.operations.ai_prompt import ConversationFlow, FlowError, render_pom
+from callplane.engine.services import Services
+from callplane.engine.swml.errors import SwmlError
+from callplane.engine.swml.interpreter import SwmlInterpreter
+from callplane.netpolicy import TargetPolicy
+from callplane.providers.asr import PocketSphinxRecognizer, word_error_rate
+from callplane.providers.llm import LlmSettings, OpenAiChat
+from callplane.providers.tts import DefaultTts
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "media" / "dsp"))
+sys.path.insert(0, str(Path(__file__).parents[1] / "providers"))
+from dsp_audio import flite, to_frames
+from llm_server import ModelServer, Turn
+
+requires_speech = pytest.mark.skipif(
+    shutil.which("flite") is None or importlib.util.find_spec("pocketsphinx") is None,
+    reason="flite (Debian) and pocketsphinx (PyPI) are needed for the agent",
+)
+
+POM = [
+    {"body": "You are Franklin, the pizza shop's assistant."},
+    {
+        "title": "Rules",
+        "numbered": True,
+        "body": "Follow these:",
+        "bullets": ["Be brief", "Be kind"],
+        "numberedBullets": True,
+        "subsections": [{"title": "Payment", "numbered": True, "body": "Cash only."}],
+    },
+    {"title": "Menu", "numbered": True, "bullets": ["Margherita", "Pepperoni & <cheese>"]},
+]
+POM_MARKDOWN = """You are Franklin, the pizza shop's assistant.
+
+## 1. Rules
+
+Follow these:
+
+1. Be brief
+2. Be kind
+
+### 1.1. Payment
+
+Cash only.
+
+## 2. Menu
+
+- Margherita
+- Pepperoni & <cheese>"""
+
+
+# ---------------------------------------------------------------------- pure parts
+
+
+def test_pom_renders_to_markdown_and_xml_and_bad_sections_are_named() -> None:
+    assert render_pom(POM) == POM_MARKDOWN
+    xml = render_pom(POM, "xml")
+    assert xml.startswith("<prompt>\n  <section>\n    <body>You are Franklin")
+    assert (
+        "<title>Payment</title>" in xml and "<bullet>Pepperoni &amp; &lt;cheese&gt;</bullet>" in xml
+    )
+    with pytest.raises(FlowError, match=r"pom\[1\] needs a body or bullets"):
+        render_pom([{"body": "x"}, {"title": "empty"}])
+    with pytest.raises(FlowError, match=r"subsections\[0\]\.bullets must be a list of strings"):
+        render_pom([{"body": "x", "subsections": [{"bullets": "one"}]}])
+    with pytest.raises(FlowError, match="pom_format"):
+        render_pom(POM, "html")
+
+
+CONTEXTS: dict[str, Any] = {
+    "default": {
+        "steps": [
+            {"name": "greet", "text": "Greet the caller.", "step_criteria": "they said hello"},
+            {
+                "name": "order",
+                "pom": [{"title": "Order", "body": "Take the order."}],
+                "functions": ["price"],
+                "valid_steps": ["next", "greet"],
+                "valid_contexts": ["support"],
+            },
+            {"name": "bye", "text": "Say goodbye.", "end": True},
+        ]
+    },
+    "support": {
+        "isolated": True,
+        "text": "You help with complaints.",
+        "steps": [{"name": "listen", "text": "Listen."}],
+    },
+}
+
+
+def test_contexts_move_only_where_the_step_allows() -> None:
+    flow = ConversationFlow(CONTEXTS)
+    assert (flow.context, flow.step) == ("default", "greet")
+    assert "## Current step: greet\n\nGreet the caller." in flow.prompt()
+    assert "This step is complete when: they said hello" in flow.prompt()
+    assert [t["function"]["name"] for t in flow.tools()] == ["next_step"]
+    assert flow.tools()[0]["function"]["parameters"]["properties"]["step"]["enum"] == ["order"]
+    assert flow.allowed_functions() is None
+    # The model cannot skip a step nor reach a context the step does not list.
+    assert flow.answer("next_step", '{"step": "bye"}')[0].startswith("error:")
+    assert flow.answer("change_context", '{"context": "support"}')[0].startswith("error:")
+    assert flow.answer("next_step", '{"step": "order"}') == (
+        "Now in step 'order'. Follow its instructions.",
+        False,
+    )
+    assert "## Order\n\nTake the order." in flow.prompt()
+    assert flow.allowed_functions() == {"price"}
+    assert flow.next_steps() == ["bye", "greet"] and flow.next_contexts() == ["support"]
+    assert flow.answer("change_context", '{"context": "support"}') == (
+        "Now in context 'support', step 'listen'.",
+        True,  # isolated: the conversation restarts
+    )
+    assert flow.prompt().startswith("You help with complaints.")
+    assert flow.tools() == []
+    # A SWAIG action may go anywhere.
+    flow.move_context("default", forced=True)
+    flow.move_step("bye", forced=True)
+    assert flow.next_steps() == []  # an end step
+    for bad, message in [
+        ({"sales": CONTEXTS["support"]}, "'default' context"),
+        ({"default": {"steps": []}}, "non-empty list"),
+        ({"default": {"steps": [{"name": "a"}]}}, "needs a text or a pom"),
+        ({"default": {"steps": [{"name": "a", "text": "x", "valid_steps": ["b"]}]}}, "no step"),
+        (
+            {"default": {"steps": [{"name": "a", "text": "x", "valid_contexts": ["z"]}]}},
+            "no context",
+        ),
+        ({"default": {"steps": [{"name": "next", "text": "x"}]}}, "reserved"),
+    ]:
+        with pytest.raises(FlowError, match=message):
+            ConversationFlow(bad)
+
+
+def test_native_tools_time_zones_and_hints() -> None:
+    names = [t["function"]["name"] for t in native_tools(["check_time", "wait_seconds"])]
+    assert names == ["check_time", "wait_seconds"]
+    assert native_tools(["adjust_response_latency"]) == []  # accepted, not offered
+    with pytest.raises(ValueError, match="no native function 'fly'"):
+        native_tools(["fly"])
+    assert time_zone(None).key == "US/Central"  # the reference's default
+    with pytest.raises(ValueError, match="unknown time zone 'Mars/Base'"):
+        time_zone("Mars/Base")
+    moment = datetime.datetime(2026, 7, 1, 12, 0, tzinfo=datetime.UTC)
+    assert check_time(time_zone("America/Ensenada"), moment) == (
+        "It is Wednesday, 01 July 2026, 05:00:00 in America/Ensenada (PDT, UTC-07:00)."
+    )
+    hints = Hints(
+        [
+            "pepperoni",
+            {"hint": "Acme", "pattern": r"ac\s*me", "replace": "Acme", "ignore_case": True},
+        ]
+    )
+    assert hints.apply("I called AC ME about ac me") == "I called Acme about Acme"
+    assert hints.prompt().endswith(": pepperoni, Acme")
+    with pytest.raises(ValueError, match=r"hints\[0\]\.pattern"):
+        Hints([{"hint": "x", "pattern": "(", "replace": "y"}])
+
+
+def test_languages_voice_maps_to_a_local_voice_or_falls_back_with_a_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    voice = ai_module._local_voice
+    assert voice({"voice": "flite.rms"}, "c") == "rms"
+    assert voice({"voice": "espeak.fr:fast"}, "c") == "fr"
+    assert voice({"engine": "espeak-ng", "voice": "de"}, "c") == "de"
+    assert voice({"voice": "kal"}, "c") == "kal"
+    assert voice({}, "c") is None
+    with caplog.at_level(logging.WARNING, "callplane.engine.ai"):
+        assert voice({"voice": "gcloud.fr-FR-Neural2-B"}, "c") is None
+    assert "'gcloud.fr-FR-Neural2-B' is not available" in caplog.text
+
+
+# ---------------------------------------------------------------------- agents on ticks
+
+
+async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ModelServer]:
+    server = await ModelServer().start()
+    yield server
+    await server.stop()
+
+
+class Agent:
+    """One `ai` run on a TickSession, with what it recorded and sent."""
+
+    def __init__(self, call: Call, session: TickSession, runner: asyncio.Task[Any]) -> None:
+        self.call = call
+        self.session = session
+        self.runner = runner
+        self.recorded: list[tuple[str, dict[str, Any]]] = []
+        self.sent: list[np.ndarray] = []
+
+    @property
+    def op(self) -> ai_module.AiOperation:
+        return ai_module.running_agent(self.call)
+
+    def tick(self, inbound: np.ndarray | None = None) -> None:
+        self.sent.append(self.session.tick(inbound).outbound)
+
+    async def ticks(self, n: int, inbound: np.ndarray | None = None) -> None:
+        frames = [None] * n if inbound is None else list(inbound)
+        for k, frame in enumerate(frames):
+            self.tick(frame)
+            if k % 10 == 9:
+                await asyncio.sleep(0.002)
+
+
+@pytest.fixture
+async def start_agent(model: ModelServer, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    tts = DefaultTts()
+    agents: list[Agent] = []
+    async with TargetPolicy().http_client(timeout=httpx.Timeout(5.0)) as http:
+
+        async def start(
+            params: dict[str, Any], *, swml_vars: dict[str, Any] | None = None, web: bool = True
+        ) -> Agent:
+            recorded: list[tuple[str, dict[str, Any]]] = []
+            emitted = Emitted()
+            services: Services = tick_services(
+                emitted,
+                llm=OpenAiChat(LlmSettings(model.url, "tiny"), http),
+                recognizer=PocketSphinxRecognizer(),
+                audio=AudioResolver(tmp_path, http, tts),
+                http=http if web else None,
+                record_event=lambda call, kind, p: recorded.append((kind, p)),
+                deliver=lambda call, payload, url: None,
+            )
+            session = TickSession()
+            call = tick_call(session)
+            if swml_vars is not None:
+                call.swml = SwmlInterpreter(
+                    {"version": "1.0.0", "sections": {"main": []}},
+                    cast(Any, None),
+                    call={},
+                    vars=swml_vars,
+                )
+            runner = asyncio.create_task(ai_module.SWML_METHODS["ai"](services, call, params))
+            await until(lambda: call.operations or runner.done(), 5, "the agent")
+            agent = Agent(call, session, runner)
+            agent.recorded = recorded
+            agent.emitted = emitted  # type: ignore[attr-defined]
+            agents.append(agent)
+            return agent
+
+        yield start
+        for agent in agents:
+            if not agent.runner.done():
+                await ai_module.running_agent(agent.call).stop()
+                await asyncio.wait_for(agent.runner, 10)
+
+
+def rms_db(frames: list[np.ndarray]) -> float:
+    x = np.concatenate(frames).astype(np.float64)
+    return float(20 * np.log10(np.sqrt(np.mean(x**2)) + 1e-9))
+
+
+def say(text: str) -> np.ndarray:
+    audio = to_frames(flite(text, "rms")).ravel()
+    return np.concatenate([audio, np.zeros((-audio.size) % 160, np.int16)]).reshape(-1, 160)
+
+
+async def test_invalid_parameters_are_a_clear_swml_error(
+    start_agent: Callable[..., Any],
+) -> None:
+    for params, message in [
+        ({"attention_timeout": 5000}, r"attention_timeout must be within 10000\.\.600000"),
+        ({"inactivity_timeout": "soon"}, "inactivity_timeout must be an integer"),
+        ({"ai_volume": 60}, "ai_volume must be within -50..50"),
+        ({"local_tz": "Nowhere/Land"}, "unknown time zone"),
+        ({"pom_format": "yaml"}, "pom_format"),
+    ]:
+        agent = await start_agent({"prompt": {"pom": POM}, "params": params})
+        with pytest.raises(SwmlError, match=message):
+            await agent.runner
+    agent = await start_agent({"prompt": {"text": "t"}, "hints": [{"hint": "x"}]})
+    with pytest.raises(SwmlError, match=r"hints\[0\]"):
+        await agent.runner
+
+
+@requires_speech
+async def test_pom_contexts_and_next_step_reach_the_model_and_post_prompt_pom(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    model.script(
+        Turn(tool_calls=[("next_step", {"step": "order"})]),
+        Turn(""),
+        Turn(tool_calls=[("change_context", {"context": "support"})]),
+        Turn(""),
+        Turn("summary"),
+    )
+    agent = await start_agent(
+        {
+            "prompt": {"pom": POM, "contexts": CONTEXTS},
+            "post_prompt": {"pom": [{"title": "Summary", "body": "Summarise."}]},
+            "SWAIG": {"functions": [{"function": "price", "description": "p"}]},
+            "global_data": {"shop": "corner"},
+            "hints": ["pepperoni"],
+        }
+    )
+    agent.session.on_dtmf("1", 100)
+    await until(lambda: len(model.requests) >= 2, 5, "the step's round")
+    first, second = model.requests[0].body, model.requests[1].body
+    system = first["messages"][0]["content"]
+    assert system.startswith(POM_MARKDOWN + "\n\n## Current step: greet\n\nGreet the caller.")
+    assert "pepperoni" in system and system.endswith('global_data: {"shop": "corner"}')
+    # The greet step allows every function; its only move is to `order`.
+    assert [t["function"]["name"] for t in first["tools"]] == ["price", "next_step"]
+    assert "## Current step: order" in second["messages"][0]["content"]
+    assert second["messages"][-1]["content"] == "Now in step 'order'. Follow its instructions."
+    assert [t["function"]["name"] for t in second["tools"]] == [
+        "price",
+        "next_step",
+        "change_context",
+    ]
+    agent.session.on_dtmf("2", 100)
+    await until(lambda: len(model.requests) >= 4, 5, "the context change")
+    isolated = model.requests[3].body["messages"]
+    # An isolated context: the system prompt, the move and its result, nothing before.
+    assert [m["role"] for m in isolated] == ["system", "assistant", "tool"]
+    assert isolated[0]["content"].startswith(POM_MARKDOWN + "\n\nYou help with complaints.")
+    await agent.op.stop()
+    assert await asyncio.wait_for(agent.runner, 10) == {"ai_result": "success"}
+    assert model.requests[4].body["messages"][-1] == {
+        "role": "system",
+        "content": "## Summary\n\nSummarise.",
+    }
+
+
+@requires_speech
+async def test_check_time_and_wait_seconds_are_answered_without_a_web_hook(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    model.script(
+        Turn(tool_calls=[("check_time", {})]),
+        Turn(tool_calls=[("wait_seconds", {"seconds": 2})]),
+        Turn(""),
+    )
+    agent = await start_agent(
+        {
+            "prompt": {"text": "t"},
+            "params": {"local_tz": "Asia/Kolkata"},
+            "SWAIG": {"native_functions": ["check_time", "wait_seconds"]},
+        },
+        web=False,  # any web hook would fail: there is no HTTP client
+    )
+    agent.session.on_dtmf("1", 100)
+    await until(lambda: len(model.requests) >= 2, 5, "check_time's answer")
+    assert [t["function"]["name"] for t in model.requests[0].body["tools"]] == [
+        "check_time",
+        "wait_seconds",
+    ]
+    answer = model.requests[1].body["messages"][-1]
+    assert answer["role"] == "tool"
+    now = datetime.datetime.now(zoneinfo.ZoneInfo("Asia/Kolkata"))
+    assert "in Asia/Kolkata (IST, UTC+05:30)" in answer["content"]
+    assert now.strftime("%d %B %Y, %H:") in answer["content"] or now.minute == 0
+    # wait_seconds 2: the model is asked again after exactly 100 ticks.
+    await asyncio.sleep(0.3)  # its stream ended; the wait has begun
+    await agent.ticks(99)
+    await asyncio.sleep(0.3)
+    assert len(model.requests) == 2
+    await agent.ticks(1)
+    await until(lambda: len(model.requests) >= 3, 5, "the round after the wait")
+    assert model.requests[2].body["messages"][-1]["content"] == "Waited 2 seconds."
+
+
+@requires_speech
+async def test_attention_then_inactivity_timeouts_fire_at_their_tick(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    model.script(Turn(""), Turn(""))
+    agent = await start_agent(
+        {
+            "prompt": {"text": "t"},
+            "params": {
+                "attention_timeout": 10000,
+                "attention_timeout_prompt": "Ask if they are still there.",
+                "inactivity_timeout": 15000,
+            },
+        }
+    )
+    await agent.ticks(499)
+    await asyncio.sleep(0.2)
+    assert model.requests == []
+    await agent.ticks(1)  # 10 s of silence
+    await until(lambda: model.requests, 5, "the attention prompt")
+    assert model.requests[0].body["messages"][-1] == {
+        "role": "system",
+        "content": "Ask if they are still there.",
+    }
+    await asyncio.sleep(0.2)  # its (empty) answer
+    await agent.ticks(249)
+    await asyncio.sleep(0.2)
+    assert not agent.runner.done()
+    await agent.ticks(1)  # 15 s without the caller: the agent ends, the script goes on
+    assert await asyncio.wait_for(agent.runner, 5) == {"ai_result": "success"}
+    finished = agent.emitted.params("ai")[-1]  # type: ignore[attr-defined]
+    assert finished["state"] == "finished" and finished["reason"] == "inactivity_timeout"
+    assert len(model.requests) == 1
+
+
+@requires_speech
+async def test_ai_volume_scales_the_agents_speech_by_its_decibels(
+    start_agent: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    levels = []
+    for volume, voice in [(0, "flite.slt"), (-12, "gcloud.en-US-Neural2-A")]:
+        agent = await start_agent(
+            {
+                "prompt": {"text": "t"},
+                "params": {"static_greeting": "Hello there.", "ai_volume": volume},
+                "languages": [{"code": "en-US", "voice": voice}],
+            }
+        )
+        await until(lambda a=agent: a.op._live.queued_frames, 5, "the greeting's audio")
+        await agent.ticks(100)
+        loud = [f for f in agent.sent if np.abs(f).max() > 500]
+        assert len(loud) > 20
+        levels.append(rms_db(agent.sent))
+    assert levels[1] - levels[0] == pytest.approx(-12, abs=0.2)
+    # The unknown voice fell back to the default one (same audio, so exactly 12 dB apart).
+    assert "'gcloud.en-US-Neural2-A' is not available" in caplog.text
+
+
+@requires_speech
+async def test_swml_vars_meta_data_and_global_data_reach_the_web_hook(
+    start_agent: Callable[..., Any], model: ModelServer, receiver: Receiver
+) -> None:
+    model.script(
+        Turn(tool_calls=[("remember", {"x": 1})]),
+        Turn(tool_calls=[("recall", {})]),
+        Turn(""),
+        Turn(""),
+    )
+    receiver.serve_swml(
+        "/remember",
+        {
+            "response": "noted",
+            "action": [
+                {"set_meta_data": {"c": 3}},
+                {"unset_meta_data": "a"},
+                {"set_global_data": {"g": 2}},
+                {"unset_global_data": ["drop"]},
+            ],
+        },
+    )
+    receiver.serve_swml("/recall", {"response": "fine"})
+    functions = [
+        {
+            "function": "remember",
+            "description": "r",
+            "web_hook_url": receiver.url("/remember"),
+            "meta_data_token": "shared",
+            "meta_data": {"a": 1},
+        },
+        {
+            "function": "recall",
+            "description": "r",
+            "web_hook_url": receiver.url("/recall"),
+            "meta_data_token": "shared",
+            "meta_data": {"b": 2},
+        },
+    ]
+    agent = await start_agent(
+        {
+            # The interpreter leaves ${global_data.*} to the agent (values of the moment).
+            "prompt": {"text": "Level ${global_data.g}."},
+            "SWAIG": {"functions": functions},
+            "global_data": {"drop": True, "keep": 1},
+        },
+        swml_vars={"customer": "ada", "visits": 3},
+    )
+    agent.session.on_dtmf("1", 100)
+    first = (await until(lambda: receiver.events("/remember"), 5, "remember"))[0]
+    assert first["SWMLVars"] == {"customer": "ada", "visits": 3}
+    assert first["meta_data_token"] == "shared" and first["meta_data"] == {"a": 1, "b": 2}
+    assert first["global_data"] == {"drop": True, "keep": 1}
+    second = (await until(lambda: receiver.events("/recall"), 5, "recall"))[0]
+    assert second["meta_data"] == {"b": 2, "c": 3}  # the shared scope, as remember left it
+    assert second["global_data"] == {"keep": 1, "g": 2}
+    # The model sees global_data as it is now.
+    await until(lambda: len(model.requests) >= 3, 5, "the round after the functions")
+    assert model.requests[0].body["messages"][0]["content"].startswith("Level .")
+    system = model.requests[2].body["messages"][0]["content"]
+    assert system == 'Level 2.\n\nglobal_data: {"keep": 1, "g": 2}'
+    # A list in swaig_post_swml_vars posts only those variables.
+    listed = await start_agent(
+        {"prompt": {"text": "t"}, "params": {"swaig_post_swml_vars": ["visits", "absent"]}},
+        swml_vars={"customer": "ada", "visits": 3},
+    )
+    assert listed.op._swml_vars() == {"visits": 3}
+
+
+@requires_speech
+async def test_words_over_a_no_barge_greeting_do_not_cut_it_and_are_the_next_turn(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    agent = await start_agent(
+        {
+            "prompt": {"text": "t"},
+            "params": {
+                "static_greeting": "Welcome to the corner shop. We sell lamps, tables, chairs "
+                "and many other fine things for your home. Ask me anything you like.",
+                "static_greeting_no_barge": True,
+            },
+            "hints": [{"hint": "morning", "pattern": "morning", "replace": "evening"}],
+        }
+    )
+    greeting = await until(lambda: agent.op._live.queued_frames, 5, "the greeting")
+    await agent.ticks(10)
+    question = say("good morning to you")
+    await agent.ticks(len(question), question)
+    while not model.requests and len(agent.sent) < greeting - 20:
+        await agent.ticks(5)
+        await asyncio.sleep(0.05)
+    assert model.requests, "the words were no turn"
+    # Heard out: every frame of the greeting is still there to play.
+    assert agent.op._live.queued_frames == greeting - len(agent.sent)
+    # The hint's pattern replaced the recognised word.
+    assert word_error_rate("good evening to you", model.user_texts()[0]) <= 0.5
+    assert "morning" not in model.user_texts()[0]
+
+
+@requires_speech
+async def test_barge_min_words_lets_one_word_pass_and_four_interrupt(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    reply = " ".join(f"Item {n} is a fine thing we sell." for n in range(8))
+    model.script(Turn(reply), Turn(""))
+    agent = await start_agent({"prompt": {"text": "t"}, "params": {"barge_min_words": 3}})
+    agent.session.on_dtmf("1", 100)
+    await until(lambda: agent.op._live.queued_frames > 50, 10, "the reply's audio")
+    await agent.ticks(25)
+    short = say("yes")
+    await agent.ticks(len(short), short)
+    while agent.op._transcriber.utterances < 1:
+        await agent.ticks(5)
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    assert len(model.requests) == 1  # one word: neither a barge-in nor a turn
+    assert agent.op._live.queued_frames > 0
+    stop = say("please stop talking now")
+    await agent.ticks(len(stop), stop)
+    while len(model.requests) < 2 and agent.op._transcriber.utterances < 2:
+        await agent.ticks(5)
+        await asyncio.sleep(0.05)
+    await until(lambda: len(model.requests) >= 2, 5, "the barge-in turn")
+    assert word_error_rate("please stop talking now", model.user_texts()[1]) <= 0.5
+    assert agent.op._live.queued_frames == 0
