@@ -8,13 +8,18 @@ Figures:
   PocketSphinxRecognizer with a 5-phrase grammar and with the open language model, with and
   without partial results (partials add a streaming pass), on flite speech at 8 kHz; plus the
   word error rate of the open model on the same sentences.
+* The same WER with WhisperRecognizer (faster-whisper, whisper-base int8; needs the `whisper`
+  extra), its model load time, and its decode time per utterance (median and worst, for the
+  sentences of 2-4 s) with 1 and 2 CPU threads.
 * Recorder cost per 20 ms tick (one TickFrames: inbound + outbound) for WAV mono/stereo and MP3,
   in microseconds of CPU, i.e. how much of a media-clock tick one recording costs.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,18 +52,18 @@ def flite_frames(text: str, voice: str, workdir: Path) -> np.ndarray:
     return full[: full.size // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, FRAME_SAMPLES)
 
 
-def bench_asr() -> None:
-    if shutil.which("flite") is None:
-        print("flite not installed: skipping the ASR benchmark")
-        return
-    rec = PocketSphinxRecognizer()
-    rec.warm_up()
+def reference_samples() -> dict[tuple[str, str], np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
-        samples = {
+        return {
             (voice, s): flite_frames(s, voice, Path(tmp))
             for voice in ("rms", "slt")
             for s in SENTENCES + HINTS
         }
+
+
+def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
+    rec = PocketSphinxRecognizer()
+    rec.warm_up()
     print("ASR (pocketsphinx, 8 kHz -> 16 kHz, single thread)")
     for mode, hints in (("grammar", HINTS), ("open model", None)):
         for partial in (False, True):
@@ -95,6 +100,54 @@ def bench_asr() -> None:
     print(f"  grammar hint accuracy: {hits}/{2 * len(HINTS)}")
 
 
+def bench_whisper(samples: dict[tuple[str, str], np.ndarray]) -> None:
+    from callplane.providers.whisper import WhisperRecognizer
+
+    with tempfile.TemporaryDirectory() as cache:
+        for threads in (1, 2):  # 1: the recognizer's default
+            t0 = time.perf_counter()
+            rec = WhisperRecognizer(cache_dir=Path(cache), cpu_threads=threads)
+            located = time.perf_counter() - t0
+            rec.warm_up()
+            print(
+                f"ASR (faster-whisper {rec.model_path.name}, int8, {threads} threads): "
+                f"model located/joined in {located:.2f} s, loaded in {rec.load_seconds:.2f} s"
+            )
+            decode: list[float] = []
+            cpu: list[float] = []
+            wers: dict[str, list[float]] = {"rms": [], "slt": []}
+            for voice in ("rms", "slt"):
+                for sentence in SENTENCES:
+                    s = rec.open_session("en-US", None, end_silence_timeout=0.8)
+                    c0 = time.process_time()
+                    events = s.feed_many(samples[(voice, sentence)])
+                    cpu.append(time.process_time() - c0)
+                    s.close()
+                    decode.append(s.decode_seconds)
+                    text = next((e.text for e in events if e.terminal and e.text), "")
+                    wers[voice].append(word_error_rate(sentence, text or ""))
+                    if threads == 1 and wers[voice][-1]:
+                        print(f"    {voice}: {sentence!r} -> {text!r}")
+            median = statistics.median(decode)
+            print(
+                f"  decode per utterance (2-4 s of speech): median {median:.2f} s, "
+                f"worst {max(decode):.2f} s wall; CPU (all threads, with endpointing) median "
+                f"{statistics.median(cpu):.2f} s"
+            )
+            if threads == 1:
+                for voice, values in wers.items():
+                    print(f"  WER, flite {voice}: {np.mean(values):.1%} (per sentence {values})")
+                hits = 0
+                for voice in ("rms", "slt"):
+                    for word in HINTS:
+                        s = rec.open_session("en-US", HINTS, end_silence_timeout=0.8)
+                        events = s.feed_many(samples[(voice, word)])
+                        s.close()
+                        hits += any(e.type == "final" and e.text == word for e in events)
+                print(f"  hint accuracy: {hits}/{2 * len(HINTS)}")
+            rec.close()
+
+
 def bench_recorder(seconds: int = 60) -> None:
     print(f"Recorder ({seconds} s of call audio per run)")
     n = seconds * 50
@@ -121,7 +174,15 @@ def bench_recorder(seconds: int = 60) -> None:
 
 def main() -> int:
     bench_recorder()
-    bench_asr()
+    if shutil.which("flite") is None:
+        print("flite not installed: skipping the ASR benchmarks")
+        return 0
+    samples = reference_samples()
+    bench_asr(samples)
+    if importlib.util.find_spec("faster_whisper") is None:
+        print("faster-whisper not installed (pip install 'callplane[whisper]'): no whisper figures")
+    else:
+        bench_whisper(samples)
     return 0
 
 

