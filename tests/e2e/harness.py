@@ -502,3 +502,9 @@ class Baresip:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
+    """`wait_until` for async tests: polls in a thread, so the loop (and the in-process far
+    ends and model servers on it) keeps running, and a blocking predicate cannot stall it."""
+    return await asyncio.to_thread(wait_until, predicate, within, what or str(predicate))

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from farend import FarEnd, peaks, rms_db
-from harness import Receiver, Server
+from harness import Receiver, Server, until
 
 from callplane import AsyncRestClient, RestError
 from callplane.providers.asr import PocketSphinxRecognizer, word_error_rate
@@ -43,16 +43,6 @@ def say(text: str) -> np.ndarray:
 
 def swml(*methods: dict[str, Any]) -> dict[str, Any]:
     return {"version": "1.0.0", "sections": {"main": list(methods)}}
-
-
-async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 def recognise(samples: np.ndarray) -> str:

@@ -11,7 +11,6 @@ import importlib.util
 import logging
 import shutil
 import sys
-import time
 import zoneinfo
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, cast
 import httpx
 import numpy as np
 import pytest
-from harness import Receiver
+from harness import Receiver, until
 from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane.engine.audio import AudioResolver
@@ -200,16 +199,6 @@ def test_languages_voice_maps_to_a_local_voice_or_falls_back_with_a_log_line(
 
 
 # ---------------------------------------------------------------------- agents on ticks
-
-
-async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import asyncio
 import importlib.util
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import requires_sipp
 from farend import FarEnd
-from harness import LOOPBACK, Receiver, Server, Sipp
+from harness import LOOPBACK, Receiver, Server, Sipp, until
 from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient, RestError
@@ -35,16 +34,6 @@ COLLECT = "calling.call.collect"
 
 def swml(*methods: dict[str, Any]) -> dict[str, Any]:
     return {"version": "1.0.0", "sections": {"main": list(methods)}}
-
-
-async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 def results(receiver: Receiver, path: str, control_id: str | None = None) -> list[dict[str, Any]]:

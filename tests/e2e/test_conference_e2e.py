@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import Receiver, Server, wait_until
+from harness import Receiver, Server
+from harness import until as wait_for
 
 from callplane import AsyncRestClient
 
@@ -62,10 +62,6 @@ def hears(samples: np.ndarray, *present: float, absent: tuple[float, ...] = ()) 
     for hz in present:
         for quiet in absent:
             assert power(samples, hz) > 30 * power(samples, quiet), (hz, quiet, peaks(samples, 4))
-
-
-async def wait_for(predicate: Callable[[], Any], seconds: float, what: str) -> None:
-    await asyncio.to_thread(wait_until, predicate, seconds, what)
 
 
 def statuses(receiver: Receiver, path: str) -> list[tuple[str, int]]:

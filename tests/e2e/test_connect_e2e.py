@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks, rms_db, tone, ulaw_decode, ulaw_encode
-from harness import SCENARIOS, Receiver, Server, Sipp, sipp_available, wait_until
+from harness import SCENARIOS, Receiver, Server, Sipp, sipp_available
+from harness import until as wait_for
 
 from callplane import AsyncRestClient
 
@@ -26,10 +27,6 @@ requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian si
 
 def swml(*methods: object) -> dict[str, object]:
     return {"version": "1.0.0", "sections": {"main": list(methods)}}
-
-
-async def wait_for(predicate: object, seconds: float, what: str) -> None:
-    await asyncio.to_thread(wait_until, predicate, seconds, what)  # type: ignore[arg-type]
 
 
 def connect_states(receiver: Receiver) -> list[str]:

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import pytest
 from farend import FarEnd, rms_db
-from harness import Receiver, Server
+from harness import Receiver, Server, until
 from ticks import TickSession, tick_call
 
 from callplane import AsyncRestClient, RestError
@@ -143,16 +143,6 @@ async def llm(model: ModelServer) -> AsyncIterator[OpenAiChat]:
 
 def services(events: Events, recognizer: Any, llm: Any = None, audio: Any = None) -> Services:
     return cast(Services, SimpleNamespace(emit=events, recognizer=recognizer, llm=llm, audio=audio))
-
-
-async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 def command(name: str) -> Any:

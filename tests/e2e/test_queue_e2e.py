@@ -10,14 +10,14 @@ import asyncio
 import io
 import json
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import Receiver, Server, wait_until
+from harness import Receiver, Server
+from harness import until as wait_for
 
 from callplane import AsyncRestClient
 
@@ -45,10 +45,6 @@ def wav(samples: np.ndarray) -> bytes:
 
 def swml(*methods: object) -> dict[str, object]:
     return {"version": "1.0.0", "sections": {"main": list(methods)}}
-
-
-async def wait_for(predicate: Callable[[], Any], seconds: float, what: str) -> None:
-    await asyncio.to_thread(wait_until, predicate, seconds, what)
 
 
 def queue_events(receiver: Receiver, path: str) -> list[tuple[str, int, int]]:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from farend import FarEnd, peaks, tone
-from harness import Receiver, Server, Sipp, sipp_available, wait_until
+from harness import Receiver, Server, Sipp, sipp_available
+from harness import until as wait_for
 
 from callplane import AsyncRestClient
 from callplane.sip.sdp import bump_version, offered_direction, with_direction
@@ -17,10 +18,6 @@ requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian si
 SIP_SCENARIOS = Path(__file__).parent.parent / "sip" / "scenarios"
 HANG_ON = {"version": "1.0.0", "sections": {"main": [{"sleep": -1}]}}
 CAROL = "sip:carol@127.0.0.1:5099"  # what uas_refer_notify.xml expects in Refer-To
-
-
-async def wait_for(predicate: object, seconds: float, what: str) -> object:
-    return await asyncio.to_thread(wait_until, predicate, seconds, what)  # type: ignore[arg-type]
 
 
 def refer_events(receiver: Receiver) -> list[dict[str, object]]:

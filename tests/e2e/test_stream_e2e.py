@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import LOOPBACK, Baresip, Receiver, Server, baresip_available, free_port, wait_until
+from harness import LOOPBACK, Baresip, Receiver, Server, baresip_available, free_port
+from harness import until as wait_for
 from ticks import Emitted, TickSession, tick_call, tick_services
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -49,10 +50,6 @@ def swml(*methods: dict[str, Any]) -> dict[str, Any]:
 def sine(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:
     t = np.arange(round(seconds * 8000)) / 8000
     return np.round(amplitude * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
-async def wait_for(predicate: Any, within: float = 10, what: str = "condition") -> Any:
-    return await asyncio.to_thread(wait_until, predicate, within, what)
 
 
 @dataclass

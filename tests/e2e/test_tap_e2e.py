@@ -25,7 +25,8 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import LOOPBACK, Receiver, Server, free_port, wait_until
+from harness import LOOPBACK, Receiver, Server, free_port
+from harness import until as wait_for
 from ticks import Emitted, TickSession, tick_call, tick_services
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -44,10 +45,6 @@ def swml(*methods: dict[str, Any]) -> dict[str, Any]:
 def sine(freq: float, seconds: float) -> np.ndarray:
     t = np.arange(round(seconds * 8000)) / 8000
     return np.round(0.2 * 32767 * np.sin(2 * np.pi * freq * t)).astype(np.int16)
-
-
-async def wait_for(predicate: Any, within: float = 10, what: str = "condition") -> Any:
-    return await asyncio.to_thread(wait_until, predicate, within, what)
 
 
 async def dial_far_end(client: AsyncRestClient, far_end: FarEnd, *methods: dict[str, Any]) -> str:

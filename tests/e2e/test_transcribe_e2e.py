@@ -13,8 +13,6 @@ import asyncio
 import importlib.util
 import shutil
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -22,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 import pytest
 from farend import FarEnd
-from harness import Receiver, Server
+from harness import Receiver, Server, until
 from ticks import TickSession, tick_call
 
 from callplane import AsyncRestClient, RestError
@@ -54,16 +52,6 @@ def swml(*methods: dict[str, Any]) -> dict[str, Any]:
 def say(text: str) -> np.ndarray:
     """flite `rms` at 8 kHz as int16 samples (the far end's voice)."""
     return to_frames(flite(text, "rms")).ravel()
-
-
-async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 def transcripts(receiver: Receiver, path: str) -> list[dict[str, Any]]:

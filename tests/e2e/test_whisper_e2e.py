@@ -5,12 +5,11 @@ pocketsphinx has no model for accepted. Needs the `whisper` extra: it does not s
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
 from farend import FarEnd
-from harness import Receiver, Server
+from harness import Receiver, Server, until
 
 from callplane import AsyncRestClient
 from callplane.providers.asr import word_error_rate
@@ -18,16 +17,6 @@ from callplane.providers.tts import FliteTts
 
 COLLECT = "calling.call.collect"
 SENTENCE = "please call me back tomorrow morning"
-
-
-async def until(predicate: Callable[[], Any], within: float = 10, what: str = "") -> Any:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 async def test_speech_collect_with_whisper(
