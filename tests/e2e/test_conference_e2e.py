@@ -8,7 +8,9 @@ is checked by frequency: the other participants' tones, never its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import Receiver, Server
+from harness import LOOPBACK, Receiver, Server
 from harness import until as wait_for
 
 from callplane import AsyncRestClient
@@ -346,8 +348,113 @@ async def test_bad_parameters_end_the_script_with_an_error_and_a_full_conference
         await client.calling.end(third["id"])
 
 
+async def test_a_participants_stream_carries_what_it_hears_and_speaks_into_the_room(
+    server: Server, receiver: Receiver, fars: list[FarEnd]
+) -> None:
+    """join_conference `stream`: A's stream carries the room minus A (B's tone, not A's own);
+    with `realtime` the application's audio is A's speak side, so B hears it and A does not;
+    A leaving ends the stream (`stop`, `finished`) while the conference goes on."""
+    from test_stream_e2e import app_server
+
+    from callplane.media.g711 import ulaw_decode, ulaw_encode
+
+    a, b, _ = fars
+    room = {"name": "streamed", "beep": False}
+    async with (
+        app_server() as (port, peers),
+        AsyncRestClient(server.project, server.token, server.host) as client,
+    ):
+        stream = {
+            "url": f"ws://{LOOPBACK}:{port}/room",
+            "name": "room-audio",
+            "status_url": receiver.url("/cs"),
+            "custom_parameters": {"seat": "a"},
+            "realtime": True,
+        }
+        leg_a = await client.calling.dial(
+            from_="+15551230000",
+            to=a.uri,
+            swml=swml({"join_conference": {**room, "stream": stream}}),
+        )
+        await client.calling.dial(
+            from_="+15551230000", to=b.uri, swml=swml({"join_conference": room})
+        )
+
+        def size() -> int:
+            listed = server.get("/api/calling/conferences").json()["data"]
+            return int(listed[0]["size"]) if listed else 0
+
+        await wait_for(lambda: size() == 2 and peers and peers[0].events("start"), 10, "A, B in")
+        peer = peers[0]
+        start = peer.events("start")[0]["start"]
+        assert start["callSid"] == leg_a["id"] and start["tracks"] == ["outbound"]
+        assert start["customParameters"] == {"seat": "a"}
+
+        t0 = time.monotonic()
+        await asyncio.gather(a.play(tone(500, 1.0)), b.play(tone(1300, 1.0)))
+        t1 = time.monotonic()
+        payload = b"".join(
+            base64.b64decode(m["media"]["payload"])
+            for at, m in peer.messages
+            if m["event"] == "media" and t0 + 0.3 <= at < t1
+        )
+        hears(ulaw_decode(payload).astype(np.float64), 1300, absent=(500,))
+
+        assert peer.ws is not None
+        said = base64.b64encode(ulaw_encode(tone(700, 0.8)).tobytes()).decode()
+        sent_at = time.monotonic()
+        await peer.ws.send(json.dumps({"event": "media", "media": {"payload": said}}))
+        await asyncio.sleep(1.0)
+        heard_b, heard_a = b.audio(sent_at, sent_at + 1.0), a.audio(sent_at, sent_at + 1.0)
+        assert [round(f / 10) * 10 for f in peaks(heard_b, 1)] == [700]
+        assert np.abs(heard_a).max() < 300, "the participant hears its own stream's audio"
+
+        await client.calling.end(leg_a["id"])
+        await wait_for(lambda: peer.events("stop"), 10, "the stop")
+        await wait_for(lambda: size() == 1, 10, "B alone")
+        await wait_for(
+            lambda: (
+                [e["params"]["state"] for e in receiver.events("/cs", "calling.call.stream")]
+                == ["streaming", "finished"]
+            ),
+            10,
+            "the stream's events",
+        )
+        assert peer.messages[-1][1]["event"] == "stop"
+        await b.calls[-1].bye()
+    params = receiver.events("/cs", "calling.call.stream")[0]["params"]
+    assert params["name"] == "room-audio" and params["call_id"] == leg_a["id"]
+
+
 # ---------------------------------------------------------------------------------------------
-# Without sockets: speaker detection driven by TickFrames, and trim-silence on a file.
+# Without sockets: bad `stream` objects, speaker detection driven by TickFrames, trim-silence.
+
+
+@pytest.mark.parametrize(
+    ("stream", "error"),
+    [
+        ("wss://a/b", "must be an object"),
+        ({"name": "x"}, "needs a `url`"),
+        ({"url": "ws://example.com/x"}, "ws:// is only allowed to loopback or private hosts"),
+        ({"url": "https://a/b"}, "must start with wss://"),
+        ({"url": "wss://a/b", "codec": "G722"}, "codec must be PCMU, PCMA or L16"),
+        ({"url": "wss://a/b", "codec": "PCMU@16000h"}, "8000 Hz only"),
+        ({"url": "wss://a/b", "realtime": "maybe"}, "`realtime` must be true or false"),
+        ({"url": "wss://a/b", "status_url_method": "PUT"}, "status_url_method must be GET"),
+    ],
+)
+async def test_a_bad_stream_object_is_an_error_before_joining(stream: object, error: str) -> None:
+    from ticks import Emitted, TickSession, tick_call, tick_services
+
+    from callplane.engine.operations.conference import directory_of, swml_join_conference
+    from callplane.engine.swml.errors import SwmlError
+
+    services = tick_services(Emitted(), extensions={})
+    call = tick_call(TickSession())
+    with pytest.raises(SwmlError, match="join_conference `stream`") as raised:
+        await swml_join_conference(services, call, {"name": "c", "stream": stream})
+    assert error in str(raised.value)
+    assert not call.operations and directory_of(services).list("p") == []
 
 
 async def test_speaker_events_follow_what_a_participant_says() -> None:

@@ -26,7 +26,7 @@ import uuid
 import wave
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,6 +35,14 @@ import numpy.typing as npt
 
 from callplane.engine.audio import PlayItemError, swml_sound_to_item
 from callplane.engine.calls import NOT_ANSWERED_YET
+from callplane.engine.operations.stream import (
+    StreamOperation,
+    StreamParamError,
+    StreamSettings,
+    settings_from,
+    start_stream,
+    url_refusal,
+)
 from callplane.engine.swml.errors import SwmlError
 from callplane.media.engine import TickFrames
 from callplane.media.recorder import Recorder, RecorderError, beep
@@ -119,6 +127,8 @@ class Participant:
         self.beep_on_exit = beep_on_exit
         self.joined_at = time.time()
         self.wait: Playback | None = None
+        # join_conference's `stream`: runs while the participant is in, ended by its leaving.
+        self.stream: StreamOperation | None = None
         self.speaking = False
         self._loud = 0
         self._quiet = 0
@@ -414,6 +424,8 @@ class Conference:
         if p.wait is not None:
             p.wait.stop()
             p.wait = None
+        if p.stream is not None:
+            p.stream.close()
         media = p.call.media
         if media is not None:
             self.group.remove(media)
@@ -518,7 +530,9 @@ def directory_of(services: Services) -> Directory:
 # parameters
 
 
-def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
+def _flag(
+    params: Mapping[str, Any], name: str, default: bool, where: str = "join_conference"
+) -> bool:
     value = params.get(name)
     if value is None:
         return default
@@ -526,7 +540,7 @@ def _flag(params: Mapping[str, Any], name: str, default: bool) -> bool:
         return value
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    raise SwmlError(f"join_conference `{name}` must be true or false")
+    raise SwmlError(f"{where} `{name}` must be true or false")
 
 
 def _beep(params: Mapping[str, Any]) -> tuple[bool, bool]:
@@ -570,6 +584,34 @@ def _max_participants(params: Mapping[str, Any]) -> int:
     return value
 
 
+def _stream(services: Services, value: Any) -> tuple[StreamSettings, str | None] | None:
+    """join_conference's `stream` object: its settings and status_url; None without one.
+
+    What the participant hears (the room minus itself) is the default track: it is the
+    "conference audio" the schema promises as heard from the participant's seat, exactly what
+    an application speaking back into the room (`realtime`) must hear, without its own echo,
+    and one track keeps applications that ignore `track` working. `track` (an extension, as in
+    `stream`) asks for `inbound_track` (what the participant says) or `both_tracks`.
+    """
+    if value is None:
+        return None
+    where = "join_conference `stream`"
+    if not isinstance(value, Mapping):
+        raise SwmlError(f"{where} must be an object with a `url`")
+    if not str(value.get("url") or "").strip():
+        raise SwmlError(f"{where} needs a `url` (wss://)")
+    realtime = _flag(value, "realtime", False, where)
+    try:
+        settings = settings_from({"track": "outbound_track", **value}, bidirectional=realtime)
+    except StreamParamError as exc:
+        raise SwmlError(f"{where}: {exc}") from None
+    refused = url_refusal(settings.url, services.config.targets)
+    if refused is not None:
+        raise SwmlError(f"{where}: {refused}")
+    status_url = value.get("status_url")
+    return replace(settings, play_direction="speak"), str(status_url) if status_url else None
+
+
 def _wait_sounds(value: Any) -> list[str]:
     if value is None:
         return []
@@ -608,6 +650,7 @@ async def _join(
             raise SwmlError("join_conference `trim` must be trim-silence or do-not-trim")
         coach = params.get("coach") or None
         wait = _wait_sounds(params.get("wait_url"))
+        stream = _stream(services, params.get("stream"))
     else:
         muted, beep_on_enter, beep_on_exit = False, False, False
         start_on_enter, end_on_exit = True, False
@@ -619,6 +662,7 @@ async def _join(
             None,
             [],
         )
+        stream = None
     if call.status in NOT_ANSWERED_YET:
         await services.answer(call)
     if call.media is None or call.media.closed or call.is_terminal:
@@ -659,6 +703,11 @@ async def _join(
         owner, url, do_trim = conf.wants_recording
         conf.recording = _Recording(services, conf, owner, url, do_trim)
         conf.recording.start(conf.group)
+    if stream is not None:
+        settings, status_url = stream
+        p.stream = start_stream(
+            services, call, control_id=str(uuid.uuid4()), settings=settings, status_url=status_url
+        )
     try:
         await asyncio.shield(p.done)
     except asyncio.CancelledError:

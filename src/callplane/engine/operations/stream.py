@@ -9,6 +9,9 @@ docs/streams.md. callplane is the WebSocket client, the application the server.
 * One-way (`calling.stream`, SWML `stream`): `connected`, `start`, then one `media` message per
   track per 20 ms tick (chunk numbers and timestamps counted in ticks, so they are consecutive
   even while the far end sends nothing), `dtmf` on each key press, `stop` on a normal end.
+* A conference participant's stream (SWML `join_conference`'s `stream`, started by the
+  conference module through :func:`start_stream`): one-way, or bidirectional with `realtime`
+  (the application's audio then plays on the leg's speak side: the room hears it).
 * Bidirectional (`connect` to ``stream:…``): the same, plus what the application sends: `media`
   (any chunk size, queued in a :class:`~callplane.media.sources.LiveSource` that the media clock
   plays to the caller), `mark` (echoed back once the audio queued before it has played) and
@@ -64,7 +67,7 @@ from callplane.netpolicy import TargetPolicy, host_refusal
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
-    from callplane.media.engine import Playback, TickFrames
+    from callplane.media.engine import Playback, PlayDirection, TickFrames
 
 log = logging.getLogger("callplane.engine.stream")
 
@@ -116,6 +119,10 @@ class StreamSettings:
     ptime: int = FRAME_MS  # ms of audio per `media` message
     # How `calling.call.stream` events reach status_url (the outbox's GET form: query fields).
     status_url_method: StatusMethod = "POST"
+    # Where a bidirectional stream's audio from the application plays on the leg: ``listen``
+    # (the far end hears it: connect) or ``speak`` (said by the leg, so a conference
+    # participant's room hears it and its own far end does not).
+    play_direction: PlayDirection = "listen"
 
     @property
     def tracks(self) -> list[str]:
@@ -247,7 +254,7 @@ class StreamOperation(Operation):
         if self.settings.bidirectional:
             self.live = LiveSource(f"stream({self.control_id})", max_frames=PLAY_QUEUE_FRAMES)
             self.live.on_mark = self._on_mark
-            self._playback = session.play(self.live)
+            self._playback = session.play(self.live, direction=self.settings.play_direction)
         session.add_listener(self._on_frame)
         self._listening = True
         self._keypad = KeyPresses.for_call(self.call)
@@ -383,6 +390,11 @@ class StreamOperation(Operation):
             self.on_end(reason)
 
     async def stop(self) -> None:
+        self._end()
+
+    def close(self) -> None:
+        """`stop` for an owner that ends the stream synchronously (a conference participant
+        leaving): `stop` sent, `finished` emitted, before the owner goes on."""
         self._end()
 
     def _params(self) -> dict[str, Any]:
