@@ -459,6 +459,22 @@ async def test_a_bad_stream_object_is_an_error_before_joining(stream: object, er
     assert not call.operations and directory_of(services).list("p") == []
 
 
+def test_a_stream_defaults_to_what_the_participant_hears_and_realtime_speaks() -> None:
+    from ticks import Emitted, tick_services
+
+    from callplane.engine.operations.conference import _stream
+
+    services = tick_services(Emitted())
+    plain = _stream(services, {"url": "wss://a/b", "status_url": "http://127.0.0.1/s"})
+    assert plain is not None and plain[1] == "http://127.0.0.1/s"
+    assert (plain[0].tracks, plain[0].bidirectional) == (["outbound"], False)
+    both = _stream(services, {"url": "wss://a/b", "track": "both_tracks", "realtime": "true"})
+    assert both is not None and both[1] is None
+    assert (both[0].tracks, both[0].bidirectional) == (["inbound", "outbound"], True)
+    assert both[0].play_direction == "speak"
+    assert _stream(services, None) is None
+
+
 async def test_speaker_events_follow_what_a_participant_says() -> None:
     from ticks import Emitted, TickSession, tick_call, tick_services
 

@@ -602,7 +602,9 @@ def _stream(services: Services, value: Any) -> tuple[StreamSettings, str | None]
         raise SwmlError(f"{where} needs a `url` (wss://)")
     realtime = _flag(value, "realtime", False, where)
     try:
-        settings = settings_from({"track": "outbound_track", **value}, bidirectional=realtime)
+        settings = settings_from(
+            {**value, "track": value.get("track") or "outbound_track"}, bidirectional=realtime
+        )
     except StreamParamError as exc:
         raise SwmlError(f"{where}: {exc}") from None
     refused = url_refusal(settings.url, services.config.targets)
