@@ -588,7 +588,20 @@ async def test_skip_user_turn_moves_on_and_a_context_change_says_its_fillers(
     assert 0 <= at[0] < at[1] < at[2], at
 
 
-def test_bad_fillers_are_named() -> None:
+def test_fillers_follow_the_language_and_bad_ones_are_named() -> None:
+    fillers = {
+        "fr-CA": ["Un instant."],
+        "fr": ["Bon."],
+        "auto": ["One moment."],
+        "default": ["Hm."],
+    }
+    flow = ConversationFlow(
+        {"default": {"enter_fillers": fillers, "steps": [{"name": "a", "text": "x"}]}}
+    )
+    chosen = {code: flow.fillers("default", "enter_fillers", code) for code in ["fr-CA", "fr-FR"]}
+    assert chosen == {"fr-CA": ["Un instant."], "fr-FR": ["Bon."]}
+    assert flow.fillers("default", "enter_fillers", "de-DE") == ["One moment."]
+    assert flow.fillers("default", "exit_fillers", "fr-CA") == []
     with pytest.raises(FlowError, match=r"contexts\.default\.enter_fillers"):
         ConversationFlow(
             {"default": {"enter_fillers": ["hi"], "steps": [{"name": "a", "text": "x"}]}}

@@ -3,7 +3,11 @@
 
 The loop
 --------
-listen -> recognise -> think -> speak, until the agent is stopped or the call ends:
+The agent opens the conversation (``params.wait_for_user`` false, the reference default): a
+``static_greeting`` is spoken, or without one the model is asked at once for the opening turn
+(the system prompt alone, no caller message). With ``wait_for_user: true`` the caller speaks
+first (a greeting is still spoken). Then listen -> recognise -> think -> speak, until the
+agent is stopped or the call ends:
 
 * **listen / recognise**: a media listener queues the leg's inbound frames; one worker feeds
   them (off the event loop) to a chain of recognition sessions, the same
@@ -17,9 +21,10 @@ listen -> recognise -> think -> speak, until the agent is stopped or the call en
   request) is ``prompt.text`` or ``prompt.pom`` rendered (``ai_prompt``: markdown, or XML with
   ``params.pom_format``), the current context and step of ``prompt.contexts`` with their
   ``next_step`` / ``change_context`` tools, the ``hints`` words, and ``global_data`` as JSON.
-* **speak**: the reply is cut into sentences as it streams; each is synthesised (the server's
-  TTS through ``Services.audio``) and pushed to one ``LiveSource`` played on the leg for the
-  agent's lifetime, so the first sentence plays while the model still writes the rest.
+* **speak**: the reply is cut into sentences as it streams; each is synthesised
+  (``speech.synthesise``: the server's TTS through ``Services.audio``) and pushed to one
+  ``LiveSource`` played on the leg for the agent's lifetime, so the first sentence plays
+  while the model still writes the rest.
 * **barge-in**: a voice activity detector watches the inbound frames; caller speech while the
   agent talks clears the ``LiveSource`` and drops the sentences not yet spoken. What the caller
   says is recognised as the next turn. With ``params.barge_min_words`` the voice alone does
@@ -37,11 +42,20 @@ Parameters
   ``voice``, or a bare flite voice name); other engines' voices fall back to the default voice
   with a warning in the log.
 * Timers count media ticks (50 a second): ``params.attention_timeout`` (default 5000 ms, 0
-  off, else 10000-600000) puts ``attention_timeout_prompt`` to the model as a system message
-  when the agent has been waiting that long with nothing going on (not speaking, not thinking,
-  not held, the caller silent); ``params.inactivity_timeout`` (default 600000 ms) ends the
+  off, else 10000-600000; on a dialled call ``outbound_attention_timeout``, default 120000
+  ms, takes its place) puts ``attention_timeout_prompt`` to the model as a system message
+  when the agent has spoken, its speech has played out and the caller has not taken a turn
+  for that long (never before the agent's first words; not while it thinks, is held or the
+  caller's voice is heard); ``params.inactivity_timeout`` (default 600000 ms) ends the
   agent (``finished`` with ``reason: inactivity_timeout``; the script goes on) when the caller
   has neither spoken, keyed nor sent a user message that long (time on hold does not count).
+  ``params.hard_stop_time`` (``1h45m30s``) after the agent's start: the caller's words and
+  keys are dropped from then on, ``hard_stop_prompt`` goes to the model as a system message,
+  its answer is heard out (no barge-in) and the agent ends (``reason: hard_stop_time``).
+* ``prompt.contexts`` (``ai_prompt.ConversationFlow``): a context's ``exit_fillers`` and the
+  next one's ``enter_fillers`` are spoken on a change of context (one phrase each, for the
+  agent's language); a step with ``skip_user_turn`` moves to its next step after the
+  agent's turn and the model speaks again, without waiting for the caller.
 * ``hints`` (``ai_native``): listed in the system prompt; hint objects' ``pattern`` is
   replaced by ``replace`` in every recognised utterance. They do not reach the recognizer:
   its hints are a closed grammar.
@@ -70,14 +84,14 @@ log; the call goes on.
 Ending
 ------
 ``post_prompt`` (its ``text`` or rendered ``pom``) is sent to the model with the
-conversation once the agent ends; the answer and the conversation log (roles, text,
-timestamps, tool calls) are POSTed to ``post_prompt_url`` (the webhook outbox: durable,
-signed). SWML then continues after ``ai`` with ``ai_result`` (``success`` | ``failed``) set.
-Without a configured model ``ai`` fails at once: an error in the log, a
+conversation once the agent ends (``speech.complete``); the answer and the conversation log
+(roles, text, timestamps, tool calls) are POSTed to ``post_prompt_url`` (the webhook
+outbox: durable, signed). SWML then continues after ``ai`` with ``ai_result`` (``success`` |
+``failed``) set. Without a configured model ``ai`` fails at once: an error in the log, a
 ``calling.call.ai`` ``error`` event, ``ai_result: failed``.
 
 Events (``calling.call.ai`` to the call's event log): ``started``, ``finished`` (with
-``reason: inactivity_timeout`` when that timer ended it) or ``error``.
+``reason: inactivity_timeout`` or ``hard_stop_time`` when that timer ended it) or ``error``.
 """
 
 from __future__ import annotations
@@ -489,6 +503,7 @@ class AiOperation(Operation):
         self._hard_stop_ticks = None
         if self.held:
             self._end_hold()
+        self._waited.set()  # a wait_seconds in progress is over
         while not self._inputs.empty():
             self._inputs.get_nowait()
         self._inputs.put_nowait((_HARD_STOP, self._hard_stop_prompt))
