@@ -305,6 +305,7 @@ async def test_invalid_parameters_are_a_clear_swml_error(
 ) -> None:
     for params, message in [
         ({"attention_timeout": 5000}, r"attention_timeout must be within 10000\.\.600000"),
+        ({"outbound_attention_timeout": 0}, r"outbound_attention_timeout must be within"),
         ({"inactivity_timeout": "soon"}, "inactivity_timeout must be an integer"),
         ({"ai_volume": 60}, "ai_volume must be within -50..50"),
         ({"local_tz": "Nowhere/Land"}, "unknown time zone"),
