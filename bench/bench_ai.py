@@ -69,7 +69,9 @@ def loud_packets(far: FarEnd, start: float, end: float) -> list[float]:
 
 
 def swml(ai: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": [{"ai": ai}]}}
+    # The caller opens every conversation measured here (the agent's opening turn is not).
+    params = {"wait_for_user": True, **ai.get("params", {})}
+    return {"version": "1.0.0", "sections": {"main": [{"ai": {**ai, "params": params}}]}}
 
 
 async def call(client: AsyncRestClient, far: FarEnd, document: dict[str, Any]) -> str:

@@ -96,7 +96,11 @@ async def test_one_spoken_turn_then_stop_post_prompt_and_the_script_goes_on(
         {
             "ai": {
                 "prompt": {"text": "You are the shop's assistant."},
-                "params": {"end_of_speech_timeout": 600, "ai_model": "shop-model"},
+                "params": {
+                    "end_of_speech_timeout": 600,
+                    "ai_model": "shop-model",
+                    "wait_for_user": True,  # the caller opens
+                },
                 "post_prompt": {"text": "Summarise the call as JSON."},
                 "post_prompt_url": receiver.url("/post"),
                 "global_data": {"shop": "corner"},
@@ -173,6 +177,7 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
     await sales.start()
     try:
         model.script(
+            Turn("Welcome."),  # the agent opens (wait_for_user defaults to false)
             Turn("Let me check.", tool_calls=[("look_up", {"item": "lamp"})]),
             Turn(tool_calls=[("broken", {})]),
             Turn(tool_calls=[("transfer_to_sales", {"department": "sales"})]),
@@ -220,11 +225,13 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
         async with AsyncRestClient(ai_server.project, ai_server.token, ai_server.host) as client:
             call_id = await dial(client, far_end, document)
             await until(lambda: ai_server.call_status(call_id) == "answered", 5, "answered")
+            opening = (await until(lambda: model.requests, 5, "the opening request"))[0]
+            assert [m["role"] for m in opening.body["messages"]] == ["system"]
             await far_end.silence(0.3)
             await far_end.send_digits("5")
-            await until(lambda: model.requests, 5, "the model's request")
-            assert model.user_texts()[0] == "DTMF: 5"
-            tools = model.requests[0].body["tools"]
+            await until(lambda: len(model.requests) >= 2, 5, "the key's request")
+            assert model.user_texts()[1] == "DTMF: 5"
+            tools = model.requests[1].body["tools"]
             names = [t["function"]["name"] for t in tools]
             assert names == ["look_up", "broken", "transfer_to_sales"]
             assert tools[2]["function"]["parameters"] == function["parameters"]
@@ -238,7 +245,7 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
             assert swaig["SWMLVars"]["customer"] == "ada"  # the script's variables now
             assert swaig["global_data"] == {"a": 1}  # set by look_up's action
             # Each function's result went back to the model as the tool's answer.
-            second, third = model.requests[1].body["messages"], model.requests[2].body["messages"]
+            second, third = model.requests[2].body["messages"], model.requests[3].body["messages"]
             assert second[-2]["tool_calls"][0]["function"]["name"] == "look_up"
             assert second[-1] == {
                 "role": "tool",
@@ -253,7 +260,7 @@ async def test_dtmf_reaches_the_model_and_a_swaig_function_hands_the_call_to_con
                 "the bridge to sales",
             )
             # The SWML action ended the agent: no turn after the function's.
-            assert len(model.requests) == 3
+            assert len(model.requests) == 4
             await client.calling.end(call_id)
             await until(lambda: ai_server.call_status(call_id) == "ended", 10, "ended")
     finally:
@@ -362,7 +369,9 @@ async def test_ticks_alone_drive_hold_unhold_and_a_key_press(
         session = TickSession()
         call = tick_call(session)
         runner = asyncio.create_task(
-            ai_module.SWML_METHODS["ai"](services, call, {"prompt": {"text": "t"}})
+            ai_module.SWML_METHODS["ai"](
+                services, call, {"prompt": {"text": "t"}, "params": {"wait_for_user": True}}
+            )
         )
         await until(lambda: call.operations, 5, "the agent")
         agent = ai_module.running_agent(call)

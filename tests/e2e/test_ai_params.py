@@ -27,6 +27,7 @@ from callplane.engine.calls import Call
 from callplane.engine.operations import ai as ai_module
 from callplane.engine.operations.ai_native import Hints, check_time, native_tools, time_zone
 from callplane.engine.operations.ai_prompt import ConversationFlow, FlowError, render_pom
+from callplane.engine.operations.speech import synthesise
 from callplane.engine.services import Services
 from callplane.engine.swml.errors import SwmlError
 from callplane.engine.swml.interpreter import SwmlInterpreter
@@ -240,8 +241,17 @@ async def start_agent(model: ModelServer, tmp_path: Path) -> AsyncIterator[Calla
     async with TargetPolicy().http_client(timeout=httpx.Timeout(5.0)) as http:
 
         async def start(
-            params: dict[str, Any], *, swml_vars: dict[str, Any] | None = None, web: bool = True
+            params: dict[str, Any],
+            *,
+            swml_vars: dict[str, Any] | None = None,
+            web: bool = True,
+            opens: bool = False,
+            inbound: bool = False,
         ) -> Agent:
+            """`opens`: the reference default, the agent speaks first; otherwise the caller
+            does (`wait_for_user`), so that the model's scripted turns answer the caller."""
+            if not opens and isinstance(params.get("params", {}), dict):
+                params = {**params, "params": {"wait_for_user": True, **params.get("params", {})}}
             recorded: list[tuple[str, dict[str, Any]]] = []
             emitted = Emitted()
             services: Services = tick_services(
@@ -255,6 +265,8 @@ async def start_agent(model: ModelServer, tmp_path: Path) -> AsyncIterator[Calla
             )
             session = TickSession()
             call = tick_call(session)
+            if inbound:
+                call.direction = "inbound"
             if swml_vars is not None:
                 call.swml = SwmlInterpreter(
                     {"version": "1.0.0", "sections": {"main": []}},
@@ -267,6 +279,7 @@ async def start_agent(model: ModelServer, tmp_path: Path) -> AsyncIterator[Calla
             agent = Agent(call, session, runner)
             agent.recorded = recorded
             agent.emitted = emitted  # type: ignore[attr-defined]
+            agent.services = services  # type: ignore[attr-defined]
             agents.append(agent)
             return agent
 
@@ -292,6 +305,7 @@ async def test_invalid_parameters_are_a_clear_swml_error(
 ) -> None:
     for params, message in [
         ({"attention_timeout": 5000}, r"attention_timeout must be within 10000\.\.600000"),
+        ({"outbound_attention_timeout": 0}, r"outbound_attention_timeout must be within"),
         ({"inactivity_timeout": "soon"}, "inactivity_timeout must be an integer"),
         ({"ai_volume": 60}, "ai_volume must be within -50..50"),
         ({"local_tz": "Nowhere/Land"}, "unknown time zone"),
@@ -392,39 +406,207 @@ async def test_check_time_and_wait_seconds_are_answered_without_a_web_hook(
     assert model.requests[2].body["messages"][-1]["content"] == "Waited 2 seconds."
 
 
+async def played_out(agent: Agent) -> int:
+    """Ticks, one at a time, until the agent's speech has played out; how many."""
+    n = 0
+    while True:
+        for _ in range(3):
+            await asyncio.sleep(0)  # the speaker hears its mark
+        if not agent.op._speaking and not agent.op._busy:
+            return n
+        agent.tick()
+        n += 1
+        if n % 10 == 0:
+            await asyncio.sleep(0.002)
+        assert n < 3000, "the agent never stopped talking"
+
+
+async def spoken(agent: Agent, text: str) -> np.ndarray:
+    """`text` as the agent's voice says it (the same TTS, deterministic), to find in `sent`."""
+    audio = agent.services.audio  # type: ignore[attr-defined]
+    return await synthesise(audio, text, language="en-US", voice=None)
+
+
+def position(sent: list[np.ndarray], samples: np.ndarray) -> int:
+    """Where a sentence's audio (its middle part) stands in what the leg sent; -1: nowhere."""
+    needle = samples[len(samples) // 4 : len(samples) * 3 // 4].astype(np.int16).tobytes()
+    haystack = np.concatenate(sent).astype(np.int16).tobytes() if sent else b""
+    at = haystack.find(needle)
+    while at % 2:  # a match across sample boundaries is none
+        at = haystack.find(needle, at + 1)
+    return at // 2 if at >= 0 else -1
+
+
 @requires_speech
-async def test_attention_then_inactivity_timeouts_fire_at_their_tick(
+async def test_the_agent_opens_and_attention_and_inactivity_count_from_its_speech(
     start_agent: Callable[..., Any], model: ModelServer
 ) -> None:
-    model.script(Turn(""), Turn(""))
+    opening = "Hello, this is the corner shop calling."
+    model.script(Turn(opening), Turn(""))
     agent = await start_agent(
         {
             "prompt": {"text": "t"},
             "params": {
-                "attention_timeout": 10000,
+                # A dialled call: outbound_attention_timeout is the one that counts.
+                "attention_timeout": 30000,
+                "outbound_attention_timeout": 10000,
                 "attention_timeout_prompt": "Ask if they are still there.",
                 "inactivity_timeout": 15000,
             },
-        }
+        },
+        opens=True,
     )
+    # The opening request goes out before the caller has said (or the leg carried) anything.
+    await until(lambda: model.requests, 5, "the opening request")
+    assert agent.sent == []
+    assert [m["role"] for m in model.requests[0].body["messages"]] == ["system"]
+    await until(lambda: agent.op._live.queued_frames, 5, "the opening's audio")
+    speech = await played_out(agent)
+    assert position(agent.sent, await spoken(agent, opening)) >= 0  # the reply was spoken
+    # The attention timer starts once the speech has played out: 500 ticks after, not before.
     await agent.ticks(499)
     await asyncio.sleep(0.2)
-    assert model.requests == []
-    await agent.ticks(1)  # 10 s of silence
-    await until(lambda: model.requests, 5, "the attention prompt")
-    assert model.requests[0].body["messages"][-1] == {
+    assert len(model.requests) == 1
+    await agent.ticks(1)
+    await until(lambda: len(model.requests) == 2, 5, "the attention prompt")
+    assert model.requests[1].body["messages"][-1] == {
         "role": "system",
         "content": "Ask if they are still there.",
     }
     await asyncio.sleep(0.2)  # its (empty) answer
-    await agent.ticks(249)
+    # Inactivity counts from the agent's start: 750 ticks without the caller.
+    await agent.ticks(750 - 1 - speech - 500)
     await asyncio.sleep(0.2)
     assert not agent.runner.done()
-    await agent.ticks(1)  # 15 s without the caller: the agent ends, the script goes on
+    await agent.ticks(1)  # the agent ends, the script goes on
     assert await asyncio.wait_for(agent.runner, 5) == {"ai_result": "success"}
     finished = agent.emitted.params("ai")[-1]  # type: ignore[attr-defined]
     assert finished["state"] == "finished" and finished["reason"] == "inactivity_timeout"
+    assert len(model.requests) == 2
+
+
+@requires_speech
+async def test_wait_for_user_waits_without_prompting_and_inbound_calls_use_attention_timeout(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    model.script(Turn(""))
+    params = {"attention_timeout": 10000, "outbound_attention_timeout": 10000}
+    agent = await start_agent({"prompt": {"text": "t"}, "params": params})
+    # Silence longer than the attention timeout: the agent has said nothing, so no prompt.
+    await agent.ticks(550)
+    await asyncio.sleep(0.2)
+    assert model.requests == []
+    agent.session.on_dtmf("7", 100)
+    await until(lambda: model.requests, 5, "the caller's turn")
+    assert [m["role"] for m in model.requests[0].body["messages"]] == ["system", "user"]
+    # The attention timeout of an inbound call is attention_timeout's.
+    inbound = await start_agent(
+        {"prompt": {"text": "t"}, "params": {"attention_timeout": 12000}}, inbound=True
+    )
+    assert inbound.op._attention_ticks == 600
+
+
+@requires_speech
+async def test_hard_stop_time_gives_the_model_its_prompt_speaks_the_answer_and_ends(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    goodbye = "We are out of time, goodbye."
+    model.script(Turn(""), Turn(goodbye))
+    agent = await start_agent(
+        {
+            "prompt": {"text": "t"},
+            "params": {"hard_stop_time": "3s", "hard_stop_prompt": "Say goodbye."},
+        }
+    )
+    agent.session.on_dtmf("1", 100)
+    await until(lambda: model.requests, 5, "the caller's turn")
+    await asyncio.sleep(0.2)
+    await agent.ticks(149)
+    await asyncio.sleep(0.2)
     assert len(model.requests) == 1
+    await agent.ticks(1)  # 3 s since the start
+    await until(lambda: len(model.requests) == 2, 5, "the hard stop")
+    assert model.requests[1].body["messages"][-1] == {"role": "system", "content": "Say goodbye."}
+    agent.session.on_dtmf("2", 100)  # too late: dropped
+    await until(lambda: agent.op._live.queued_frames, 5, "the last words")
+    frames = agent.op._live.queued_frames
+    assert not agent.runner.done()
+    await played_out(agent)  # heard out, then the agent ends
+    assert await asyncio.wait_for(agent.runner, 5) == {"ai_result": "success"}
+    assert position(agent.sent[-frames - 5 :], await spoken(agent, goodbye)) >= 0
+    finished = agent.emitted.params("ai")[-1]  # type: ignore[attr-defined]
+    assert finished["state"] == "finished" and finished["reason"] == "hard_stop_time"
+    assert len(model.requests) == 2
+    for bad in ["soon", "0s"]:
+        failing = await start_agent({"prompt": {"text": "t"}, "params": {"hard_stop_time": bad}})
+        with pytest.raises(SwmlError, match="hard_stop_time"):
+            await failing.runner
+
+
+@requires_speech
+async def test_skip_user_turn_moves_on_and_a_context_change_says_its_fillers(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    contexts = {
+        "default": {
+            "exit_fillers": {"default": ["Leaving the lobby."], "fr": ["Au revoir."]},
+            "steps": [
+                {"name": "intro", "text": "Introduce yourself.", "skip_user_turn": True},
+                {"name": "ask", "text": "Ask.", "valid_contexts": ["sales"]},
+            ],
+        },
+        "sales": {
+            "enter_fillers": {"en": ["Welcome to sales."], "en-GB": ["Cheerio."]},
+            "steps": [{"name": "sell", "text": "Sell."}],
+        },
+    }
+    model.script(
+        Turn("I am Ann."),
+        Turn("What do you need?"),
+        Turn(tool_calls=[("change_context", {"context": "sales"})]),
+        Turn("Sales here."),
+    )
+    agent = await start_agent({"prompt": {"text": "t", "contexts": contexts}}, opens=True)
+    # The intro step's turn, then, with no word from the caller, the next step's.
+    await until(lambda: len(model.requests) == 2, 5, "the next step's turn")
+    assert "## Current step: intro" in model.requests[0].body["messages"][0]["content"]
+    moved = model.requests[1].body["messages"]
+    assert "## Current step: ask" in moved[0]["content"]
+    assert [m["role"] for m in moved] == ["system", "assistant", "system"]
+    assert moved[-1]["content"] == "Now in step 'ask'. Follow its instructions."
+    await asyncio.sleep(0.3)
+    assert len(model.requests) == 2  # the ask step waits for the caller
+    await played_out(agent)
+    agent.session.on_dtmf("1", 100)
+    await until(lambda: len(model.requests) == 4, 5, "the context change")
+    await until(lambda: agent.op._live.queued_frames, 5, "the fillers")
+    await played_out(agent)
+    # The old context's exit filler, the new one's enter filler (en-US -> en), then the reply.
+    at = [
+        position(agent.sent, await spoken(agent, text))
+        for text in ["Leaving the lobby.", "Welcome to sales.", "Sales here."]
+    ]
+    assert 0 <= at[0] < at[1] < at[2], at
+
+
+def test_fillers_follow_the_language_and_bad_ones_are_named() -> None:
+    fillers = {
+        "fr-CA": ["Un instant."],
+        "fr": ["Bon."],
+        "auto": ["One moment."],
+        "default": ["Hm."],
+    }
+    flow = ConversationFlow(
+        {"default": {"enter_fillers": fillers, "steps": [{"name": "a", "text": "x"}]}}
+    )
+    chosen = {code: flow.fillers("default", "enter_fillers", code) for code in ["fr-CA", "fr-FR"]}
+    assert chosen == {"fr-CA": ["Un instant."], "fr-FR": ["Bon."]}
+    assert flow.fillers("default", "enter_fillers", "de-DE") == ["One moment."]
+    assert flow.fillers("default", "exit_fillers", "fr-CA") == []
+    with pytest.raises(FlowError, match=r"contexts\.default\.enter_fillers"):
+        ConversationFlow(
+            {"default": {"enter_fillers": ["hi"], "steps": [{"name": "a", "text": "x"}]}}
+        )
 
 
 @requires_speech

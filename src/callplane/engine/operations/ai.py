@@ -3,7 +3,11 @@
 
 The loop
 --------
-listen -> recognise -> think -> speak, until the agent is stopped or the call ends:
+The agent opens the conversation (``params.wait_for_user`` false, the reference default): a
+``static_greeting`` is spoken, or without one the model is asked at once for the opening turn
+(the system prompt alone, no caller message). With ``wait_for_user: true`` the caller speaks
+first (a greeting is still spoken). Then listen -> recognise -> think -> speak, until the
+agent is stopped or the call ends:
 
 * **listen / recognise**: a media listener queues the leg's inbound frames; one worker feeds
   them (off the event loop) to a chain of recognition sessions, the same
@@ -17,9 +21,10 @@ listen -> recognise -> think -> speak, until the agent is stopped or the call en
   request) is ``prompt.text`` or ``prompt.pom`` rendered (``ai_prompt``: markdown, or XML with
   ``params.pom_format``), the current context and step of ``prompt.contexts`` with their
   ``next_step`` / ``change_context`` tools, the ``hints`` words, and ``global_data`` as JSON.
-* **speak**: the reply is cut into sentences as it streams; each is synthesised (the server's
-  TTS through ``Services.audio``) and pushed to one ``LiveSource`` played on the leg for the
-  agent's lifetime, so the first sentence plays while the model still writes the rest.
+* **speak**: the reply is cut into sentences as it streams; each is synthesised
+  (``speech.synthesise``: the server's TTS through ``Services.audio``) and pushed to one
+  ``LiveSource`` played on the leg for the agent's lifetime, so the first sentence plays
+  while the model still writes the rest.
 * **barge-in**: a voice activity detector watches the inbound frames; caller speech while the
   agent talks clears the ``LiveSource`` and drops the sentences not yet spoken. What the caller
   says is recognised as the next turn. With ``params.barge_min_words`` the voice alone does
@@ -37,11 +42,20 @@ Parameters
   ``voice``, or a bare flite voice name); other engines' voices fall back to the default voice
   with a warning in the log.
 * Timers count media ticks (50 a second): ``params.attention_timeout`` (default 5000 ms, 0
-  off, else 10000-600000) puts ``attention_timeout_prompt`` to the model as a system message
-  when the agent has been waiting that long with nothing going on (not speaking, not thinking,
-  not held, the caller silent); ``params.inactivity_timeout`` (default 600000 ms) ends the
+  off, else 10000-600000; on a dialled call ``outbound_attention_timeout``, default 120000
+  ms, takes its place) puts ``attention_timeout_prompt`` to the model as a system message
+  when the agent has spoken, its speech has played out and the caller has not taken a turn
+  for that long (never before the agent's first words; not while it thinks, is held or the
+  caller's voice is heard); ``params.inactivity_timeout`` (default 600000 ms) ends the
   agent (``finished`` with ``reason: inactivity_timeout``; the script goes on) when the caller
   has neither spoken, keyed nor sent a user message that long (time on hold does not count).
+  ``params.hard_stop_time`` (``1h45m30s``) after the agent's start: the caller's words and
+  keys are dropped from then on, ``hard_stop_prompt`` goes to the model as a system message,
+  its answer is heard out (no barge-in) and the agent ends (``reason: hard_stop_time``).
+* ``prompt.contexts`` (``ai_prompt.ConversationFlow``): a context's ``exit_fillers`` and the
+  next one's ``enter_fillers`` are spoken on a change of context (one phrase each, for the
+  agent's language); a step with ``skip_user_turn`` moves to its next step after the
+  agent's turn and the model speaks again, without waiting for the caller.
 * ``hints`` (``ai_native``): listed in the system prompt; hint objects' ``pattern`` is
   replaced by ``replace`` in every recognised utterance. They do not reach the recognizer:
   its hints are a closed grammar.
@@ -70,14 +84,14 @@ log; the call goes on.
 Ending
 ------
 ``post_prompt`` (its ``text`` or rendered ``pom``) is sent to the model with the
-conversation once the agent ends; the answer and the conversation log (roles, text,
-timestamps, tool calls) are POSTed to ``post_prompt_url`` (the webhook outbox: durable,
-signed). SWML then continues after ``ai`` with ``ai_result`` (``success`` | ``failed``) set.
-Without a configured model ``ai`` fails at once: an error in the log, a
+conversation once the agent ends (``speech.complete``); the answer and the conversation log
+(roles, text, timestamps, tool calls) are POSTed to ``post_prompt_url`` (the webhook
+outbox: durable, signed). SWML then continues after ``ai`` with ``ai_result`` (``success`` |
+``failed``) set. Without a configured model ``ai`` fails at once: an error in the log, a
 ``calling.call.ai`` ``error`` event, ``ai_result: failed``.
 
 Events (``calling.call.ai`` to the call's event log): ``started``, ``finished`` (with
-``reason: inactivity_timeout`` when that timer ended it) or ``error``.
+``reason: inactivity_timeout`` or ``hard_stop_time`` when that timer ended it) or ``error``.
 """
 
 from __future__ import annotations
@@ -85,6 +99,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import re
 import time
 import uuid
@@ -106,6 +121,7 @@ from callplane.engine.operations.ai_native import (
 )
 from callplane.engine.operations.ai_prompt import ConversationFlow, FlowError, prompt_text
 from callplane.engine.operations.base import Operation, register, require_answered
+from callplane.engine.operations.speech import complete, synthesise
 from callplane.engine.operations.transcribe import Transcriber, TranscriptionFailed
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError
@@ -130,8 +146,6 @@ MAX_TOOL_ROUNDS = 5
 # Two minutes of speech may be queued: a long reply is synthesised faster than it plays.
 _LIVE_FRAMES = 50 * 120
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
-_ONSET_LEVEL = 60  # about -55 dBFS: a soft first consonant stays
-_ONSET_KEEP = 240  # 30 ms before the first sound
 # Hold audio: 0.3 s of 440 Hz at -24 dBFS, then 2.7 s of silence, repeated.
 _HOLD_CYCLE = np.concatenate(
     [tone(440, 0.3, level_dbfs=-24.0).render(), np.zeros(8000 * 27 // 10, dtype=np.int16)]
@@ -142,7 +156,14 @@ DEFAULT_ATTENTION_TIMEOUT = 5000  # ms (the reference's default; 0 disables)
 DEFAULT_ATTENTION_PROMPT = (
     "The user has not responded, try to get their attention. Stay in the same language."
 )
+DEFAULT_OUTBOUND_ATTENTION_TIMEOUT = 120000  # ms
 DEFAULT_INACTIVITY_TIMEOUT = 600000  # ms
+DEFAULT_HARD_STOP_PROMPT = (
+    "Explain to the user in the current language that you have run out of time to continue "
+    "the conversation and you will have someone contact them soon."
+)
+_HARD_STOP = "hard_stop"  # the input that ends the conversation
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 _FLOW_TOOLS = ("next_step", "change_context")
 # TTS engines of the play path, as the `<engine>.<voice>` of `languages[].voice` names them.
 _LOCAL_ENGINES = {"flite": "flite", "espeak": "espeak-ng", "espeak-ng": "espeak-ng"}
@@ -193,8 +214,18 @@ class AiOperation(Operation):
             else None
         )
         self._greeting_bargeable = not _true(tuning.get("static_greeting_no_barge"))
+        self._wait_for_user = _true(tuning.get("wait_for_user"))
         # Timers count media ticks (50 a second), like every operation's.
         attention = _ranged(tuning, "attention_timeout", DEFAULT_ATTENTION_TIMEOUT, 10000, 600000)
+        outbound = _ranged(
+            tuning,
+            "outbound_attention_timeout",
+            DEFAULT_OUTBOUND_ATTENTION_TIMEOUT,
+            10000,
+            600000,
+        )
+        if attention and call.direction != "inbound":
+            attention = outbound  # the one a dialled party gets (0 still turns it off)
         self._attention_ticks = int(attention) * TICKS_PER_SECOND // 1000
         self._attention_prompt = str(
             tuning.get("attention_timeout_prompt") or DEFAULT_ATTENTION_PROMPT
@@ -203,6 +234,9 @@ class AiOperation(Operation):
             tuning, "inactivity_timeout", DEFAULT_INACTIVITY_TIMEOUT, 10000, 3600000
         )
         self._inactivity_ticks = int(inactivity) * TICKS_PER_SECOND // 1000
+        self._hard_stop_ticks = _duration_ticks(tuning.get("hard_stop_time"))
+        self._hard_stop_prompt = str(tuning.get("hard_stop_prompt") or DEFAULT_HARD_STOP_PROMPT)
+        self._hard_stopping = False
         self._zone = time_zone(tuning.get("local_tz"))
         self.global_data: dict[str, Any] = dict(params.get("global_data") or {})
         self._pom_format = str(tuning.get("pom_format") or "markdown")
@@ -260,6 +294,9 @@ class AiOperation(Operation):
         self._tick = 0
         self._last_activity = 0  # tick of the caller's last voice, key or turn
         self._idle = 0  # ticks in a row waiting for the caller with nothing going on
+        # The agent has spoken and the caller has not taken a turn since: only then does the
+        # attention timer run (never before the agent's first words).
+        self._awaiting_caller = False
         self._busy = False  # a turn is being answered
         self._caller_talking = False
         self._wait_until: int | None = None
@@ -329,19 +366,18 @@ class AiOperation(Operation):
                 self.say(str(greeting), bargeable=self._greeting_bargeable)
                 self._log("assistant", str(greeting))
                 self.messages.append({"role": "assistant", "content": str(greeting)})
+            elif not self._wait_for_user:
+                await self._turn(None)  # the agent opens: the model speaks first
             while not self._ending.is_set():
                 item = await self._next_input()
                 if item is None:
                     break
                 role, text = item
-                self._busy = True
-                try:
-                    self._log(role, text)
-                    self.messages.append({"role": role, "content": text})
-                    await self._think()
-                finally:
-                    self._busy = False
-                    self._idle = 0
+                if role == _HARD_STOP:
+                    await self._turn(("system", text))
+                    self.end_reason = "hard_stop_time"
+                    break
+                await self._turn(item)
             await self._drain_speech()
         finally:
             self._detach()
@@ -350,6 +386,21 @@ class AiOperation(Operation):
             self.move("finished", reason=self.end_reason)
         else:
             self.move("finished")
+
+    async def _turn(self, item: tuple[str, str] | None) -> None:
+        """One turn of the model: to `item` (role, text), or with none (the opening)."""
+        self._busy = True
+        try:
+            if item is not None:
+                role, text = item
+                if role == "user":
+                    self._awaiting_caller = False
+                self._log(role, text)
+                self.messages.append({"role": role, "content": text})
+            await self._think()
+        finally:
+            self._busy = False
+            self._idle = 0
 
     def _detach(self) -> None:
         self._ending.set()
@@ -400,6 +451,7 @@ class AiOperation(Operation):
                     self._speaking
                     and self._bargeable
                     and not self.held
+                    and not self._hard_stopping
                     and self._barge_words is None
                 ):
                     self._barge_in()
@@ -411,9 +463,12 @@ class AiOperation(Operation):
         self._count_tick()
 
     def _count_tick(self) -> None:
-        """The tick timers: `wait_seconds`, `attention_timeout`, `inactivity_timeout`."""
+        """The tick timers: `wait_seconds`, `attention_timeout`, `inactivity_timeout`,
+        `hard_stop_time`."""
         if self._wait_until is not None and self._tick >= self._wait_until:
             self._waited.set()
+        if self._hard_stop_ticks is not None and self._tick >= self._hard_stop_ticks:
+            self._hard_stop()
         if self.held:
             self._last_activity = self._tick  # a caller on hold is not inactive
         if self._tick - self._last_activity >= self._inactivity_ticks:
@@ -422,7 +477,9 @@ class AiOperation(Operation):
             self._ending.set()
             return
         waiting = (
-            not self._speaking
+            self._awaiting_caller
+            and not self._hard_stopping
+            and not self._speaking
             and not self._busy
             and not self.held
             and not self._caller_talking
@@ -435,6 +492,21 @@ class AiOperation(Operation):
             self._idle = 0
             log.info("ai on call %s: the caller is silent; re-engaging", self.call.id)
             self._inputs.put_nowait(("system", self._attention_prompt))
+
+    def _hard_stop(self) -> None:
+        """`hard_stop_time` is up: whatever the caller still says is dropped, the model is
+        given `hard_stop_prompt` for its last words, which are heard out; then the agent ends."""
+        if self._hard_stopping:
+            return
+        log.info("ai on call %s: hard_stop_time reached; the agent ends", self.call.id)
+        self._hard_stopping = True
+        self._hard_stop_ticks = None
+        if self.held:
+            self._end_hold()
+        self._waited.set()  # a wait_seconds in progress is over
+        while not self._inputs.empty():
+            self._inputs.get_nowait()
+        self._inputs.put_nowait((_HARD_STOP, self._hard_stop_prompt))
 
     def _caller_active(self) -> None:
         self._last_activity = self._tick
@@ -458,7 +530,7 @@ class AiOperation(Operation):
         """One recognised utterance: a turn, unless held; with ``barge_min_words``, words
         that come while the agent speaks interrupt it only when there are that many (fewer
         are dropped: backchannel)."""
-        if self.held or self._ending.is_set():
+        if self.held or self._ending.is_set() or self._hard_stopping:
             return
         text = self._hints.apply(heard)
         if self._barge_words is not None and self._speaking and self._bargeable:
@@ -470,7 +542,7 @@ class AiOperation(Operation):
         self._inputs.put_nowait(("user", text))
 
     def _on_digit(self, digit: str) -> None:
-        if not self.held and not self._ending.is_set():
+        if not self.held and not self._ending.is_set() and not self._hard_stopping:
             self._caller_active()
             self._inputs.put_nowait(("user", f"DTMF: {digit}"))
 
@@ -490,20 +562,18 @@ class AiOperation(Operation):
         sentence = sentence.strip()
         if sentence and not self._ending.is_set():
             self._speaking += 1
+            self._awaiting_caller = True
             self._sentences.put_nowait((sentence, bargeable))
 
     async def _speak_loop(self) -> None:
         while (item := await self._sentences.get()) is not None:
             sentence, self._bargeable = item
             try:
-                source = await self._services.audio.resolve(
-                    {"type": "tts", "params": {"text": sentence}},
-                    language=self._language,
-                    voice=self._voice,
-                    gender="female",
+                samples = await synthesise(
+                    self._services.audio, sentence, language=self._language, voice=self._voice
                 )
                 if self._speaking:  # not barged in while synthesising
-                    self._live.push(_without_leading_silence(source.render()))
+                    self._live.push(samples)
                     done = self._played = asyncio.get_running_loop().create_future()
                     self._live.on_mark = self._on_mark
                     self._live.mark(sentence[:20])
@@ -576,7 +646,12 @@ class AiOperation(Operation):
             if reply.text:
                 self._log("assistant", reply.text)
             if not reply.tool_calls:
-                return
+                moved = self._skip_user_turn()
+                if moved is None:
+                    return
+                # The step's turn is done and the caller's is skipped: the next step's turn.
+                self.messages.append({"role": "system", "content": moved})
+                continue
             self._isolate = False
             results = [(tc.id, await self._call_function(tc)) for tc in reply.tool_calls]
             if self._isolate:
@@ -587,6 +662,15 @@ class AiOperation(Operation):
                 self.messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
             if self._ending.is_set() or self._end_turn:
                 return
+
+    def _skip_user_turn(self) -> str | None:
+        """A step with ``skip_user_turn`` moves on to its next step once the agent has had
+        its turn, without waiting for the caller; the move's text, or None to wait."""
+        flow = self._flow
+        if flow is None or self._ending.is_set() or self._end_turn or not flow.skips_user_turn():
+            return None
+        following = flow.next_steps()
+        return flow.move_step(following[0]) if following else None
 
     async def _stream_reply(self) -> Reply:
         buffer = ""
@@ -634,7 +718,9 @@ class AiOperation(Operation):
         if tc.name in self._natives and tc.name not in self._functions:
             return await self._native(tc)
         if self._flow is not None and tc.name in _FLOW_TOOLS and tc.name not in self._functions:
+            before = self._flow.context
             result, self._isolate = self._flow.answer(tc.name, tc.arguments)
+            self._say_fillers(before)
             return result
         f = self._functions.get(tc.name)
         allowed = self._flow.allowed_functions() if self._flow is not None else None
@@ -777,12 +863,27 @@ class AiOperation(Operation):
             return
         try:
             if action.get("change_context"):
+                before = self._flow.context
                 _, isolated = self._flow.move_context(str(action["change_context"]), forced=True)
                 self._isolate = self._isolate or isolated
+                self._say_fillers(before)
             if action.get("change_step"):
                 self._flow.move_step(str(action["change_step"]), forced=True)
         except FlowError as exc:
             log.warning("ai on call %s: %s", self.call.id, exc)
+
+    def _say_fillers(self, before: str) -> None:
+        """On a change of context: one of the old context's ``exit_fillers`` and one of the
+        new one's ``enter_fillers`` (in the agent's language), before the model goes on."""
+        flow = self._flow
+        if flow is None or flow.context == before:
+            return
+        for phrases in (
+            flow.fillers(before, "exit_fillers", self._language),
+            flow.fillers(flow.context, "enter_fillers", self._language),
+        ):
+            if phrases:
+                self.say(random.choice(phrases))
 
     # ------------------------------------------------------------------ control
 
@@ -838,6 +939,8 @@ class AiOperation(Operation):
             return
         role = str(p.get("role") or "user")
         if role == "user":
+            if self._hard_stopping:
+                return
             self._caller_active()
             self._inputs.put_nowait(("user", str(text)))
         else:
@@ -853,9 +956,7 @@ class AiOperation(Operation):
             post = self._with_global_data(self._post_prompt_text)
             messages = [*self.messages, {"role": "system", "content": post}]
             try:
-                async for event in self._llm.stream(messages, model=self._model):
-                    if isinstance(event, Reply):
-                        summary = event.text
+                summary = await complete(self._llm, messages, model=self._model)
             except LlmError as exc:
                 log.error("ai on call %s: the post-prompt failed: %s", self.call.id, exc)
         if url:
@@ -905,6 +1006,20 @@ def _ranged(tuning: Mapping[str, Any], key: str, default: int, low: int, high: i
     return number
 
 
+def _duration_ticks(value: Any) -> int | None:
+    """``params.hard_stop_time`` (``1h45m30s``, ``2m``, ``30s``) in ticks; None: no limit."""
+    if value is None or value == "":
+        return None
+    match = _DURATION.fullmatch(str(value).strip())
+    if match is None:
+        raise ValueError(f"params.hard_stop_time must be like 1h45m30s, not {value!r}")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    total = hours * 3600 + minutes * 60 + seconds
+    if total <= 0:
+        raise ValueError(f"params.hard_stop_time must be longer than nothing, not {value!r}")
+    return total * TICKS_PER_SECOND
+
+
 def _local_voice(language: Mapping[str, Any], call_id: str) -> str | None:
     """``languages[].voice`` (``<engine>.<voice>[:<model>]``, or ``engine`` + ``voice``) as the
     play path's TTS understands it: a flite or espeak-ng voice (the TTS speaks English with
@@ -927,14 +1042,6 @@ def _local_voice(language: Mapping[str, Any], call_id: str) -> str | None:
         voice,
     )
     return None
-
-
-def _without_leading_silence(samples: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """TTS engines open with a breath of silence (flite: ~0.1 s); the caller waits for it."""
-    loud = np.flatnonzero(np.abs(samples) > _ONSET_LEVEL)
-    if loud.size == 0:
-        return samples
-    return samples[max(0, int(loud[0]) - _ONSET_KEEP) :]
 
 
 def _parsed(summary: str | None) -> list[Any]:

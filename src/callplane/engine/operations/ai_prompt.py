@@ -12,8 +12,10 @@ functions and one small state machine, no I/O.
   ``next_step`` and ``change_context``, limited to the moves the step allows; SWAIG actions
   ``change_step`` / ``change_context`` take the same paths. A step's ``functions`` limit the
   SWAIG functions offered while it is current; entering an ``isolated`` context drops the
-  conversation so far. Not built: ``enter_fillers`` / ``exit_fillers`` and
-  ``skip_user_turn`` (a move happens in a tool round, so the model always speaks next anyway).
+  conversation so far. A context's ``exit_fillers`` / ``enter_fillers`` (phrases by language
+  code, ``FunctionFillers``) are what the agent says when the conversation leaves / enters it;
+  a step with ``skip_user_turn`` moves on to its next step once the agent has had its turn,
+  without waiting for the caller.
 """
 
 from __future__ import annotations
@@ -160,6 +162,8 @@ class ConversationFlow:
             steps = ctx.get("steps")
             if not isinstance(steps, list) or not steps:
                 raise FlowError(f"{where}.steps must be a non-empty list")
+            for kind in ("enter_fillers", "exit_fillers"):
+                _check_fillers(ctx.get(kind), f"{where}.{kind}")
             self._contexts[str(name)] = ctx
             self._texts[str(name)] = prompt_text(
                 {k: ctx[k] for k in ("text", "pom") if k in ctx}, fmt, where
@@ -219,6 +223,21 @@ class ConversationFlow:
         """The SWAIG functions the current step allows (None: all of them)."""
         functions = self._current().get("functions")
         return None if functions is None else {str(f) for f in functions}
+
+    def skips_user_turn(self) -> bool:
+        return _flag(self._current().get("skip_user_turn"))
+
+    def fillers(self, context: str, kind: str, language: str) -> list[str]:
+        """A context's ``enter_fillers`` / ``exit_fillers`` for `language` (``en-US``): that
+        code's, else its primary language's (``en``), else ``auto``'s (said as written: there
+        is no translation here), else ``default``'s."""
+        fillers = self._contexts[context].get(kind)
+        if not fillers:
+            return []
+        for key in (language, language.split("-")[0], "auto", "default"):
+            if fillers.get(key):
+                return [str(f) for f in fillers[key]]
+        return []
 
     def prompt(self) -> str:
         """The current context and step, as a section of the system prompt."""
@@ -312,6 +331,15 @@ class ConversationFlow:
             return self.move_context(str(args.get("context") or ""))
         except FlowError as exc:
             return f"error: {exc}", False
+
+
+def _check_fillers(fillers: Any, where: str) -> None:
+    if fillers is None:
+        return
+    if not isinstance(fillers, Mapping) or not all(
+        isinstance(v, list) and all(isinstance(f, str) for f in v) for v in fillers.values()
+    ):
+        raise FlowError(f"{where} must be an object of language code -> list of phrases")
 
 
 def _tool(name: str, description: str, arg: str, choices: list[str]) -> dict[str, Any]:

@@ -37,12 +37,13 @@ import numpy as np
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
 from callplane.engine.operations.base import Operation, register, require_answered
+from callplane.engine.operations.speech import complete, synthesise
 from callplane.engine.operations.transcribe import Transcriber, TranscriptionFailed, Utterance
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.engine.swml.errors import SwmlError, SwmlMethodNotSupported
 from callplane.media.sinks import party_frame
 from callplane.media.sources import FRAME_SAMPLES, LiveSource
-from callplane.providers.llm import LlmError, Reply
+from callplane.providers.llm import LlmError
 
 if TYPE_CHECKING:
     from callplane.engine.calls import Call
@@ -316,7 +317,7 @@ class LiveOperation(Operation):
                 {"role": "user", "content": lines},
             ]
             try:
-                params["summary"] = await _complete(llm, messages)
+                params["summary"] = await complete(llm, messages)
             except LlmError as exc:
                 params["error"] = f"the language model failed: {exc}"
         if "error" in params:
@@ -327,14 +328,6 @@ class LiveOperation(Operation):
 def _finish_audio(transcriber: Transcriber, batch: list[Frame]) -> None:
     transcriber.feed(batch)
     transcriber.flush()
-
-
-async def _complete(llm: Any, messages: list[dict[str, Any]]) -> str:
-    reply: Reply | None = None
-    async for event in llm.stream(messages):
-        if isinstance(event, Reply):
-            reply = event
-    return (reply.text if reply is not None else "").strip()
 
 
 class LiveTranscribeOperation(LiveOperation):
@@ -491,7 +484,7 @@ class LiveTranslateOperation(LiveOperation):
             {"role": "user", "content": text},
         ]
         try:
-            translation = await _complete(llm, messages)
+            translation = await complete(llm, messages)
         except LlmError as exc:
             log.error("live_translate on call %s: the model failed: %s", self.call.id, exc)
             self.send({**params, "state": "translation_error", "error": str(exc)})
@@ -504,21 +497,12 @@ class LiveTranslateOperation(LiveOperation):
             await self._speak(leg, translation, target_lang, self._voice_of[to_side])
 
     async def _speak(self, leg: Call, text: str, language: str, voice: Any) -> None:
-        item = {"type": "tts", "params": {"text": text}}
-        try:
-            source = await self._services.audio.resolve(
-                item, language=language, voice=voice, gender="female"
-            )
-        except Exception as exc:  # an unknown voice (e.g. `elevenlabs.josh`): the default one
-            if voice is None:
-                raise
-            log.info("live_translate: voice %r unavailable (%s), using the default", voice, exc)
-            source = await self._services.audio.resolve(
-                item, language=language, voice=None, gender="female"
-            )
+        samples = await synthesise(
+            self._services.audio, text, language=language, voice=str(voice) if voice else None
+        )
         target = self._voice(leg)
         if target is not None and not self.ending:
-            target.live.push(source.render())
+            target.live.push(samples)
 
     async def _wind_down(self) -> None:
         if self._worker is not None:
