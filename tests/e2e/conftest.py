@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1] / "providers"))
 
 from farend import FarEnd
 from harness import Receiver, Server, sipp_available
+from llm_server import ModelServer
 
 pytestmark = pytest.mark.e2e
 
@@ -73,3 +75,11 @@ async def far_c() -> AsyncIterator[FarEnd]:
     await far.start()
     yield far
     await far.stop()
+
+
+@pytest.fixture
+async def model() -> AsyncIterator[ModelServer]:
+    """The local OpenAI-compatible model server (127.0.0.1), scripted per test."""
+    server = await ModelServer().start()
+    yield server
+    await server.stop()

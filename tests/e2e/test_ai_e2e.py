@@ -10,7 +10,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +63,6 @@ def recognise(samples: np.ndarray) -> str:
 def loud_at(far_end: FarEnd, start: float, end: float) -> bool:
     audio = far_end.audio(start, end)
     return bool(audio.size) and float(np.sqrt(np.mean(audio**2))) > 300
-
-
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    server = await ModelServer().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -202,13 +202,6 @@ def test_languages_voice_maps_to_a_local_voice_or_falls_back_with_a_log_line(
 # ---------------------------------------------------------------------- agents on ticks
 
 
-@pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    server = await ModelServer().start()
-    yield server
-    await server.stop()
-
-
 class Agent:
     """One `ai` run on a TickSession, with what it recorded and sent."""
 

@@ -129,13 +129,6 @@ class Events:
 
 
 @pytest.fixture
-async def model() -> AsyncIterator[ModelServer]:
-    server = await ModelServer().start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def llm(model: ModelServer) -> AsyncIterator[OpenAiChat]:
     async with httpx.AsyncClient() as http:
         yield OpenAiChat(LlmSettings(url=model.url, model="tiny"), http)

@@ -120,7 +120,7 @@ from callplane.engine.operations.ai_native import (
     wait_seconds_argument,
 )
 from callplane.engine.operations.ai_prompt import ConversationFlow, FlowError, prompt_text
-from callplane.engine.operations.base import Operation, register, require_answered
+from callplane.engine.operations.base import Operation, register, require_answered, unregister
 from callplane.engine.operations.speech import complete, synthesise
 from callplane.engine.operations.transcribe import Transcriber, TranscriptionFailed
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
@@ -1067,7 +1067,7 @@ async def _run(op: AiOperation) -> str:
         op.move("error")
         return "failed"
     finally:
-        op.call.operations.pop((op.kind, op.control_id), None)
+        unregister(op.call, op)
 
 
 def running_agent(call: Call) -> AiOperation:

@@ -133,6 +133,21 @@ def register(call: Call, op: Operation) -> None:
     call.operations[key] = op
 
 
+def register_started(call: Call, op: Operation, start: Callable[[], object]) -> None:
+    """`register`, then `start()`: an operation whose start fails leaves nothing registered,
+    so the control_id is free for the next attempt."""
+    register(call, op)
+    try:
+        start()
+    except BaseException:
+        unregister(call, op)
+        raise
+
+
+def unregister(call: Call, op: Operation) -> None:
+    call.operations.pop((op.kind, op.control_id), None)
+
+
 def lookup(call: Call, kind: type[OpT], params: Mapping[str, Any]) -> OpT:
     """The running operation of this kind that `params["control_id"]` names."""
     control_id = str(params["control_id"])

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Emit, Operation, register, require_answered
+from callplane.engine.operations.base import Emit, Operation, register, require_answered, unregister
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
 from callplane.media.dsp.dtmf import DtmfDetector
 from callplane.media.rnnoise import Denoiser, RnnoiseUnavailable
@@ -132,7 +132,7 @@ def start_denoise(services: Services, call: Call) -> DenoiseOperation:
     try:
         op.begin()
     except CommandError:
-        call.operations.pop((op.kind, op.control_id), None)
+        unregister(call, op)
         denoiser.close()
         raise
     return op

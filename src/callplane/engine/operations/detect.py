@@ -69,6 +69,7 @@ from callplane.engine.operations.base import (
     control_id_of,
     lookup,
     register,
+    register_started,
     require_answered,
 )
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
@@ -368,12 +369,7 @@ async def _detect(services: Services, call: Call, p: dict[str, Any]) -> None:
         digits=digits,
         timeout=timeout,
     )
-    register(call, op)
-    try:
-        op.start()
-    except BaseException:
-        call.operations.pop((op.kind, op.control_id), None)
-        raise
+    register_started(call, op, op.start)
 
 
 async def _stop(services: Services, call: Call, p: dict[str, Any]) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 
 from callplane.engine.calls import CallStatus
 from callplane.engine.facade import CommandError
-from callplane.engine.operations.base import Operation, register, require_answered
+from callplane.engine.operations.base import Operation, register_started, require_answered
 from callplane.engine.operations.speech import complete, synthesise
 from callplane.engine.operations.transcribe import Transcriber, TranscriptionFailed, Utterance
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
@@ -657,12 +657,7 @@ def start_translate(
 
 
 def _register(call: Call, op: LiveOperation) -> None:
-    register(call, op)
-    try:
-        op.start()
-    except BaseException:
-        call.operations.pop((op.kind, op.control_id), None)
-        raise
+    register_started(call, op, op.start)
 
 
 def _action(params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -92,7 +92,7 @@ from callplane.engine.operations.base import (
     Operation,
     control_id_of,
     lookup,
-    register,
+    register_started,
     require_answered,
 )
 from callplane.engine.services import CommandHandler, Services, SwmlMethod
@@ -404,12 +404,7 @@ def start_transcribe(
     op = TranscribeOperation(
         call, control_id, status_url, log_only, services=services, recognizer=recognizer
     )
-    register(call, op)
-    try:
-        op.start()
-    except BaseException:
-        call.operations.pop((op.kind, op.control_id), None)
-        raise
+    register_started(call, op, op.start)
     return op
 
 
