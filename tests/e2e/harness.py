@@ -141,14 +141,27 @@ class Receiver:
             self._thread.join(timeout=5)
 
     def events(self, path: str, event_type: str | None = None) -> list[dict[str, Any]]:
+        """The JSON bodies POSTed to `path`, each delivery once: delivery is at least once, and
+        a server killed between a POST and its bookkeeping sends that row again after its
+        restart with the same `X-Callplane-Delivery` id, which a receiver deduplicates on
+        (`hits` keeps every request). Two servers may both number a row 1: the body is part of
+        the key (a redelivery is byte-identical)."""
+        seen: set[tuple[str, str]] = set()
+        bodies: list[dict[str, Any]] = []
         with self.lock:
-            return [
-                h.body
-                for h in self.hits
-                if h.path == path
-                and isinstance(h.body, dict)
-                and (event_type is None or h.body.get("event_type") == event_type)
-            ]
+            for h in self.hits:
+                if h.path != path or not isinstance(h.body, dict):
+                    continue
+                if event_type is not None and h.body.get("event_type") != event_type:
+                    continue
+                delivery = h.headers.get("x-callplane-delivery")
+                if delivery is not None:
+                    key = (delivery, json.dumps(h.body, sort_keys=True))
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                bodies.append(h.body)
+        return bodies
 
     def call_states(self, path: str, call_id: str) -> list[str]:
         return [
