@@ -10,4 +10,4 @@ echo "== mypy"
 .venv/bin/mypy
 .venv/bin/mypy --strict src/callplane/client
 echo "== pytest"
-exec .venv/bin/pytest -q -p no:cacheprovider "$@"
+exec .venv/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile "$@"
