@@ -11,6 +11,8 @@ speaks flite `rms` phrases over PCMU.
   first loud packet of the reply at the far end, minus the configured `end_of_speech_timeout`
   and the model's 100 ms: callplane's own share (recognition's endpointing slack, the HTTP
   round trip, TTS of the first sentence, the jitter buffer and a tick). Median and p90.
+* **media stalls**: the longest gaps (p99, max) between the agent leg's packets (one per tick,
+  silence included) at the far end during those turns: the server's media clock held up.
 * **barge-in latency**: the far end talks into a long reply; from the first voiced packet it
   sends to the last loud packet of the agent's audio it receives.
 * **CPU of one agent**: server CPU per second while the far end speaks continuously to an
@@ -114,7 +116,9 @@ def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-async def turns(client: AsyncRestClient, model: ModelServer, n: int) -> list[float]:
+async def turns(
+    client: AsyncRestClient, model: ModelServer, n: int
+) -> tuple[list[float], list[float]]:
     far = FarEnd()
     await far.start()
     phrase = voice("what are your opening hours")
@@ -123,6 +127,7 @@ async def turns(client: AsyncRestClient, model: ModelServer, n: int) -> list[flo
     shares: list[float] = []
     try:
         call_id = await call(client, far, doc)
+        began = time.monotonic()
         for _ in range(n):
             await far.play(phrase)
             ended = time.monotonic()
@@ -130,10 +135,14 @@ async def turns(client: AsyncRestClient, model: ModelServer, n: int) -> list[flo
             first = loud_packets(far, ended, ended + 3.0)
             if first:
                 shares.append(first[0] - ended - EOS_MS / 1000 - FIRST_TOKEN)
+        # The agent's leg sends a packet every tick (silence while it is quiet): a longer gap
+        # at the far end is the server's media clock stalling (e.g. a thread holding the GIL).
+        arrivals = [p.at for p in far.packets if p.pt == 0 and p.at >= began]
+        gaps = list(np.diff(arrivals)) if len(arrivals) > 1 else [0.0]
         await end(client, call_id)
     finally:
         await far.stop()
-    return shares
+    return shares, gaps
 
 
 async def barge_ins(client: AsyncRestClient, model: ModelServer, n: int) -> list[float]:
@@ -193,7 +202,7 @@ async def main(args: argparse.Namespace) -> None:
         ).start()
         try:
             async with AsyncRestClient(PROJECT, TOKEN, server.host) as client:
-                shares = await turns(client, model, args.turns)
+                shares, gaps = await turns(client, model, args.turns)
                 barges = await barge_ins(client, model, args.barge_ins)
                 load = await cpu(client, server, args.seconds)
         finally:
@@ -204,6 +213,10 @@ async def main(args: argparse.Namespace) -> None:
         "callplane_share_ms": {
             "median": round(statistics.median(shares) * 1000, 1),
             "p90": round(pct(shares, 0.9) * 1000, 1),
+        },
+        "packet_gap_ms_during_turns": {
+            "p99": round(pct(gaps, 0.99) * 1000, 1),
+            "max": round(max(gaps) * 1000, 1),
         },
         "barge_in_ms": {
             "median": round(statistics.median(barges) * 1000, 1),

@@ -75,6 +75,16 @@ def run(session: PocketSphinxSession, frames: np.ndarray) -> list[RecognitionEve
     return events
 
 
+def with_processes(recognizer: PocketSphinxRecognizer) -> PocketSphinxRecognizer:
+    """The recognizer once its decoding processes are up (until then it decodes in-thread)."""
+    recognizer.prepare_decoding()
+    deadline = time.monotonic() + 30
+    while not recognizer.decoding_ready():
+        assert time.monotonic() < deadline, "the decoding processes did not start"
+        time.sleep(0.05)
+    return recognizer
+
+
 def terminal(events: list[RecognitionEvent]) -> RecognitionEvent:
     ends = [e for e in events if e.terminal]
     assert len(ends) == 1 and events[-1] is ends[0]
@@ -193,7 +203,9 @@ def test_resumed_utterance_after_a_speculative_pass_gives_the_whole_text(
     # Half a second of pause: the pass started in it is dropped when the caller goes on.
     first, second = speech(SENTENCES[1], "rms"), speech(SENTENCES[2], "rms")
     frames = np.concatenate([first[:-70], second[15:]])
-    recognizer.decode_rtf = 1.0  # as if decoding were slow: speculate at the first pause
+    with_processes(
+        recognizer
+    ).decode_rtf = 1.0  # as if decoding were slow: speculate at the first pause
     s = recognizer.open_session("en-US", None, end_silence_timeout=0.8)
     final = terminal(run(s, frames))
     assert s.speculations_discarded >= 1 and s.speculations > s.speculations_discarded
@@ -215,7 +227,7 @@ def test_final_comes_at_the_timeout_from_the_speculative_pass(
 
     # Up to the 6th frame of the trailing silence (the timeout is its 40th).
     n = round(reference.offset * 50) - 40 + 6
-    recognizer.decode_rtf = 1.0  # speculate at once
+    with_processes(recognizer).decode_rtf = 1.0  # speculate at once
     s = recognizer.open_session("en-US", None, end_silence_timeout=0.8)
     assert s.feed_many(frames[:n])[-1].type == "start_of_input"
     spec = s._speculation
@@ -268,7 +280,7 @@ async def test_final_pass_does_not_stop_the_event_loop(
         stall_in_thread, text = await longest_stall(in_thread)
     finally:
         in_thread.close()
-    stall_with_processes, text2 = await longest_stall(recognizer)
+    stall_with_processes, text2 = await longest_stall(with_processes(recognizer))
     assert text == text2 == SENTENCES[0].lower()
     assert stall_with_processes < stall_in_thread / 2, (stall_with_processes, stall_in_thread)
 

@@ -372,6 +372,7 @@ class PocketSphinxRecognizer:
             min(2, os.cpu_count() or 1) if decode_processes is None else max(0, decode_processes)
         )
         self._executor: ProcessPoolExecutor | None = None
+        self._ready: list[Future[Any]] = []  # the processes' start-up: in use once all are done
         # Recent wall time of a pass in a decoding process per second of audio (queueing and
         # the machine's load included): when to start a speculative pass.
         self.decode_rtf = _INITIAL_RTF
@@ -432,22 +433,44 @@ class PocketSphinxRecognizer:
             return self._executor
 
     def prepare_decoding(self) -> None:
-        """Start a decoding process now (non-blocking) if none runs yet: the first one takes
-        ~1 s to start, so a session asks at the onset of speech, long before its final pass."""
+        """Start the decoding processes (non-blocking) if they do not run yet. Each takes ~1 s
+        of CPU to start, so this happens at the first onset of speech rather than with every
+        server start; until they are up, final passes run in the feeding thread as before."""
         with self._lock:
-            started = self._executor is not None
-        if not started:
-            self.submit_decode(None)
-
-    def submit_decode(self, pcm16k: bytes | None) -> Future[Any] | None:
-        """A batch pass in a decoding process (``None``: only start one); None when there
-        are no decoding processes (disabled, or the pool broke and the caller decodes itself)."""
+            if self._executor is not None or self.decode_processes == 0:
+                return
         pool = self._decode_pool()
+        if pool is None:
+            return
+        try:
+            # The pool adds a process per job submitted while none is idle: all start now,
+            # rather than one in the middle of a later call.
+            ready = [pool.submit(_process_ready) for _ in range(self.decode_processes)]
+        except RuntimeError:
+            self.drop_pool(pool)
+            return
+        with self._lock:
+            if self._executor is pool:
+                self._ready = ready
+
+    def decoding_ready(self) -> bool:
+        with self._lock:
+            ready = self._executor is not None and bool(self._ready)
+            futures = list(self._ready)
+        return ready and all(
+            f.done() and not f.cancelled() and f.exception() is None for f in futures
+        )
+
+    def submit_decode(self, pcm16k: bytes) -> Future[Any] | None:
+        """A batch pass in a decoding process; None when none is ready (disabled, starting,
+        or broken): the caller decodes in its own thread."""
+        if not self.decoding_ready():
+            return None
+        with self._lock:
+            pool = self._executor
         if pool is None:
             return None
         try:
-            if pcm16k is None:
-                return pool.submit(_process_ready)
             future = pool.submit(_process_decode, pcm16k)
         except RuntimeError:  # BrokenProcessPool, or shut down meanwhile
             self.drop_pool(pool)
@@ -469,6 +492,7 @@ class PocketSphinxRecognizer:
             if pool is not None and self._executor is not pool:
                 return
             pool, self._executor = self._executor, None
+            self._ready = []
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 

@@ -83,7 +83,9 @@ MAX_TOOL_ROUNDS = 5
 # Two minutes of speech may be queued: a long reply is synthesised faster than it plays.
 _LIVE_FRAMES = 50 * 120
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")
-_ONSET_LEVEL = 60  # about -55 dBFS: a soft first consonant stays
+# RMS of a 10 ms window, about -57 dBFS: above flite's ~0.2 s of breath noise (RMS <= 40,
+# single samples past 60), below a soft first consonant (f, h: RMS 80-110).
+_ONSET_LEVEL = 45
 _ONSET_KEEP = 240  # 30 ms before the first sound
 # Hold audio: 0.3 s of 440 Hz at -24 dBFS, then 2.7 s of silence, repeated.
 _HOLD_CYCLE = np.concatenate(
@@ -553,11 +555,13 @@ class AiOperation(Operation):
 
 
 def _without_leading_silence(samples: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """TTS engines open with a breath of silence (flite: ~0.1 s); the caller waits for it."""
-    loud = np.flatnonzero(np.abs(samples) > _ONSET_LEVEL)
+    """TTS engines open with a breath of near-silence (flite: ~0.2 s); the caller waits for it."""
+    n = samples.size // 80 * 80
+    rms = np.sqrt(np.mean(samples[:n].astype(np.float64).reshape(-1, 80) ** 2, axis=1))
+    loud = np.flatnonzero(rms > _ONSET_LEVEL)
     if loud.size == 0:
         return samples
-    return samples[max(0, int(loud[0]) - _ONSET_KEEP) :]
+    return samples[max(0, int(loud[0]) * 80 - _ONSET_KEEP) :]
 
 
 def _parsed(summary: str | None) -> list[Any]:
