@@ -653,9 +653,8 @@ class PocketSphinxSession:
         self._live = False  # a streaming (partial-results) pass is open on the decoder
         self._last_partial = ""
         # The final pass started when the trailing silence began (None: none, or discarded
-        # because the caller went on) and how many chunks of `_utterance` it decodes.
+        # because the caller went on).
         self._speculation: Future[Any] | None = None
-        self._speculated = 0
         self.speculations = 0  # final passes started early
         self.speculations_discarded = 0  # ... of which the caller's resumed speech made stale
         self.done = False
@@ -785,7 +784,7 @@ class PocketSphinxSession:
             return  # a grammar pass is ~10 ms: nothing to hide
         future = self._owner.submit_decode(np.concatenate(self._utterance).tobytes())
         if future is not None:
-            self._speculation, self._speculated = future, len(self._utterance)
+            self._speculation = future
             self.speculations += 1
 
     def _start_utterance(self) -> None:
