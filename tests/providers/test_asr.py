@@ -11,7 +11,9 @@ worse on the open model (documented limitation, see test-peers.md). RTF ~0.005 w
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -283,6 +285,20 @@ async def test_final_pass_does_not_stop_the_event_loop(
     stall_with_processes, text2 = await longest_stall(with_processes(recognizer))
     assert text == text2 == SENTENCES[0].lower()
     assert stall_with_processes < stall_in_thread / 2, (stall_with_processes, stall_in_thread)
+
+
+@needs_flite
+def test_a_killed_decoding_process_costs_no_result() -> None:
+    rec = with_processes(PocketSphinxRecognizer(decode_processes=1))
+    try:
+        assert rec._executor is not None
+        for pid in list(rec._executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        s = rec.open_session("en-US", None, end_silence_timeout=0.8)
+        final = terminal(run(s, speech(SENTENCES[2], "rms")))
+        assert (final.type, final.text) == ("final", SENTENCES[2])  # decoded in-thread instead
+    finally:
+        rec.close()
 
 
 # -- endpointing --------------------------------------------------------------------------------

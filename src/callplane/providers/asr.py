@@ -472,7 +472,8 @@ class PocketSphinxRecognizer:
             return None
         try:
             future = pool.submit(_process_decode, pcm16k)
-        except RuntimeError:  # BrokenProcessPool, or shut down meanwhile
+        except RuntimeError as exc:  # BrokenProcessPool, or shut down meanwhile
+            log.warning("speech decoding processes unusable (%r): decoding in-process", exc)
             self.drop_pool(pool)
             return None
         audio = len(pcm16k) / (2 * DECODER_RATE)
