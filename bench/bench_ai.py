@@ -11,6 +11,8 @@ speaks flite `rms` phrases over PCMU.
   first loud packet of the reply at the far end, minus the configured `end_of_speech_timeout`
   and the model's 100 ms: callplane's own share (recognition's endpointing slack, the HTTP
   round trip, TTS of the first sentence, the jitter buffer and a tick). Median and p90.
+* **media stalls**: the longest gaps (p99, max) between the agent leg's packets (one per tick,
+  silence included) at the far end during those turns: the server's media clock held up.
 * **barge-in latency**: the far end talks into a long reply; from the first voiced packet it
   sends to the last loud packet of the agent's audio it receives.
 * **CPU of one agent**: server CPU per second while the far end speaks continuously to an
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -40,8 +43,8 @@ from dsp_audio import flite, to_frames  # noqa: E402
 from farend import FarEnd  # noqa: E402
 from llm_server import ModelServer, Turn  # noqa: E402
 
-from benchkit import PROJECT, TOKEN, ServerProcess  # noqa: E402
-from callplane import AsyncRestClient  # noqa: E402
+from benchkit import PROJECT, TOKEN, ServerProcess, cpu_seconds  # noqa: E402
+from callplane import AsyncRestClient, TransportError  # noqa: E402
 
 FIRST_TOKEN = 0.1
 EOS_MS = 500
@@ -82,11 +85,42 @@ async def call(client: AsyncRestClient, far: FarEnd, document: dict[str, Any]) -
     return str(leg["id"])
 
 
+async def end(client: AsyncRestClient, call_id: str) -> None:
+    try:
+        await client.calling.end(call_id)
+    except TransportError:
+        # The server closed the idle keep-alive connection just as the client reused it.
+        await client.calling.end(call_id)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its living descendants (the speech decoding processes)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    family, total = {pid}, 0.0
+    grew = True
+    while grew:
+        kids = {p for p, pp in parents.items() if pp in family and p not in family}
+        family |= kids
+        grew = bool(kids)
+    for p in family:
+        with contextlib.suppress(OSError):  # it ended meanwhile
+            total += cpu_seconds(p)
+    return total
+
+
 def pct(values: list[float], q: float) -> float:
     return sorted(values)[min(len(values) - 1, int(q * len(values)))]
 
 
-async def turns(client: AsyncRestClient, model: ModelServer, n: int) -> list[float]:
+async def turns(
+    client: AsyncRestClient, model: ModelServer, n: int
+) -> tuple[list[float], list[float]]:
     far = FarEnd()
     await far.start()
     phrase = voice("what are your opening hours")
@@ -95,6 +129,7 @@ async def turns(client: AsyncRestClient, model: ModelServer, n: int) -> list[flo
     shares: list[float] = []
     try:
         call_id = await call(client, far, doc)
+        began = time.monotonic()
         for _ in range(n):
             await far.play(phrase)
             ended = time.monotonic()
@@ -102,10 +137,14 @@ async def turns(client: AsyncRestClient, model: ModelServer, n: int) -> list[flo
             first = loud_packets(far, ended, ended + 3.0)
             if first:
                 shares.append(first[0] - ended - EOS_MS / 1000 - FIRST_TOKEN)
-        await client.calling.end(call_id)
+        # The agent's leg sends a packet every tick (silence while it is quiet): a longer gap
+        # at the far end is the server's media clock stalling (e.g. a thread holding the GIL).
+        arrivals = [p.at for p in far.packets if p.pt == 0 and p.at >= began]
+        gaps = list(np.diff(arrivals)) if len(arrivals) > 1 else [0.0]
+        await end(client, call_id)
     finally:
         await far.stop()
-    return shares
+    return shares, gaps
 
 
 async def barge_ins(client: AsyncRestClient, model: ModelServer, n: int) -> list[float]:
@@ -127,7 +166,7 @@ async def barge_ins(client: AsyncRestClient, model: ModelServer, n: int) -> list
             loud = loud_packets(far, spoke, spoke + 1.0)
             delays.append((loud[-1] - spoke) if loud else 0.0)
             await far.silence(1.5)  # the short answer to "stop please"
-        await client.calling.end(call_id)
+        await end(client, call_id)
     finally:
         await far.stop()
     return delays
@@ -145,12 +184,12 @@ async def cpu(client: AsyncRestClient, server: ServerProcess, seconds: float) ->
         await far.start()
         try:
             call_id = await call(client, far, doc)
-            c0, t0 = server.cpu(), time.monotonic()
+            c0, t0 = tree_cpu(server.pid), time.monotonic()
             while time.monotonic() - t0 < seconds:
                 await far.play(speech)
                 await far.silence(0.8)
-            out[name] = (server.cpu() - c0) / (time.monotonic() - t0)
-            await client.calling.end(call_id)
+            out[name] = (tree_cpu(server.pid) - c0) / (time.monotonic() - t0)
+            await end(client, call_id)
         finally:
             await far.stop()
     out["agent"] = out["ai"] - out["sleep"]
@@ -165,7 +204,7 @@ async def main(args: argparse.Namespace) -> None:
         ).start()
         try:
             async with AsyncRestClient(PROJECT, TOKEN, server.host) as client:
-                shares = await turns(client, model, args.turns)
+                shares, gaps = await turns(client, model, args.turns)
                 barges = await barge_ins(client, model, args.barge_ins)
                 load = await cpu(client, server, args.seconds)
         finally:
@@ -176,6 +215,10 @@ async def main(args: argparse.Namespace) -> None:
         "callplane_share_ms": {
             "median": round(statistics.median(shares) * 1000, 1),
             "p90": round(pct(shares, 0.9) * 1000, 1),
+        },
+        "packet_gap_ms_during_turns": {
+            "p99": round(pct(gaps, 0.99) * 1000, 1),
+            "max": round(max(gaps) * 1000, 1),
         },
         "barge_in_ms": {
             "median": round(statistics.median(barges) * 1000, 1),

@@ -7,7 +7,8 @@ Figures:
 * ASR real-time factor (decoding wall time / audio time, single thread) of
   PocketSphinxRecognizer with a 5-phrase grammar and with the open language model, with and
   without partial results (partials add a streaming pass), on flite speech at 8 kHz; plus the
-  word error rate of the open model on the same sentences.
+  word error rate of the open model on the same sentences, its final pass in the feeding
+  thread and speculative in a decoding process (providers.asr, "Decoding processes").
 * The same WER with WhisperRecognizer (faster-whisper, whisper-base int8; needs the `whisper`
   extra), its model load time, and its decode time per utterance (median and worst, for the
   sentences of 2-4 s) with 1 and 2 CPU threads.
@@ -64,6 +65,7 @@ def reference_samples() -> dict[tuple[str, str], np.ndarray]:
 def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
     rec = PocketSphinxRecognizer()
     rec.warm_up()
+    rec.prepare_decoding()
     print("ASR (pocketsphinx, 8 kHz -> 16 kHz, single thread)")
     for mode, hints in (("grammar", HINTS), ("open model", None)):
         for partial in (False, True):
@@ -81,15 +83,30 @@ def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
                 f"  {mode:<10} partials={'on ' if partial else 'off'}  "
                 f"RTF {wall / audio:.4f}  ({audio:.1f} s audio)"
             )
-    for voice in ("rms", "slt"):
-        wers = []
-        for sentence in SENTENCES:
-            s = rec.open_session("en-US", None, end_silence_timeout=0.8)
-            events = s.feed_many(samples[(voice, sentence)])
-            s.close()
-            text = next((e.text for e in events if e.terminal and e.text), "")
-            wers.append(word_error_rate(sentence, text or ""))
-        print(f"  open model WER, flite {voice}: {np.mean(wers):.1%} (per sentence {wers})")
+    # The same final pass in the feeding thread (decode_processes=0: the whole utterance with
+    # its trailing silence, at the timeout) and speculative in a decoding process (the
+    # utterance up to where its trailing silence began).
+    in_thread = PocketSphinxRecognizer(decode_processes=0)
+    while not rec.decoding_ready():
+        time.sleep(0.05)
+    for name, recognizer in (("in-thread", in_thread), ("speculative", rec)):
+        speculations = discarded = 0
+        for voice in ("rms", "slt"):
+            wers = []
+            for sentence in SENTENCES:
+                s = recognizer.open_session("en-US", None, end_silence_timeout=0.8)
+                events = s.feed_many(samples[(voice, sentence)])
+                speculations += s.speculations
+                discarded += s.speculations_discarded
+                s.close()
+                text = next((e.text for e in events if e.terminal and e.text), "")
+                wers.append(word_error_rate(sentence, text or ""))
+            print(
+                f"  open model WER, flite {voice}, {name} final pass: {np.mean(wers):.1%} "
+                f"(per sentence {[round(w, 3) for w in wers]})"
+            )
+        print(f"  {name}: {speculations} speculative passes, {discarded} discarded")
+    in_thread.close()
     hits = 0
     for voice in ("rms", "slt"):
         for word in HINTS:
@@ -98,6 +115,7 @@ def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
             s.close()
             hits += any(e.type == "final" and e.text == word for e in events)
     print(f"  grammar hint accuracy: {hits}/{2 * len(HINTS)}")
+    rec.close()
 
 
 def bench_whisper(samples: dict[tuple[str, str], np.ndarray]) -> None:

@@ -414,3 +414,20 @@ async def test_ticks_alone_drive_hold_unhold_and_a_key_press(
         assert await asyncio.wait_for(runner, 10) == {"ai_result": "success"}
         assert call.operations == {}
         assert all(getattr(cb, "__self__", None) is not agent for cb in session.listeners)
+
+
+async def test_replies_start_without_the_tts_breath() -> None:
+    """flite opens every sentence with ~0.2 s of breath noise (samples past -55 dBFS): the
+    caller would wait for it before the reply's first word."""
+    from callplane.engine.operations.speech import _without_leading_silence
+    from callplane.providers.tts import DefaultTts
+
+    tts = DefaultTts()
+    for text in ("We are open from nine to five.", "Fine.", "Yes, we are."):
+        spoken = np.asarray(await tts.synthesize(text), dtype=np.float64)
+        trimmed = _without_leading_silence(spoken)
+        frames = trimmed[: trimmed.size // 80 * 80].reshape(-1, 80)
+        voice = np.flatnonzero(np.sqrt(np.mean(frames**2, axis=1)) > 300)  # ~ -40 dBFS
+        # A soft first consonant (the f of "Fine") stays: up to 0.1 s before the voice.
+        assert voice.size and voice[0] * 10 <= 100, (text, voice[0] * 10)
+        assert spoken.size - trimmed.size >= 1200, text  # at least 150 ms cut

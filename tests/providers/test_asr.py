@@ -11,9 +11,12 @@ worse on the open model (documented limitation, see test-peers.md). RTF ~0.005 w
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
@@ -60,10 +63,11 @@ def speech(text: str, voice: str = "slt") -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def recognizer() -> PocketSphinxRecognizer:
+def recognizer() -> Iterator[PocketSphinxRecognizer]:
     r = PocketSphinxRecognizer()
     r.warm_up()
-    return r
+    yield r
+    r.close()  # its decoding processes
 
 
 def run(session: PocketSphinxSession, frames: np.ndarray) -> list[RecognitionEvent]:
@@ -71,6 +75,16 @@ def run(session: PocketSphinxSession, frames: np.ndarray) -> list[RecognitionEve
     assert session.done, "session did not reach a terminal event"
     session.close()
     return events
+
+
+def with_processes(recognizer: PocketSphinxRecognizer) -> PocketSphinxRecognizer:
+    """The recognizer once its decoding processes are up (until then it decodes in-thread)."""
+    recognizer.prepare_decoding()
+    deadline = time.monotonic() + 30
+    while not recognizer.decoding_ready():
+        assert time.monotonic() < deadline, "the decoding processes did not start"
+        time.sleep(0.05)
+    return recognizer
 
 
 def terminal(events: list[RecognitionEvent]) -> RecognitionEvent:
@@ -179,6 +193,112 @@ def test_partial_results_arrive_before_final(recognizer: PocketSphinxRecognizer)
     # ...and none without partial_results.
     s = recognizer.open_session("en-US", None, end_silence_timeout=0.8)
     assert "partial" not in [e.type for e in run(s, speech(SENTENCES[0], "rms"))]
+
+
+# -- the final pass: speculative, in a decoding process -----------------------------------------
+
+
+@needs_flite
+def test_resumed_utterance_after_a_speculative_pass_gives_the_whole_text(
+    recognizer: PocketSphinxRecognizer,
+) -> None:
+    # Half a second of pause: the pass started in it is dropped when the caller goes on.
+    first, second = speech(SENTENCES[1], "rms"), speech(SENTENCES[2], "rms")
+    frames = np.concatenate([first[:-70], second[15:]])
+    with_processes(
+        recognizer
+    ).decode_rtf = 1.0  # as if decoding were slow: speculate at the first pause
+    s = recognizer.open_session("en-US", None, end_silence_timeout=0.8)
+    final = terminal(run(s, frames))
+    assert s.speculations_discarded >= 1 and s.speculations > s.speculations_discarded
+    assert final.type == "final"
+    assert word_error_rate(f"{SENTENCES[1]} {SENTENCES[2]}", final.text or "") <= 0.1
+
+
+@needs_flite
+def test_final_comes_at_the_timeout_from_the_speculative_pass(
+    recognizer: PocketSphinxRecognizer,
+) -> None:
+    frames = speech(SENTENCES[0], "rms")
+    in_thread = PocketSphinxRecognizer(decode_processes=0)
+    s = in_thread.open_session("en-US", None, end_silence_timeout=0.8)
+    t0 = time.perf_counter()
+    reference = terminal(run(s, frames))  # today's path: the pass runs at the timeout frame
+    in_thread_seconds = time.perf_counter() - t0
+    in_thread.close()
+
+    # Up to the 6th frame of the trailing silence (the timeout is its 40th).
+    n = round(reference.offset * 50) - 40 + 6
+    with_processes(recognizer).decode_rtf = 1.0  # speculate at once
+    s = recognizer.open_session("en-US", None, end_silence_timeout=0.8)
+    assert s.feed_many(frames[:n])[-1].type == "start_of_input"
+    spec = s._speculation
+    assert spec is not None
+    spec.result(timeout=30)  # the caller is silent while the timer runs: the pass completes
+    used = s.speculations - s.speculations_discarded
+    t0 = time.perf_counter()
+    final = terminal(run(s, frames[n:]))
+    at_timeout = time.perf_counter() - t0
+    assert (final.type, final.text, final.offset) == (
+        reference.type,
+        reference.text,
+        reference.offset,
+    )
+    assert used == 1 and s.speculations - s.speculations_discarded == 1
+    # The timeout frame only picks the result up: no decoding after it.
+    assert at_timeout < in_thread_seconds / 3, (at_timeout, in_thread_seconds)
+
+
+@needs_flite
+async def test_final_pass_does_not_stop_the_event_loop(
+    recognizer: PocketSphinxRecognizer,
+) -> None:
+    """pocketsphinx holds the GIL while decoding: in a thread it stalls every call's media."""
+    frames = speech(SENTENCES[0], "rms")
+
+    async def longest_stall(rec: PocketSphinxRecognizer) -> tuple[float, str | None]:
+        recognition = await AsyncRecognition.open(rec, language="en-US", end_silence_timeout=0.8)
+        stall, done = 0.0, False
+
+        async def ticker() -> None:
+            nonlocal stall
+            last = time.perf_counter()
+            while not done:
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                stall, last = max(stall, now - last), now
+
+        ticking = asyncio.create_task(ticker())
+        for frame in frames:
+            recognition.push(frame)
+        events = [e async for e in recognition]
+        done = True
+        await ticking
+        await recognition.aclose()
+        return stall, events[-1].text
+
+    in_thread = PocketSphinxRecognizer(decode_processes=0)
+    try:
+        stall_in_thread, text = await longest_stall(in_thread)
+    finally:
+        in_thread.close()
+    stall_with_processes, text2 = await longest_stall(with_processes(recognizer))
+    assert text == text2 == SENTENCES[0].lower()
+    assert stall_with_processes < stall_in_thread / 2, (stall_with_processes, stall_in_thread)
+
+
+@needs_flite
+def test_a_killed_decoding_process_costs_no_result() -> None:
+    rec = with_processes(PocketSphinxRecognizer(decode_processes=1))
+    try:
+        assert rec._executor is not None
+        for pid in list(rec._executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        s = rec.open_session("en-US", None, end_silence_timeout=0.8)
+        final = terminal(run(s, speech(SENTENCES[2], "rms")))
+        assert (final.type, final.text) == ("final", SENTENCES[2])  # decoded in-thread instead
+    finally:
+        rec.close()
 
 
 # -- endpointing --------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ frames and return the :class:`RecognitionEvent` s they produced (``start_of_inpu
 Threading
 ---------
 Decoding is CPU work (a real-time factor around 0.01 with a grammar, 0.2 with the open
-language model), so it must not run on the event loop. :class:`AsyncRecognition` is the
+language model), so it must not run on the event loop (and the open model's final pass runs in
+another process: see "Decoding processes"). :class:`AsyncRecognition` is the
 engine-facing wrapper: ``push(frame)`` is a non-blocking list append meant for the media
 listener on the loop; a single worker task hands everything queued so far to
 ``asyncio.to_thread(session.feed_many, batch)`` and publishes the events on an asyncio queue.
@@ -32,6 +33,24 @@ decoded, so silence costs no decoding at all. The final result comes from one ba
 the buffered utterance (``full_utt=True``: the cepstral mean is estimated from this utterance,
 not inherited from the pooled decoder's previous call); with ``partial_results`` a streaming
 pass runs as well, for the partial hypotheses only (about twice the CPU).
+
+Decoding processes
+------------------
+pocketsphinx holds the GIL for the whole of ``process_raw``: a batch pass of 3.5 s of speech
+in a thread stopped the event loop for 0.6 s (the media clock, every call's RTP, HTTP). With
+the open language model the batch pass therefore runs in a decoding process
+(:class:`~concurrent.futures.ProcessPoolExecutor`, spawned, one per core up to two, each with
+its own decoder, started when a session first hears speech); grammar passes (~10 ms) stay in
+the feeding thread. Should the pool break, the session decodes in-process as before.
+
+The pass is also **speculative**: it starts as soon as the trailing non-speech begins (after
+``_SPECULATE_AFTER`` frames; later with a long ``end_silence_timeout``, just early enough to
+finish by the timeout at the processes' recent speed), over the utterance so far, while the
+end-of-speech timer still runs. If the timer expires, that pass is the final result (the
+frames after it are non-speech); the final event still comes exactly at the timeout frame,
+only without the decoding wait after it. If the caller speaks again the pass is dropped
+(cancelled if still queued, else left to finish unused) and the next pause starts a new one
+over the longer utterance. ``speculations`` / ``speculations_discarded`` count them.
 
 With ``hints`` the session decodes against a JSGF grammar whose alternatives are the hint
 phrases (normalised to dictionary words; phrases with a word missing from the dictionary are
@@ -62,12 +81,16 @@ import contextlib
 import hashlib
 import logging
 import math
+import multiprocessing
+import os
 import re
+import signal
 import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -101,6 +124,15 @@ _MIN_VOICED_RATIO = 0.2
 _VOICING_HANGOVER = 10  # frames (200 ms) after a voiced frame that still count as speech
 _VOICED_CORRELATION = 0.45
 _FULL_COVERAGE = 0.8  # word/speech frame ratio treated as "the phrase is all that was said"
+# Trailing non-speech frames after which the final pass starts speculatively, at the earliest
+# (see "Decoding processes"). Stop closures between words give runs of 1-5 frames (flite);
+# each run that reaches this costs a decode of the utterance so far that the next word makes
+# stale. With a long end-of-speech timeout the pass starts later: just early enough to be
+# done at the timeout, by the decoding processes' recent speed, plus this margin.
+_SPECULATE_AFTER = 6
+_SPECULATE_MARGIN = 10  # frames
+_INITIAL_RTF = 0.3  # decoding wall time / audio time assumed before the first pass is timed
+_DECODE_WAIT = 60.0  # s: a decoding process that takes longer is treated as broken
 
 
 class AsrError(RuntimeError):
@@ -254,6 +286,62 @@ def _language_ok(language: str | None) -> bool:
     return tag == "en" or tag.startswith("en-") or tag.startswith("en_")
 
 
+Word = tuple[str, int, int, float]  # word, first and last 10 ms frame, posterior
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The batch pass over one utterance: the best hypothesis and its non-filler words."""
+
+    text: str
+    words: tuple[Word, ...]
+
+
+def decode_utterance(decoder: Any, pcm16k: bytes) -> Decoded:
+    """One batch pass (``full_utt=True``: the cepstral mean comes from this utterance alone)."""
+    decoder.start_utt()
+    decoder.process_raw(pcm16k, False, True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    text = hyp.hypstr.strip() if hyp is not None and hyp.hypstr else ""
+    words = tuple(
+        (str(seg.word), int(seg.start_frame), int(seg.end_frame), float(seg.prob))
+        for seg in decoder.seg()
+        if not (seg.word.startswith("<") or seg.word.startswith("["))
+    )
+    return Decoded(text, words)
+
+
+def _load_decoder() -> Any:
+    try:
+        import pocketsphinx
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise AsrError("pocketsphinx is not installed (pip install pocketsphinx)") from exc
+    try:
+        return pocketsphinx.Decoder(loglevel="FATAL", samprate=DECODER_RATE)
+    except (RuntimeError, ValueError) as exc:
+        raise AsrError(f"cannot load the pocketsphinx model: {exc}") from exc
+
+
+# The decoding processes' side (see "Decoding processes" in the module docstring).
+_process_decoder: Any = None
+
+
+def _process_init() -> None:
+    # Ctrl-C reaches the whole process group: the server shuts its pool down itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _process_decoder
+    _process_decoder = _load_decoder()
+
+
+def _process_ready() -> bool:
+    return _process_decoder is not None
+
+
+def _process_decode(pcm16k: bytes) -> Decoded:
+    return decode_utterance(_process_decoder, pcm16k)
+
+
 class _PooledDecoder:
     """A decoder plus the grammar searches already loaded into it."""
 
@@ -274,10 +362,20 @@ class PocketSphinxRecognizer:
         lm_min_confidence: float = LM_MIN_CONFIDENCE,
         max_pool: int = 8,
         work_dir: str | Path | None = None,
+        decode_processes: int | None = None,
     ) -> None:
         self.grammar_min_confidence = grammar_min_confidence
         self.lm_min_confidence = lm_min_confidence
         self._max_pool = max_pool
+        # None: one per core, at most 2; 0: final passes in the feeding thread (holding the GIL).
+        self.decode_processes = (
+            min(2, os.cpu_count() or 1) if decode_processes is None else max(0, decode_processes)
+        )
+        self._executor: ProcessPoolExecutor | None = None
+        self._ready: list[Future[Any]] = []  # the processes' start-up: in use once all are done
+        # Recent wall time of a pass in a decoding process per second of audio (queueing and
+        # the machine's load included): when to start a speculative pass.
+        self.decode_rtf = _INITIAL_RTF
         self._pool: list[_PooledDecoder] = []
         self._lock = threading.Lock()
         self._dict_lock = threading.Lock()
@@ -298,15 +396,7 @@ class PocketSphinxRecognizer:
     # -- decoders ----------------------------------------------------------------------------
 
     def _new_decoder(self) -> _PooledDecoder:
-        try:
-            import pocketsphinx
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise AsrError("pocketsphinx is not installed (pip install pocketsphinx)") from exc
-        try:
-            dec = pocketsphinx.Decoder(loglevel="FATAL", samprate=DECODER_RATE)
-        except (RuntimeError, ValueError) as exc:
-            raise AsrError(f"cannot load the pocketsphinx model: {exc}") from exc
-        return _PooledDecoder(dec)
+        return _PooledDecoder(_load_decoder())
 
     def acquire(self) -> _PooledDecoder:
         with self._lock:
@@ -326,6 +416,86 @@ class PocketSphinxRecognizer:
     def warm_up(self) -> None:
         """Load one decoder now (blocking) so the first collect does not pay for it."""
         self.release(self.acquire())
+
+    # -- decoding processes -------------------------------------------------------------------
+
+    def _decode_pool(self) -> ProcessPoolExecutor | None:
+        if self.decode_processes == 0:
+            return None
+        with self._lock:
+            if self._executor is None:
+                # spawn, not fork: the server's process has threads (a forked lock may be held).
+                self._executor = ProcessPoolExecutor(
+                    max_workers=self.decode_processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_process_init,
+                )
+            return self._executor
+
+    def prepare_decoding(self) -> None:
+        """Start the decoding processes (non-blocking) if they do not run yet. Each takes ~1 s
+        of CPU to start, so this happens at the first onset of speech rather than with every
+        server start; until they are up, final passes run in the feeding thread as before."""
+        with self._lock:
+            if self._executor is not None or self.decode_processes == 0:
+                return
+        pool = self._decode_pool()
+        if pool is None:
+            return
+        try:
+            # The pool adds a process per job submitted while none is idle: all start now,
+            # rather than one in the middle of a later call.
+            ready = [pool.submit(_process_ready) for _ in range(self.decode_processes)]
+        except RuntimeError:
+            self.drop_pool(pool)
+            return
+        with self._lock:
+            if self._executor is pool:
+                self._ready = ready
+
+    def decoding_ready(self) -> bool:
+        with self._lock:
+            ready = self._executor is not None and bool(self._ready)
+            futures = list(self._ready)
+        return ready and all(
+            f.done() and not f.cancelled() and f.exception() is None for f in futures
+        )
+
+    def submit_decode(self, pcm16k: bytes) -> Future[Any] | None:
+        """A batch pass in a decoding process; None when none is ready (disabled, starting,
+        or broken): the caller decodes in its own thread."""
+        if not self.decoding_ready():
+            return None
+        with self._lock:
+            pool = self._executor
+        if pool is None:
+            return None
+        try:
+            future = pool.submit(_process_decode, pcm16k)
+        except RuntimeError as exc:  # BrokenProcessPool, or shut down meanwhile
+            log.warning("speech decoding processes unusable (%r): decoding in-process", exc)
+            self.drop_pool(pool)
+            return None
+        audio = len(pcm16k) / (2 * DECODER_RATE)
+        started = time.monotonic()
+
+        def timed(done: Future[Any]) -> None:
+            if audio > 0 and not done.cancelled() and done.exception() is None:
+                rtf = (time.monotonic() - started) / audio
+                self.decode_rtf = 0.7 * self.decode_rtf + 0.3 * rtf  # a float store: atomic
+
+        future.add_done_callback(timed)
+        return future
+
+    def drop_pool(self, pool: ProcessPoolExecutor | None = None) -> None:
+        """Forget a broken pool (the next pass starts a new one)."""
+        with self._lock:
+            if pool is not None and self._executor is not pool:
+                return
+            pool, self._executor = self._executor, None
+            self._ready = []
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def pronounce(self, word: str) -> list[str] | None:
         """The phonemes of ``word`` in the model's dictionary (ARPAbet), None if unknown."""
@@ -431,6 +601,7 @@ class PocketSphinxRecognizer:
     def close(self) -> None:
         with self._lock:
             self._pool.clear()
+        self.drop_pool()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -482,8 +653,13 @@ class PocketSphinxSession:
         self._utterance: list[Frame] = []  # 16 kHz audio of the current utterance
         self._live = False  # a streaming (partial-results) pass is open on the decoder
         self._last_partial = ""
+        # The final pass started when the trailing silence began (None: none, or discarded
+        # because the caller went on).
+        self._speculation: Future[Any] | None = None
+        self.speculations = 0  # final passes started early
+        self.speculations_discarded = 0  # ... of which the caller's resumed speech made stale
         self.done = False
-        self.decode_seconds = 0.0  # CPU-ish time inside pocketsphinx (for RTF measurement)
+        self.decode_seconds = 0.0  # time spent in or waiting for the final pass
         self.audio_seconds = 0.0
 
     # -- public ---------------------------------------------------------------------------------
@@ -514,6 +690,9 @@ class PocketSphinxSession:
         self.done = True
         if pooled is None:
             return
+        if self._speculation is not None:
+            self._speculation.cancel()  # only stops it if it has not started yet
+            self._speculation = None
         if self._live:
             self._live = False
             try:
@@ -577,8 +756,14 @@ class PocketSphinxSession:
             self._speech_frames += 1
             self._voiced_frames += voiced
             self._silent_run = 0
+            if self._speculation is not None:  # the caller went on: that pass is stale
+                self._speculation.cancel()  # if still queued; a running pass just ends unused
+                self._speculation = None
+                self.speculations_discarded += 1
         else:
             self._silent_run += 1
+            if self._silent_run < self._end_silence and self._silent_run >= self._speculate_at():
+                self._speculate()
         if self._silent_run >= self._end_silence or self._utt_frames >= self._max_utt:
             events.append(self._finish(self._final_event()))
         elif self.partial_results and self._utt_frames % _PARTIAL_EVERY == 0:
@@ -588,7 +773,24 @@ class PocketSphinxSession:
                 events.append(RecognitionEvent("partial", text=text, offset=self._now()))
         return events
 
+    def _speculate_at(self) -> int:
+        """The trailing non-speech frame at which to start the final pass early."""
+        decode = len(self._utterance) * self._owner.decode_rtf  # frames
+        return max(_SPECULATE_AFTER, self._end_silence - math.ceil(decode) - _SPECULATE_MARGIN)
+
+    def _speculate(self) -> None:
+        """Start the final pass over the utterance so far in a decoding process, while the
+        end-of-speech timer still runs; used at the timeout unless the caller speaks again."""
+        if self._speculation is not None or self.grammar:
+            return  # a grammar pass is ~10 ms: nothing to hide
+        future = self._owner.submit_decode(np.concatenate(self._utterance).tobytes())
+        if future is not None:
+            self._speculation = future
+            self.speculations += 1
+
     def _start_utterance(self) -> None:
+        if not self.grammar:
+            self._owner.prepare_decoding()
         if self.partial_results:
             self._dec.start_utt()
             self._live = True
@@ -607,34 +809,52 @@ class PocketSphinxSession:
         text: str = hyp.hypstr
         return self.phrases.get(text, text) if self.grammar else text
 
-    def _final_event(self) -> RecognitionEvent:
-        t0 = time.perf_counter()
-        if self._live:
-            self._dec.end_utt()  # the live pass only fed partials; the final is decoded below
-            self._live = False
+    def _final_decode(self) -> Decoded:
         # The final result decodes the whole utterance in one call with full_utt=True, so the
         # cepstral mean is estimated from this utterance itself. Streaming decoding starts
         # from whatever mean the pooled decoder last had (another call, another channel), and
         # the first utterance on a fresh decoder came out wrong in testing ("support" ->
         # "no"); the batch pass makes every session independent of its decoder's history.
-        self._dec.start_utt()
-        self._dec.process_raw(np.concatenate(self._utterance).tobytes(), False, True)
-        self._dec.end_utt()
+        if self._speculation is not None:
+            # Started when the trailing silence began: the audio since then is non-speech.
+            decoded = self._wait(self._speculation)
+            self._speculation = None
+            if decoded is not None:
+                return decoded
+        pcm = np.concatenate(self._utterance).tobytes()
+        if not self.grammar:
+            future = self._owner.submit_decode(pcm)
+            decoded = self._wait(future) if future is not None else None
+            if decoded is not None:
+                return decoded
+        return decode_utterance(self._dec, pcm)
+
+    def _wait(self, future: Future[Any]) -> Decoded | None:
+        """The result of a decoding process; None if the pool broke (the caller decodes)."""
+        try:
+            decoded: Decoded = future.result(timeout=_DECODE_WAIT)
+            return decoded
+        except Exception as exc:  # BrokenProcessPool, a timeout, a decoder error over there
+            log.warning("speech decoding process failed (%r): decoding in-process", exc)
+            self._owner.drop_pool()
+            return None
+
+    def _final_event(self) -> RecognitionEvent:
+        t0 = time.perf_counter()
+        if self._live:
+            self._dec.end_utt()  # the live pass only fed partials; the final is decoded below
+            self._live = False
+        decoded = self._final_decode()
         self._utterance.clear()
         self.decode_seconds += time.perf_counter() - t0
         self._in_speech = False
         now = self._now()
         if self._speech_frames and self._voiced_frames / self._speech_frames < _MIN_VOICED_RATIO:
             return RecognitionEvent("no_match", offset=now)  # hiss/static, not a voice
-        hyp = self._dec.hyp()
-        text = hyp.hypstr.strip() if hyp is not None and hyp.hypstr else ""
+        text = decoded.text
         if not text:
             return RecognitionEvent("no_match", offset=now)
-        words = [
-            (seg.word, seg.start_frame, seg.end_frame, seg.prob)
-            for seg in self._dec.seg()
-            if not (seg.word.startswith("<") or seg.word.startswith("["))
-        ]
+        words = decoded.words
         if self.grammar:
             word_frames = sum(end - start + 1 for _, start, end, _ in words)  # 10 ms frames
             coverage = word_frames / (2.0 * max(self._speech_frames, 1))
@@ -642,7 +862,7 @@ class PocketSphinxSession:
             threshold = self._owner.grammar_min_confidence
             text = self.phrases.get(text, text)
         else:
-            probs = [min(max(float(p), 1e-3), 1.0) for *_, p in words] or [1e-3]
+            probs = [min(max(p, 1e-3), 1.0) for *_, p in words] or [1e-3]
             confidence = math.exp(sum(math.log(p) for p in probs) / len(probs))
             threshold = self._owner.lm_min_confidence
         confidence = round(min(max(confidence, 0.0), 1.0), 3)

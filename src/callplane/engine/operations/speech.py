@@ -22,7 +22,9 @@ __all__ = ["complete", "synthesise"]
 
 log = logging.getLogger("callplane.engine.speech")
 
-_ONSET_LEVEL = 60  # about -55 dBFS: a soft first consonant stays
+# RMS of a 10 ms window, about -57 dBFS: above flite's ~0.2 s of breath noise (RMS <= 40,
+# single samples past 60), below a soft first consonant (f, h: RMS 80-110).
+_ONSET_LEVEL = 45
 _ONSET_KEEP = 240  # 30 ms before the first sound
 
 
@@ -61,7 +63,9 @@ async def synthesise(
 
 
 def _without_leading_silence(samples: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    loud = np.flatnonzero(np.abs(samples) > _ONSET_LEVEL)
+    n = samples.size // 80 * 80
+    rms = np.sqrt(np.mean(samples[:n].astype(np.float64).reshape(-1, 80) ** 2, axis=1))
+    loud = np.flatnonzero(rms > _ONSET_LEVEL)
     if loud.size == 0:
         return samples
-    return samples[max(0, int(loud[0]) - _ONSET_KEEP) :]
+    return samples[max(0, int(loud[0]) * 80 - _ONSET_KEEP) :]

@@ -27,7 +27,11 @@ decoder (the sessions are not thread-safe), and one hop per batch keeps the hop 
 negligible. This is :class:`~callplane.providers.asr.AsyncRecognition`'s scheme, done here
 rather than through it because a transcription is a chain of sessions: frames arriving while
 the next session opens must go to it, not be lost, so the session switch happens in the
-thread, between two frames.
+thread, between two frames. The recognizer runs each utterance's final pass in its
+decoding processes, started when the trailing silence begins (``providers.asr``, "Decoding
+processes"): a segment is ready as the silence timer ends, and decoding never holds the GIL
+that the media clock needs. The AI agent (``operations.ai``) hears its caller through the same
+:class:`Transcriber`.
 
 The media engine delivers one tick every 20 ms whether or not the far end sends RTP (silence
 where nothing arrived), so the recognizer's clock keeps running through silence suppression or
