@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from audiomatch import global_lag, piecewise_ncc
 from harness import Baresip, Receiver, Server, baresip_available, wait_until
 
 pytestmark = pytest.mark.skipif(not baresip_available(), reason="baresip is not installed")
@@ -24,16 +25,12 @@ def voice(seed: int, seconds: float = 30.0) -> np.ndarray:
 
 
 def best_correlation(heard: np.ndarray, sent: np.ndarray) -> float:
-    """Peak normalised cross-correlation of a 2 s stretch of `heard` against `sent`."""
-    probe = heard.astype(np.float64)
-    ref = sent.astype(np.float64)
-    n = 1 << int(np.ceil(np.log2(len(probe) + len(ref))))
-    corr = np.fft.irfft(np.fft.rfft(ref, n) * np.conj(np.fft.rfft(probe, n)), n)
-    lag = int(np.argmax(corr[: len(ref)]))
-    window = ref[lag : lag + len(probe)]
-    if len(window) < len(probe):
+    """How faithfully a stretch of `heard` holds the part of `sent` it lines up with
+    (`audiomatch.piecewise_ncc`)."""
+    lag = global_lag(sent, heard)
+    if lag < 0 or lag + len(heard) > len(sent):
         return 0.0
-    return float(np.dot(window, probe) / (np.linalg.norm(window) * np.linalg.norm(probe) + 1e-9))
+    return piecewise_ncc(sent, heard, lag)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile
+from audiomatch import global_lag, piecewise_ncc
 from farend import FarEnd, peaks, rms_db
 from harness import Receiver, Server
 from harness import until as wait_for
@@ -65,36 +66,9 @@ def sine(freq: float, seconds: float) -> np.ndarray:
 
 def align(recording: np.ndarray, source: np.ndarray) -> tuple[float, float]:
     """Where `source` sits in `recording` (seconds; negative: the recording starts inside it)
-    and how well the recording holds it: the energy-weighted mean of the normalised
-    cross-correlation of each 0.25 s piece of the source, each found within 60 ms of where the
-    whole lines up. The receiver's jitter buffer may grow by a frame or two under load, which
-    slides the rest of the timeline; a piecewise match still scores a faithful recording near 1,
-    and anything else (the other direction, noise, silence) near 0."""
-    a = recording.astype(np.float64)
-    b = source.astype(np.float64)
-    n = 1 << int(np.ceil(np.log2(len(a) + len(b))))
-    corr = np.fft.irfft(np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n)), n)
-    lag = int(np.argmax(corr))
-    if lag >= len(a):
-        lag -= n
-    piece, slack = 2000, 480
-    scores: list[tuple[float, float]] = []
-    for start in range(0, len(b) - piece + 1, piece):
-        chunk = b[start : start + piece]
-        energy = float(np.dot(chunk, chunk))
-        lo = lag + start - slack
-        window = a[max(lo, 0) : max(lag + start + piece + slack, 0)]
-        if energy == 0 or len(window) < piece:
-            continue
-        dots = np.correlate(window, chunk, mode="valid")
-        power = np.convolve(window * window, np.ones(piece), mode="valid")
-        best = float(np.max(dots / (np.sqrt(power * energy) + 1e-9)))
-        scores.append((best, energy))
-    if not scores:
-        return lag / 8000, 0.0
-    weights = np.array([e for _, e in scores])
-    ncc = float(np.dot([s for s, _ in scores], weights) / weights.sum())
-    return lag / 8000, ncc
+    and how faithfully the recording holds it (`audiomatch.piecewise_ncc`)."""
+    lag = global_lag(recording, source)
+    return lag / 8000, piecewise_ncc(recording, source, lag)
 
 
 def states(receiver: Receiver, path: str) -> list[str]:
