@@ -93,7 +93,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -196,6 +196,48 @@ class SpeechRecognizer(Protocol):
         """Blocking (may load a model): call through ``asyncio.to_thread`` or
         :meth:`AsyncRecognition.open`. Raises :class:`UnsupportedLanguage`."""
         ...
+
+
+_Session = TypeVar("_Session", bound="EndpointedSession")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """What ``open_session`` asked for beyond the endpointing."""
+
+    endpointer: Endpointer
+    language: str | None
+    hints: Sequence[str] | None
+    partial_results: bool
+
+
+class EndpointedRecognizer(Generic[_Session]):
+    """``open_session`` of the recognizers whose sessions endpoint with an :class:`Endpointer`:
+    the endpointing parameters become the endpointer, the rest goes to ``_open``."""
+
+    def open_session(
+        self,
+        language: str | None = "en-US",
+        hints: Sequence[str] | None = None,
+        end_silence_timeout: float | None = None,
+        speech_timeout: float | None = None,
+        partial_results: bool = False,
+        *,
+        initial_timeout: float | None = None,
+        timers_started: bool = True,
+        sensitivity: float = 44.0,
+    ) -> _Session:
+        endpointer = Endpointer(
+            end_silence_timeout=end_silence_timeout,
+            speech_timeout=speech_timeout,
+            initial_timeout=initial_timeout,
+            timers_started=timers_started,
+            sensitivity=sensitivity,
+        )
+        return self._open(SessionRequest(endpointer, language, hints, partial_results))
+
+    def _open(self, request: SessionRequest) -> _Session:
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +394,7 @@ class _PooledDecoder:
         self.grammars: dict[str, None] = {}  # search names, oldest first
 
 
-class PocketSphinxRecognizer:
+class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
     """:class:`SpeechRecognizer` on pocketsphinx 5 and its bundled US English model."""
 
     def __init__(
@@ -560,20 +602,12 @@ class PocketSphinxRecognizer:
 
     # -- sessions ------------------------------------------------------------------------------
 
-    def open_session(
-        self,
-        language: str | None = "en-US",
-        hints: Sequence[str] | None = None,
-        end_silence_timeout: float | None = None,
-        speech_timeout: float | None = None,
-        partial_results: bool = False,
-        *,
-        initial_timeout: float | None = None,
-        timers_started: bool = True,
-        sensitivity: float = 44.0,
-    ) -> PocketSphinxSession:
-        if not _language_ok(language):
-            raise UnsupportedLanguage(f"no speech model for language {language!r} (en only)")
+    def _open(self, request: SessionRequest) -> PocketSphinxSession:
+        if not _language_ok(request.language):
+            raise UnsupportedLanguage(
+                f"no speech model for language {request.language!r} (en only)"
+            )
+        hints = request.hints
         pooled = self.acquire()
         try:
             phrases: dict[str, str] = {}
@@ -586,13 +620,9 @@ class PocketSphinxRecognizer:
             return PocketSphinxSession(
                 self,
                 pooled,
+                request.endpointer,
                 phrases=phrases,
-                end_silence_timeout=end_silence_timeout,
-                speech_timeout=speech_timeout,
-                initial_timeout=initial_timeout,
-                partial_results=partial_results,
-                timers_started=timers_started,
-                sensitivity=sensitivity,
+                partial_results=request.partial_results,
             )
         except BaseException:
             self.release(pooled)
@@ -610,62 +640,119 @@ def _frames_for(seconds: float) -> int:
     return max(1, math.ceil(seconds * FRAMES_PER_SECOND - 1e-9))
 
 
-class PocketSphinxSession:
-    """One utterance on a pooled decoder. Not thread-safe: one feeder at a time."""
+EndpointEvent = Literal["start", "pause", "resume", "end", "no_input"]
+
+
+class Endpointer:
+    """The endpointing of every recognition session (see "PocketSphinx" above), without a
+    decoder: 8 kHz frames in, endpoint events out, the utterance kept at 16 kHz in
+    :attr:`utterance`. Sans-IO and synchronous; one feeder at a time.
+
+    :meth:`feed` returns, for one frame: ``start`` (onset: the pre-roll and this frame are in
+    :attr:`utterance`), ``pause`` (a trailing non-speech frame of the utterance, the
+    :attr:`silent_run` th; the end-of-speech timer runs), ``resume`` (speech again after a
+    pause), ``end`` (the utterance ended: end-of-speech timeout or the 30 s limit; if the last
+    frame was speech, :attr:`silent_run` is 0), ``no_input``, or None (speech goes on, or
+    nothing yet)."""
 
     def __init__(
         self,
-        owner: PocketSphinxRecognizer,
-        pooled: _PooledDecoder,
         *,
-        phrases: dict[str, str],
-        end_silence_timeout: float | None,
-        speech_timeout: float | None,
-        initial_timeout: float | None,
-        partial_results: bool,
-        timers_started: bool,
-        sensitivity: float,
+        end_silence_timeout: float | None = None,
+        speech_timeout: float | None = None,
+        initial_timeout: float | None = None,
+        timers_started: bool = True,
+        sensitivity: float = 44.0,
     ) -> None:
-        self._owner = owner
-        self._pooled: _PooledDecoder | None = pooled
-        self._dec = pooled.decoder
-        self.phrases = phrases  # empty = open language model
-        self.grammar = bool(phrases)
-        self.partial_results = partial_results
-        self._end_silence = _frames_for(end_silence_timeout or DEFAULT_END_SILENCE)
+        self.end_silence = _frames_for(end_silence_timeout or DEFAULT_END_SILENCE)
         waits = [t for t in (speech_timeout, initial_timeout) if t is not None and t > 0]
         self._no_input = _frames_for(min(waits) if waits else DEFAULT_NO_INPUT)
         self._max_utt = _frames_for(MAX_UTTERANCE_SECONDS)
-        self._timers = timers_started
+        self.timers = timers_started
         self._vad = Vad(input_sensitivity=sensitivity)
         self._up = Upsampler2x()
         self._onset: deque[bool] = deque(maxlen=_ONSET_WINDOW)
         self._preroll: deque[tuple[Frame, bool, bool]] = deque(maxlen=_PREROLL_FRAMES)
         self._prev = np.zeros(FRAME_SAMPLES)
-        self._frames = 0  # frames fed in total
+        self.frames = 0  # frames fed in total
         self._waited = 0  # frames counted by the no-input timer
-        self._in_speech = False
-        self._utt_frames = 0
-        self._speech_frames = 0
-        self._voiced_frames = 0
-        self._silent_run = 0
+        self.in_speech = False
+        self.speech_frames = 0
+        self.voiced_frames = 0
+        self.silent_run = 0
         self._since_voiced = _VOICING_HANGOVER + 1
-        self._utterance: list[Frame] = []  # 16 kHz audio of the current utterance
-        self._live = False  # a streaming (partial-results) pass is open on the decoder
-        self._last_partial = ""
-        # The final pass started when the trailing silence began (None: none, or discarded
-        # because the caller went on).
-        self._speculation: Future[Any] | None = None
-        self.speculations = 0  # final passes started early
-        self.speculations_discarded = 0  # ... of which the caller's resumed speech made stale
-        self.done = False
-        self.decode_seconds = 0.0  # time spent in or waiting for the final pass
-        self.audio_seconds = 0.0
+        self.utterance: list[Frame] = []  # 16 kHz audio of the current utterance, per frame
 
-    # -- public ---------------------------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        """Audio time (seconds since the session began)."""
+        return self.frames / FRAMES_PER_SECOND
+
+    @property
+    def voice_like(self) -> bool:
+        """Enough of the utterance's speech frames were voiced: a voice, not hiss or static."""
+        return not self.speech_frames or self.voiced_frames / self.speech_frames >= (
+            _MIN_VOICED_RATIO
+        )
+
+    def take_utterance(self) -> Frame:
+        audio = np.concatenate(self.utterance) if self.utterance else np.zeros(0, np.int16)
+        self.utterance = []
+        return audio
+
+    def feed(self, frame: Frame) -> EndpointEvent | None:
+        self.frames += 1
+        vad = self._vad.is_voiced(frame)
+        window = np.concatenate([self._prev, frame.astype(np.float64)])
+        self._prev = window[-FRAME_SAMPLES:]
+        voiced = vad and is_voiced(window)
+        self._since_voiced = 0 if voiced else self._since_voiced + 1
+        # Speech for endpointing = VAD speech near voicing: unvoiced consonants sit within
+        # a few frames of a vowel, steady hiss or static never does.
+        speech = vad and self._since_voiced <= _VOICING_HANGOVER
+        up = self._up.process(frame)
+        if not self.in_speech:
+            self._onset.append(speech)
+            self._preroll.append((up, speech, voiced))
+            if sum(self._onset) >= _ONSET_SPEECH:
+                self.in_speech = True
+                for pre, was_speech, was_voiced in self._preroll:
+                    self.utterance.append(pre)
+                    self.speech_frames += was_speech
+                    self.voiced_frames += was_voiced
+                self._preroll.clear()
+                return "start"
+            if self.timers:
+                self._waited += 1
+                if self._waited >= self._no_input:
+                    return "no_input"
+            return None
+        self.utterance.append(up)
+        resumed = False
+        if speech:
+            self.speech_frames += 1
+            self.voiced_frames += voiced
+            resumed = self.silent_run > 0
+            self.silent_run = 0
+        else:
+            self.silent_run += 1
+        if self.silent_run >= self.end_silence or len(self.utterance) >= self._max_utt:
+            self.in_speech = False
+            return "end"
+        if resumed:
+            return "resume"
+        return "pause" if self.silent_run else None
+
+
+class EndpointedSession:
+    """What every recognition session shares: an :class:`Endpointer`, the feeding loop, and a
+    failure of its recognizer ending the session with an ``error`` event."""
+
+    _ep: Endpointer
+    done: bool
 
     def start_timers(self) -> None:
-        self._timers = True
+        self._ep.timers = True
 
     def feed_many(self, frames: Iterable[Frame]) -> list[RecognitionEvent]:
         events: list[RecognitionEvent] = []
@@ -682,7 +769,47 @@ class PocketSphinxSession:
             return self._feed(np.asarray(frame, dtype=np.int16).reshape(-1))
         except Exception as exc:  # a decoder failure ends this collect, never the caller
             log.exception("speech recognition failed")
-            return [self._finish(RecognitionEvent("error", error=str(exc), offset=self._now()))]
+            return [self._finish(RecognitionEvent("error", error=str(exc), offset=self._ep.now))]
+
+    def _feed(self, frame: Frame) -> list[RecognitionEvent]:
+        raise NotImplementedError
+
+    def _finish(self, event: RecognitionEvent) -> RecognitionEvent:
+        raise NotImplementedError
+
+
+class PocketSphinxSession(EndpointedSession):
+    """One utterance on a pooled decoder. Not thread-safe: one feeder at a time."""
+
+    def __init__(
+        self,
+        owner: PocketSphinxRecognizer,
+        pooled: _PooledDecoder,
+        endpointer: Endpointer,
+        *,
+        phrases: dict[str, str],
+        partial_results: bool,
+    ) -> None:
+        self._owner = owner
+        self._pooled: _PooledDecoder | None = pooled
+        self._dec = pooled.decoder
+        self.phrases = phrases  # empty = open language model
+        self.grammar = bool(phrases)
+        self.partial_results = partial_results
+        self._ep = endpointer
+        self._up_to = 0  # frames of the endpointer's utterance already handed to the decoder
+        self._live = False  # a streaming (partial-results) pass is open on the decoder
+        self._last_partial = ""
+        # The final pass started when the trailing silence began (None: none, or discarded
+        # because the caller went on).
+        self._speculation: Future[Any] | None = None
+        self.speculations = 0  # final passes started early
+        self.speculations_discarded = 0  # ... of which the caller's resumed speech made stale
+        self.done = False
+        self.decode_seconds = 0.0  # time spent in or waiting for the final pass
+        self.audio_seconds = 0.0
+
+    # -- public ---------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Release the decoder (idempotent). An unfinished utterance is abandoned."""
@@ -704,7 +831,7 @@ class PocketSphinxSession:
     # -- internals ------------------------------------------------------------------------------
 
     def _now(self) -> float:
-        return self._frames / FRAMES_PER_SECOND
+        return self._ep.now
 
     def _finish(self, event: RecognitionEvent) -> RecognitionEvent:
         self.done = True
@@ -712,78 +839,61 @@ class PocketSphinxSession:
             self._live = False
             with contextlib.suppress(RuntimeError):
                 self._dec.end_utt()
-        self._in_speech = False
         self.close()
         return event
 
-    def _process(self, pcm16k: Frame) -> None:
-        self._utterance.append(pcm16k)
-        self.audio_seconds += pcm16k.size / DECODER_RATE
-        if self.partial_results:  # live pass only when someone wants partial hypotheses
-            t0 = time.perf_counter()
-            self._dec.process_raw(pcm16k.tobytes(), False, False)
-            self.decode_seconds += time.perf_counter() - t0
+    def _process(self) -> None:
+        """Account for (and with partial results, decode live) the endpointer's new audio."""
+        fresh = self._ep.utterance[self._up_to :]
+        self._up_to = len(self._ep.utterance)
+        for pcm16k in fresh:
+            self.audio_seconds += pcm16k.size / DECODER_RATE
+            if self.partial_results:  # live pass only when someone wants partial hypotheses
+                t0 = time.perf_counter()
+                self._dec.process_raw(pcm16k.tobytes(), False, False)
+                self.decode_seconds += time.perf_counter() - t0
 
     def _feed(self, frame: Frame) -> list[RecognitionEvent]:
-        self._frames += 1
-        vad = self._vad.is_voiced(frame)
-        window = np.concatenate([self._prev, frame.astype(np.float64)])
-        self._prev = window[-FRAME_SAMPLES:]
-        voiced = vad and is_voiced(window)
-        self._since_voiced = 0 if voiced else self._since_voiced + 1
-        # Speech for endpointing = VAD speech near voicing: unvoiced consonants sit within
-        # a few frames of a vowel, steady hiss or static never does.
-        speech = vad and self._since_voiced <= _VOICING_HANGOVER
-        up = self._up.process(frame)
-        events: list[RecognitionEvent] = []
-
-        if not self._in_speech:
-            self._onset.append(speech)
-            self._preroll.append((up, speech, voiced))
-            if sum(self._onset) >= _ONSET_SPEECH:
-                self._start_utterance()
-                events.append(RecognitionEvent("start_of_input", offset=self._now()))
-                return events
-            if self._timers:
-                self._waited += 1
-                if self._waited >= self._no_input:
-                    events.append(self._finish(RecognitionEvent("no_input", offset=self._now())))
-            return events
-
-        self._utt_frames += 1
-        self._process(up)
-        if speech:
-            self._speech_frames += 1
-            self._voiced_frames += voiced
-            self._silent_run = 0
-            if self._speculation is not None:  # the caller went on: that pass is stale
-                self._speculation.cancel()  # if still queued; a running pass just ends unused
-                self._speculation = None
-                self.speculations_discarded += 1
-        else:
-            self._silent_run += 1
-            if self._silent_run < self._end_silence and self._silent_run >= self._speculate_at():
-                self._speculate()
-        if self._silent_run >= self._end_silence or self._utt_frames >= self._max_utt:
-            events.append(self._finish(self._final_event()))
-        elif self.partial_results and self._utt_frames % _PARTIAL_EVERY == 0:
+        what = self._ep.feed(frame)
+        if what is None and not self._ep.in_speech:
+            return []
+        if what == "no_input":
+            return [self._finish(RecognitionEvent("no_input", offset=self._now()))]
+        if what == "start":
+            self._start_utterance()
+            return [RecognitionEvent("start_of_input", offset=self._now())]
+        self._process()
+        if what == "resume" or (what == "end" and not self._ep.silent_run):
+            self._drop_speculation()  # the caller went on: that pass is stale
+        elif what == "pause" and self._ep.silent_run >= self._speculate_at():
+            self._speculate()
+        if what == "end":
+            return [self._finish(self._final_event())]
+        if self.partial_results and len(self._ep.utterance) % _PARTIAL_EVERY == 0:
             text = self._hyp_text()
             if text and text != self._last_partial:
                 self._last_partial = text
-                events.append(RecognitionEvent("partial", text=text, offset=self._now()))
-        return events
+                return [RecognitionEvent("partial", text=text, offset=self._now())]
+        return []
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.cancel()  # if still queued; a running pass just ends unused
+            self._speculation = None
+            self.speculations_discarded += 1
 
     def _speculate_at(self) -> int:
         """The trailing non-speech frame at which to start the final pass early."""
-        decode = len(self._utterance) * self._owner.decode_rtf  # frames
-        return max(_SPECULATE_AFTER, self._end_silence - math.ceil(decode) - _SPECULATE_MARGIN)
+        decode = len(self._ep.utterance) * self._owner.decode_rtf  # frames
+        end_silence = self._ep.end_silence
+        return max(_SPECULATE_AFTER, end_silence - math.ceil(decode) - _SPECULATE_MARGIN)
 
     def _speculate(self) -> None:
         """Start the final pass over the utterance so far in a decoding process, while the
         end-of-speech timer still runs; used at the timeout unless the caller speaks again."""
         if self._speculation is not None or self.grammar:
             return  # a grammar pass is ~10 ms: nothing to hide
-        future = self._owner.submit_decode(np.concatenate(self._utterance).tobytes())
+        future = self._owner.submit_decode(np.concatenate(self._ep.utterance).tobytes())
         if future is not None:
             self._speculation = future
             self.speculations += 1
@@ -794,13 +904,7 @@ class PocketSphinxSession:
         if self.partial_results:
             self._dec.start_utt()
             self._live = True
-        self._in_speech = True
-        for up, speech, voiced in self._preroll:
-            self._process(up)
-            self._utt_frames += 1
-            self._speech_frames += speech
-            self._voiced_frames += voiced
-        self._preroll.clear()
+        self._process()  # the pre-roll
 
     def _hyp_text(self) -> str:
         hyp = self._dec.hyp()
@@ -821,7 +925,7 @@ class PocketSphinxSession:
             self._speculation = None
             if decoded is not None:
                 return decoded
-        pcm = np.concatenate(self._utterance).tobytes()
+        pcm = self._ep.take_utterance().tobytes()
         if not self.grammar:
             future = self._owner.submit_decode(pcm)
             decoded = self._wait(future) if future is not None else None
@@ -845,11 +949,10 @@ class PocketSphinxSession:
             self._dec.end_utt()  # the live pass only fed partials; the final is decoded below
             self._live = False
         decoded = self._final_decode()
-        self._utterance.clear()
+        self._ep.utterance = []
         self.decode_seconds += time.perf_counter() - t0
-        self._in_speech = False
         now = self._now()
-        if self._speech_frames and self._voiced_frames / self._speech_frames < _MIN_VOICED_RATIO:
+        if not self._ep.voice_like:
             return RecognitionEvent("no_match", offset=now)  # hiss/static, not a voice
         text = decoded.text
         if not text:
@@ -857,7 +960,7 @@ class PocketSphinxSession:
         words = decoded.words
         if self.grammar:
             word_frames = sum(end - start + 1 for _, start, end, _ in words)  # 10 ms frames
-            coverage = word_frames / (2.0 * max(self._speech_frames, 1))
+            coverage = word_frames / (2.0 * max(self._ep.speech_frames, 1))
             confidence = min(1.0, coverage / _FULL_COVERAGE)
             threshold = self._owner.grammar_min_confidence
             text = self.phrases.get(text, text)
