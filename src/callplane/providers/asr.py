@@ -133,6 +133,10 @@ _SPECULATE_AFTER = 6
 _SPECULATE_MARGIN = 10  # frames
 _INITIAL_RTF = 0.3  # decoding wall time / audio time assumed before the first pass is timed
 _DECODE_WAIT = 60.0  # s: a decoding process that takes longer is treated as broken
+# The cepstral mean a streaming pass starts from before any batch pass has measured one: the
+# mean of the batch passes over bench_asr's flite sentences (rms and slt) at 8 kHz. A fresh
+# decoder's own default (40,3,-1,0,...) cost the streaming pass 60-150 % WER on them.
+_INITIAL_CMN = "43,32,-22,48,-12,-2,23,-23,8,-4,0,16,-5"
 
 
 class AsrError(RuntimeError):
@@ -328,6 +332,7 @@ def _language_ok(language: str | None) -> bool:
     return tag == "en" or tag.startswith("en-") or tag.startswith("en_")
 
 
+FinalPass = Literal["auto", "batch", "stream"]
 Word = tuple[str, int, int, float]  # word, first and last 10 ms frame, posterior
 
 
@@ -337,6 +342,7 @@ class Decoded:
 
     text: str
     words: tuple[Word, ...]
+    cmn: str = ""  # the decoder's cepstral mean after the pass (``Decoder.get_cmn``)
 
 
 def decode_utterance(decoder: Any, pcm16k: bytes) -> Decoded:
@@ -344,6 +350,11 @@ def decode_utterance(decoder: Any, pcm16k: bytes) -> Decoded:
     decoder.start_utt()
     decoder.process_raw(pcm16k, False, True)
     decoder.end_utt()
+    return decoded_result(decoder)
+
+
+def decoded_result(decoder: Any) -> Decoded:
+    """The hypothesis of the utterance the decoder just ended."""
     hyp = decoder.hyp()
     text = hyp.hypstr.strip() if hyp is not None and hyp.hypstr else ""
     words = tuple(
@@ -351,7 +362,7 @@ def decode_utterance(decoder: Any, pcm16k: bytes) -> Decoded:
         for seg in decoder.seg()
         if not (seg.word.startswith("<") or seg.word.startswith("["))
     )
-    return Decoded(text, words)
+    return Decoded(text, words, str(decoder.get_cmn(False)))
 
 
 def _load_decoder() -> Any:
@@ -405,7 +416,12 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
         max_pool: int = 8,
         work_dir: str | Path | None = None,
         decode_processes: int | None = None,
+        final_pass: FinalPass = "auto",
     ) -> None:
+        # "auto": with decoding processes the open model also runs a streaming pass in the
+        # feeding thread, used at the timeout when the batch pass is not ready; "batch": wait
+        # for the batch pass; "stream": always the streaming pass (to measure it).
+        self.final_pass: FinalPass = final_pass
         self.grammar_min_confidence = grammar_min_confidence
         self.lm_min_confidence = lm_min_confidence
         self._max_pool = max_pool
@@ -418,6 +434,9 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
         # Recent wall time of a pass in a decoding process per second of audio (queueing and
         # the machine's load included): when to start a speculative pass.
         self.decode_rtf = _INITIAL_RTF
+        # The cepstral mean of the latest batch pass: where streaming passes start (a str
+        # store: atomic), so that one does not inherit its pooled decoder's last call.
+        self.recent_cmn = _INITIAL_CMN
         self._pool: list[_PooledDecoder] = []
         self._lock = threading.Lock()
         self._dict_lock = threading.Lock()
@@ -525,6 +544,7 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
             if audio > 0 and not done.cancelled() and done.exception() is None:
                 rtf = (time.monotonic() - started) / audio
                 self.decode_rtf = 0.7 * self.decode_rtf + 0.3 * rtf  # a float store: atomic
+                self.recent_cmn = done.result().cmn or self.recent_cmn
 
         future.add_done_callback(timed)
         return future
@@ -798,7 +818,14 @@ class PocketSphinxSession(EndpointedSession):
         self.partial_results = partial_results
         self._ep = endpointer
         self._up_to = 0  # frames of the endpointer's utterance already handed to the decoder
-        self._live = False  # a streaming (partial-results) pass is open on the decoder
+        self._live = False  # a streaming pass is open on the decoder
+        # The streaming pass runs for partial results, and for the open model's final result
+        # when the batch pass is late (see "Streaming fallback").
+        self._stream_final = not self.grammar and (
+            owner.final_pass == "stream"
+            or (owner.final_pass == "auto" and owner.decode_processes > 0)
+        )
+        self.final_source = ""  # "speculative", "stream" or "batch": where the final came from
         self._last_partial = ""
         # The final pass started when the trailing silence began (None: none, or discarded
         # because the caller went on).
@@ -848,7 +875,7 @@ class PocketSphinxSession(EndpointedSession):
         self._up_to = len(self._ep.utterance)
         for pcm16k in fresh:
             self.audio_seconds += pcm16k.size / DECODER_RATE
-            if self.partial_results:  # live pass only when someone wants partial hypotheses
+            if self._live:
                 t0 = time.perf_counter()
                 self._dec.process_raw(pcm16k.tobytes(), False, False)
                 self.decode_seconds += time.perf_counter() - t0
@@ -901,7 +928,9 @@ class PocketSphinxSession(EndpointedSession):
     def _start_utterance(self) -> None:
         if not self.grammar:
             self._owner.prepare_decoding()
-        if self.partial_results:
+        if self._stream_final:
+            self._dec.set_cmn(self._owner.recent_cmn)
+        if self.partial_results or self._stream_final:
             self._dec.start_utt()
             self._live = True
         self._process()  # the pre-roll
@@ -919,12 +948,29 @@ class PocketSphinxSession(EndpointedSession):
         # from whatever mean the pooled decoder last had (another call, another channel), and
         # the first utterance on a fresh decoder came out wrong in testing ("support" ->
         # "no"); the batch pass makes every session independent of its decoder's history.
-        if self._speculation is not None:
+        # The streaming pass is only the fallback when the batch pass would make the caller
+        # wait (see "Streaming fallback").
+        streamed: Decoded | None = None
+        if self._live:
+            self._dec.end_utt()
+            self._live = False
+            if self._stream_final:
+                streamed = decoded_result(self._dec)
+        speculation, self._speculation = self._speculation, None
+        if streamed is not None and (
+            self._owner.final_pass == "stream" or speculation is None or not speculation.done()
+        ):
+            if speculation is not None:
+                speculation.cancel()  # if still queued; a running pass just ends unused
+            self.final_source = "stream"
+            return streamed
+        if speculation is not None:
             # Started when the trailing silence began: the audio since then is non-speech.
-            decoded = self._wait(self._speculation)
-            self._speculation = None
+            decoded = self._wait(speculation)
             if decoded is not None:
+                self.final_source = "speculative"
                 return decoded
+        self.final_source = "batch"
         pcm = self._ep.take_utterance().tobytes()
         if not self.grammar:
             future = self._owner.submit_decode(pcm)
@@ -945,9 +991,6 @@ class PocketSphinxSession(EndpointedSession):
 
     def _final_event(self) -> RecognitionEvent:
         t0 = time.perf_counter()
-        if self._live:
-            self._dec.end_utt()  # the live pass only fed partials; the final is decoded below
-            self._live = False
         decoded = self._final_decode()
         self._ep.utterance = []
         self.decode_seconds += time.perf_counter() - t0
