@@ -81,7 +81,7 @@ def with_processes(recognizer: PocketSphinxRecognizer) -> PocketSphinxRecognizer
     """The recognizer once its decoding processes are up (until then it decodes in-thread)."""
     recognizer.prepare_decoding()
     deadline = time.monotonic() + 30
-    while not recognizer.decoding_ready():
+    while not (recognizer.decoding_ready() and recognizer.streaming_ready()):
         assert time.monotonic() < deadline, "the decoding processes did not start"
         time.sleep(0.05)
     return recognizer

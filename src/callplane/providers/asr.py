@@ -79,6 +79,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
 import multiprocessing
@@ -90,7 +91,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -132,6 +133,7 @@ _FULL_COVERAGE = 0.8  # word/speech frame ratio treated as "the phrase is all th
 _SPECULATE_AFTER = 6
 _SPECULATE_MARGIN = 10  # frames
 _INITIAL_RTF = 0.3  # decoding wall time / audio time assumed before the first pass is timed
+_STREAM_CHUNK = 5  # frames (100 ms) of audio sent to the streaming process at a time
 _DECODE_WAIT = 60.0  # s: a decoding process that takes longer is treated as broken
 # The cepstral mean a streaming pass starts from before any batch pass has measured one: the
 # mean of the batch passes over bench_asr's flite sentences (rms and slt) at 8 kHz. A fresh
@@ -395,6 +397,62 @@ def _process_decode(pcm16k: bytes) -> Decoded:
     return decode_utterance(_process_decoder, pcm16k)
 
 
+# The streaming process's side (see "Streaming fallback"): one process, so every job of a
+# stream runs there and in submission order; a decoder per open stream, pooled.
+_streams: dict[int, Any] = {}
+_stream_pool: list[Any] = []
+
+
+def _stream_decoder() -> Any:
+    if _stream_pool:
+        return _stream_pool.pop()
+    try:
+        import pocketsphinx
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise AsrError("pocketsphinx is not installed (pip install pocketsphinx)") from exc
+    # Without the second (fwdflat) pass: that one runs at end_utt over the whole utterance
+    # (100-265 ms), which is exactly the wait this pass is here to avoid; measured WER on
+    # bench_asr's sentences is no worse without it.
+    return pocketsphinx.Decoder(loglevel="FATAL", samprate=DECODER_RATE, fwdflat=False)
+
+
+def _stream_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stream_pool.append(_stream_decoder())
+
+
+def _stream_begin(sid: int, cmn: str) -> None:
+    decoder = _stream_decoder()
+    decoder.set_cmn(cmn)
+    decoder.start_utt()
+    _streams[sid] = decoder
+
+
+def _stream_feed(sid: int, pcm16k: bytes) -> None:
+    decoder = _streams.get(sid)
+    if decoder is not None:
+        decoder.process_raw(pcm16k, False, False)
+
+
+def _stream_end(sid: int, pcm16k: bytes) -> Decoded | None:
+    decoder = _streams.pop(sid, None)
+    if decoder is None:
+        return None
+    if pcm16k:
+        decoder.process_raw(pcm16k, False, False)
+    decoder.end_utt()
+    decoded = decoded_result(decoder)
+    _stream_pool.append(decoder)
+    return decoded
+
+
+def _stream_drop(sid: int) -> None:
+    decoder = _streams.pop(sid, None)
+    if decoder is not None:
+        decoder.end_utt()
+        _stream_pool.append(decoder)
+
+
 class _PooledDecoder:
     """A decoder plus the grammar searches already loaded into it."""
 
@@ -430,6 +488,9 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
             min(2, os.cpu_count() or 1) if decode_processes is None else max(0, decode_processes)
         )
         self._executor: ProcessPoolExecutor | None = None
+        self._streamer: ProcessPoolExecutor | None = None  # the streaming process
+        self._stream_up: Future[Any] | None = None
+        self._stream_ids = itertools.count(1)
         self._ready: list[Future[Any]] = []  # the processes' start-up: in use once all are done
         # Recent wall time of a pass in a decoding process per second of audio (queueing and
         # the machine's load included): when to start a speculative pass.
@@ -497,6 +558,7 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
         """Start the decoding processes (non-blocking) if they do not run yet. Each takes ~1 s
         of CPU to start, so this happens at the first onset of speech rather than with every
         server start; until they are up, final passes run in the feeding thread as before."""
+        self._prepare_streaming()
         with self._lock:
             if self._executor is not None or self.decode_processes == 0:
                 return
@@ -513,6 +575,55 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
         with self._lock:
             if self._executor is pool:
                 self._ready = ready
+
+    def _prepare_streaming(self) -> None:
+        if self.final_pass == "batch" or self.decode_processes == 0:
+            return
+        with self._lock:
+            if self._streamer is not None:
+                return
+            streamer = ProcessPoolExecutor(
+                max_workers=1,  # one process: a stream's jobs run in order on its decoder
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_stream_init,
+            )
+            self._streamer = streamer
+        try:
+            up = streamer.submit(_process_ready)
+        except RuntimeError:
+            self.drop_streamer(streamer)
+            return
+        with self._lock:
+            if self._streamer is streamer:
+                self._stream_up = up
+
+    def streaming_ready(self) -> bool:
+        with self._lock:
+            up = self._stream_up
+        return up is not None and up.done()
+
+    def stream(self, fn: Any, *args: Any) -> Future[Any] | None:
+        """A job of a streaming pass in the streaming process; None if that is not up (not
+        started yet, disabled, or broken: the session then goes without its streaming pass)."""
+        with self._lock:
+            streamer, up = self._streamer, self._stream_up
+        if streamer is None or up is None or not up.done():
+            return None
+        try:
+            return streamer.submit(fn, *args)
+        except RuntimeError as exc:  # BrokenProcessPool, or shut down meanwhile
+            log.warning("speech streaming process unusable (%r)", exc)
+            self.drop_streamer(streamer)
+            return None
+
+    def drop_streamer(self, streamer: ProcessPoolExecutor | None = None) -> None:
+        """Forget a broken streaming process (the next utterance starts a new one)."""
+        with self._lock:
+            if streamer is not None and self._streamer is not streamer:
+                return
+            streamer, self._streamer, self._stream_up = self._streamer, None, None
+        if streamer is not None:
+            streamer.shutdown(wait=False, cancel_futures=True)
 
     def decoding_ready(self) -> bool:
         with self._lock:
@@ -652,6 +763,7 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
         with self._lock:
             self._pool.clear()
         self.drop_pool()
+        self.drop_streamer()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -818,13 +930,11 @@ class PocketSphinxSession(EndpointedSession):
         self.partial_results = partial_results
         self._ep = endpointer
         self._up_to = 0  # frames of the endpointer's utterance already handed to the decoder
-        self._live = False  # a streaming pass is open on the decoder
-        # The streaming pass runs for partial results, and for the open model's final result
-        # when the batch pass is late (see "Streaming fallback").
-        self._stream_final = not self.grammar and (
-            owner.final_pass == "stream"
-            or (owner.final_pass == "auto" and owner.decode_processes > 0)
-        )
+        self._live = False  # a streaming (partial-results) pass is open on the decoder
+        # The open model's streaming pass in the streaming process (see "Streaming fallback"):
+        # its id there (None: no such pass) and the audio not sent yet.
+        self._sid: int | None = None
+        self._unsent: list[bytes] = []
         self.final_source = ""  # "speculative", "stream" or "batch": where the final came from
         self._last_partial = ""
         # The final pass started when the trailing silence began (None: none, or discarded
@@ -847,6 +957,9 @@ class PocketSphinxSession(EndpointedSession):
         if self._speculation is not None:
             self._speculation.cancel()  # only stops it if it has not started yet
             self._speculation = None
+        if self._sid is not None:
+            self._owner.stream(_stream_drop, self._sid)
+            self._sid = None
         if self._live:
             self._live = False
             try:
@@ -875,7 +988,11 @@ class PocketSphinxSession(EndpointedSession):
         self._up_to = len(self._ep.utterance)
         for pcm16k in fresh:
             self.audio_seconds += pcm16k.size / DECODER_RATE
-            if self._live:
+            if self._sid is not None:
+                self._unsent.append(pcm16k.tobytes())
+                if len(self._unsent) >= _STREAM_CHUNK:
+                    self._send_stream()
+            if self.partial_results:  # live pass only when someone wants partial hypotheses
                 t0 = time.perf_counter()
                 self._dec.process_raw(pcm16k.tobytes(), False, False)
                 self.decode_seconds += time.perf_counter() - t0
@@ -903,6 +1020,17 @@ class PocketSphinxSession(EndpointedSession):
                 return [RecognitionEvent("partial", text=text, offset=self._now())]
         return []
 
+    def _send_stream(self) -> None:
+        chunk, self._unsent = b"".join(self._unsent), []
+        if self._sid is not None and self._owner.stream(_stream_feed, self._sid, chunk) is None:
+            self._sid = None  # the streaming process broke: no streaming pass
+
+    def _end_stream(self) -> Future[Any] | None:
+        """The streaming pass's result (it has nearly all the audio already)."""
+        sid, self._sid = self._sid, None
+        chunk, self._unsent = b"".join(self._unsent), []
+        return None if sid is None else self._owner.stream(_stream_end, sid, chunk)
+
     def _drop_speculation(self) -> None:
         if self._speculation is not None:
             self._speculation.cancel()  # if still queued; a running pass just ends unused
@@ -928,9 +1056,11 @@ class PocketSphinxSession(EndpointedSession):
     def _start_utterance(self) -> None:
         if not self.grammar:
             self._owner.prepare_decoding()
-        if self._stream_final:
-            self._dec.set_cmn(self._owner.recent_cmn)
-        if self.partial_results or self._stream_final:
+        if not self.grammar and self._owner.final_pass != "batch":
+            sid = next(self._owner._stream_ids)
+            if self._owner.stream(_stream_begin, sid, self._owner.recent_cmn) is not None:
+                self._sid = sid
+        if self.partial_results:
             self._dec.start_utt()
             self._live = True
         self._process()  # the pre-roll
@@ -950,20 +1080,25 @@ class PocketSphinxSession(EndpointedSession):
         # "no"); the batch pass makes every session independent of its decoder's history.
         # The streaming pass is only the fallback when the batch pass would make the caller
         # wait (see "Streaming fallback").
-        streamed: Decoded | None = None
         if self._live:
-            self._dec.end_utt()
+            self._dec.end_utt()  # the live pass only fed partials
             self._live = False
-            if self._stream_final:
-                streamed = decoded_result(self._dec)
         speculation, self._speculation = self._speculation, None
-        if streamed is not None and (
-            self._owner.final_pass == "stream" or speculation is None or not speculation.done()
-        ):
-            if speculation is not None:
-                speculation.cancel()  # if still queued; a running pass just ends unused
-            self.final_source = "stream"
-            return streamed
+        stream = self._end_stream()
+        if stream is not None and self._owner.final_pass == "stream":
+            speculation = None  # measuring the streaming pass alone
+        if stream is not None and (speculation is None or not speculation.done()):
+            # Whichever comes first: the batch pass if it is ready, else (usually within
+            # milliseconds) the streaming pass.
+            waiting = {stream} if speculation is None else {stream, speculation}
+            wait(waiting, timeout=_DECODE_WAIT, return_when=FIRST_COMPLETED)
+            if stream.done() and (speculation is None or not speculation.done()):
+                streamed = self._result_of(stream)
+                if streamed is not None:
+                    if speculation is not None:
+                        speculation.cancel()  # if still queued; if running it ends unused
+                    self.final_source = "stream"
+                    return streamed
         if speculation is not None:
             # Started when the trailing silence began: the audio since then is non-speech.
             decoded = self._wait(speculation)
@@ -978,6 +1113,15 @@ class PocketSphinxSession(EndpointedSession):
             if decoded is not None:
                 return decoded
         return decode_utterance(self._dec, pcm)
+
+    def _result_of(self, stream: Future[Any]) -> Decoded | None:
+        try:
+            decoded: Decoded | None = stream.result(timeout=0)
+            return decoded
+        except Exception as exc:  # BrokenProcessPool, a decoder error over there
+            log.warning("speech streaming process failed (%r)", exc)
+            self._owner.drop_streamer()
+            return None
 
     def _wait(self, future: Future[Any]) -> Decoded | None:
         """The result of a decoding process; None if the pool broke (the caller decodes)."""
