@@ -598,6 +598,9 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
                 self._stream_up = up
 
     def streaming_ready(self) -> bool:
+        """The streaming process is up, or there is none to wait for."""
+        if self.final_pass == "batch" or self.decode_processes == 0:
+            return True
         with self._lock:
             up = self._stream_up
         return up is not None and up.done()
