@@ -26,7 +26,9 @@ PocketSphinx
 ------------
 The wheel's English model is 16 kHz, so audio is upsampled 2x by a streaming polyphase FIR
 (state carried across frames, so no edge clicks every 20 ms). Endpointing is done here, on
-the 8 kHz frames: webrtcvad (through :class:`callplane.media.dsp.vad.Vad`, raw per-frame decision)
+the 8 kHz frames, by :class:`Endpointer` (shared with the whisper recognizer; it reports the
+onset, each frame of trailing non-speech, resumed speech and the end, and the session
+reacts): webrtcvad (through :class:`callplane.media.dsp.vad.Vad`, raw per-frame decision)
 with a 3-of-5-frames onset rule, a 300 ms pre-roll so the first phoneme is not clipped, and
 ``end_silence_timeout`` of trailing non-speech to end the utterance. Only the utterance is
 decoded, so silence costs no decoding at all. The final result comes from one batch pass over
@@ -51,6 +53,24 @@ frames after it are non-speech); the final event still comes exactly at the time
 only without the decoding wait after it. If the caller speaks again the pass is dropped
 (cancelled if still queued, else left to finish unused) and the next pause starts a new one
 over the longer utterance. ``speculations`` / ``speculations_discarded`` count them.
+
+Streaming fallback
+------------------
+Under load the speculative pass is often not ready at the timeout (it takes ~550 ms for a
+2-3 s utterance at RTF ~0.24 and starts only 120 ms into the silence). So the open model also
+runs a **streaming** pass while the caller speaks, in a third, single *streaming process*
+(:class:`~concurrent.futures.ProcessPoolExecutor` with one worker, so a stream's jobs run in
+order on the decoder it holds there; a decoder per open stream, pooled): ``start_utt`` at the
+onset, the audio sent every ``_STREAM_CHUNK`` frames and decoded with ``full_utt=False``,
+``end_utt`` at the end. Its decoders run without pocketsphinx's second (``fwdflat``) pass,
+whose ``end_utt`` costs 100-265 ms over the whole utterance: the hypothesis is ready a few ms
+after the timeout. It starts from the cepstral mean of the latest batch pass
+(``recent_cmn``, an 8 kHz telephony default before the first), not from whatever its decoder
+last heard. At the timeout the final event takes the batch pass if it is ready, else the
+first of the two to finish (``final_source``: ``speculative`` / ``stream`` / ``batch``).
+In the feeding thread instead, the same pass held the GIL for its ``end_utt`` (100-265 ms
+with ``fwdflat``) and 10-35 ms per frame under load: media stalls. ``final_pass="batch"``
+turns it off, ``"stream"`` takes only the streaming result (bench_asr measures it).
 
 With ``hints`` the session decodes against a JSGF grammar whose alternatives are the hint
 phrases (normalised to dictionary words; phrases with a word missing from the dictionary are
