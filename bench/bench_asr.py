@@ -19,6 +19,7 @@ Figures:
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import statistics
 import subprocess
@@ -62,6 +63,18 @@ def reference_samples() -> dict[tuple[str, str], np.ndarray]:
         }
 
 
+def streamer_cpu(recognizer: PocketSphinxRecognizer) -> float:
+    """CPU seconds of the recognizer's streaming process so far (0 if it has none)."""
+    streamer = recognizer._streamer
+    if streamer is None:
+        return 0.0
+    total = 0.0
+    for pid in list(streamer._processes or {}):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
     rec = PocketSphinxRecognizer()
     rec.warm_up()
@@ -84,13 +97,22 @@ def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
                 f"RTF {wall / audio:.4f}  ({audio:.1f} s audio)"
             )
     # The same final pass in the feeding thread (decode_processes=0: the whole utterance with
-    # its trailing silence, at the timeout) and speculative in a decoding process (the
-    # utterance up to where its trailing silence began).
+    # its trailing silence, at the timeout), speculative in a decoding process (the utterance
+    # up to where its trailing silence began), and the streaming pass alone (the fallback
+    # when the speculative pass is late, in the streaming process; see asr.py).
     in_thread = PocketSphinxRecognizer(decode_processes=0)
-    while not rec.decoding_ready():
-        time.sleep(0.05)
-    for name, recognizer in (("in-thread", in_thread), ("speculative", rec)):
+    batch = PocketSphinxRecognizer(final_pass="batch")
+    stream = PocketSphinxRecognizer(final_pass="stream")
+    for recognizer in (batch, stream):
+        recognizer.prepare_decoding()
+        while not (recognizer.decoding_ready() and recognizer.streaming_ready()):
+            time.sleep(0.05)
+    runs = (("in-thread", in_thread), ("speculative", batch), ("streaming", stream))
+    for name, recognizer in runs:
         speculations = discarded = 0
+        sources: list[str] = []
+        audio = 0.0
+        cpu0 = streamer_cpu(recognizer)
         for voice in ("rms", "slt"):
             wers = []
             for sentence in SENTENCES:
@@ -98,6 +120,8 @@ def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
                 events = s.feed_many(samples[(voice, sentence)])
                 speculations += s.speculations
                 discarded += s.speculations_discarded
+                sources.append(s.final_source)
+                audio += s.audio_seconds
                 s.close()
                 text = next((e.text for e in events if e.terminal and e.text), "")
                 wers.append(word_error_rate(sentence, text or ""))
@@ -105,8 +129,18 @@ def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
                 f"  open model WER, flite {voice}, {name} final pass: {np.mean(wers):.1%} "
                 f"(per sentence {[round(w, 3) for w in wers]})"
             )
-        print(f"  {name}: {speculations} speculative passes, {discarded} discarded")
-    in_thread.close()
+        print(
+            f"  {name}: {speculations} speculative passes, {discarded} discarded; "
+            f"finals from {sorted(set(sources))}"
+        )
+        if name == "streaming":
+            cpu = streamer_cpu(recognizer) - cpu0
+            print(
+                f"  streaming process CPU {cpu:.2f} s for {audio:.1f} s of utterances "
+                f"({cpu / audio * 1000:.0f} ms per second of speech)"
+            )
+    for recognizer in (in_thread, batch, stream):
+        recognizer.close()
     hits = 0
     for voice in ("rms", "slt"):
         for word in HINTS:

@@ -81,7 +81,7 @@ def with_processes(recognizer: PocketSphinxRecognizer) -> PocketSphinxRecognizer
     """The recognizer once its decoding processes are up (until then it decodes in-thread)."""
     recognizer.prepare_decoding()
     deadline = time.monotonic() + 30
-    while not recognizer.decoding_ready():
+    while not (recognizer.decoding_ready() and recognizer.streaming_ready()):
         assert time.monotonic() < deadline, "the decoding processes did not start"
         time.sleep(0.05)
     return recognizer
@@ -236,8 +236,10 @@ def test_final_comes_at_the_timeout_from_the_speculative_pass(
     assert spec is not None
     spec.result(timeout=30)  # the caller is silent while the timer runs: the pass completes
     used = s.speculations - s.speculations_discarded
+    m = round(reference.offset * 50) - 1  # the timeout frame
+    assert s.feed_many(frames[n:m]) == []
     t0 = time.perf_counter()
-    final = terminal(run(s, frames[n:]))
+    final = terminal(run(s, frames[m:]))
     at_timeout = time.perf_counter() - t0
     assert (final.type, final.text, final.offset) == (
         reference.type,
@@ -245,7 +247,7 @@ def test_final_comes_at_the_timeout_from_the_speculative_pass(
         reference.offset,
     )
     assert used == 1 and s.speculations - s.speculations_discarded == 1
-    # The timeout frame only picks the result up: no decoding after it.
+    # The timeout frame only picks the result up: no decoding at it.
     assert at_timeout < in_thread_seconds / 3, (at_timeout, in_thread_seconds)
 
 
@@ -296,7 +298,8 @@ def test_a_killed_decoding_process_costs_no_result() -> None:
             os.kill(pid, signal.SIGKILL)
         s = rec.open_session("en-US", None, end_silence_timeout=0.8)
         final = terminal(run(s, speech(SENTENCES[2], "rms")))
-        assert (final.type, final.text) == ("final", SENTENCES[2])  # decoded in-thread instead
+        # From the streaming process (or, without one, decoded in-thread).
+        assert (final.type, final.text) == ("final", SENTENCES[2])
     finally:
         rec.close()
 
@@ -412,3 +415,39 @@ def test_real_time_factor(recognizer: PocketSphinxRecognizer) -> None:
         rtf[name] = (time.perf_counter() - t0) / audio
     print(f"RTF over {audio:.1f} s of audio: {rtf}")
     assert rtf["grammar"] < 0.1 and rtf["open model"] < 1.0
+
+
+@needs_flite
+def test_final_at_the_timeout_comes_from_the_streaming_pass_when_the_batch_pass_is_late(
+    recognizer: PocketSphinxRecognizer,
+) -> None:
+    rec = with_processes(recognizer)
+    assert rec._executor is not None
+    # Both decoding processes busy (as under load): the speculative pass queues behind them.
+    busy = [rec._executor.submit(time.sleep, 2.0) for _ in range(rec.decode_processes)]
+    try:
+        s = rec.open_session("en-US", None, end_silence_timeout=0.8)
+        t0 = time.perf_counter()
+        final = terminal(run(s, speech(SENTENCES[0], "rms")))
+        elapsed = time.perf_counter() - t0
+        assert s.speculations >= 1 and s.final_source == "stream"
+        assert (final.type, final.text) == ("final", SENTENCES[0].lower())
+        assert elapsed < 1.5  # never waited for the busy processes
+    finally:
+        for job in busy:
+            job.result()
+
+
+@needs_flite
+def test_the_batch_pass_wins_when_ready_at_the_timeout(
+    recognizer: PocketSphinxRecognizer,
+) -> None:
+    frames = speech(SENTENCES[2], "rms")
+    with_processes(recognizer).decode_rtf = 1.0  # speculate at the 6th frame of silence
+    s = recognizer.open_session("en-US", None, end_silence_timeout=0.8)
+    events = s.feed_many(frames[:-50])  # the trailing silence has begun: a pass is under way
+    assert s.speculations == 1 and s._speculation is not None
+    s._speculation.result(timeout=30)
+    final = terminal(events + run(s, frames[-50:]))
+    assert s.final_source == "speculative"
+    assert (final.type, final.text) == ("final", SENTENCES[2])

@@ -26,7 +26,9 @@ PocketSphinx
 ------------
 The wheel's English model is 16 kHz, so audio is upsampled 2x by a streaming polyphase FIR
 (state carried across frames, so no edge clicks every 20 ms). Endpointing is done here, on
-the 8 kHz frames: webrtcvad (through :class:`callplane.media.dsp.vad.Vad`, raw per-frame decision)
+the 8 kHz frames, by :class:`Endpointer` (shared with the whisper recognizer; it reports the
+onset, each frame of trailing non-speech, resumed speech and the end, and the session
+reacts): webrtcvad (through :class:`callplane.media.dsp.vad.Vad`, raw per-frame decision)
 with a 3-of-5-frames onset rule, a 300 ms pre-roll so the first phoneme is not clipped, and
 ``end_silence_timeout`` of trailing non-speech to end the utterance. Only the utterance is
 decoded, so silence costs no decoding at all. The final result comes from one batch pass over
@@ -51,6 +53,24 @@ frames after it are non-speech); the final event still comes exactly at the time
 only without the decoding wait after it. If the caller speaks again the pass is dropped
 (cancelled if still queued, else left to finish unused) and the next pause starts a new one
 over the longer utterance. ``speculations`` / ``speculations_discarded`` count them.
+
+Streaming fallback
+------------------
+Under load the speculative pass is often not ready at the timeout (it takes ~550 ms for a
+2-3 s utterance at RTF ~0.24 and starts only 120 ms into the silence). So the open model also
+runs a **streaming** pass while the caller speaks, in a third, single *streaming process*
+(:class:`~concurrent.futures.ProcessPoolExecutor` with one worker, so a stream's jobs run in
+order on the decoder it holds there; a decoder per open stream, pooled): ``start_utt`` at the
+onset, the audio sent every ``_STREAM_CHUNK`` frames and decoded with ``full_utt=False``,
+``end_utt`` at the end. Its decoders run without pocketsphinx's second (``fwdflat``) pass,
+whose ``end_utt`` costs 100-265 ms over the whole utterance: the hypothesis is ready a few ms
+after the timeout. It starts from the cepstral mean of the latest batch pass
+(``recent_cmn``, an 8 kHz telephony default before the first), not from whatever its decoder
+last heard. At the timeout the final event takes the batch pass if it is ready, else the
+first of the two to finish (``final_source``: ``speculative`` / ``stream`` / ``batch``).
+In the feeding thread instead, the same pass held the GIL for its ``end_utt`` (100-265 ms
+with ``fwdflat``) and 10-35 ms per frame under load: media stalls. ``final_pass="batch"``
+turns it off, ``"stream"`` takes only the streaming result (bench_asr measures it).
 
 With ``hints`` the session decodes against a JSGF grammar whose alternatives are the hint
 phrases (normalised to dictionary words; phrases with a word missing from the dictionary are
@@ -79,6 +99,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import math
 import multiprocessing
@@ -90,10 +111,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -132,7 +153,12 @@ _FULL_COVERAGE = 0.8  # word/speech frame ratio treated as "the phrase is all th
 _SPECULATE_AFTER = 6
 _SPECULATE_MARGIN = 10  # frames
 _INITIAL_RTF = 0.3  # decoding wall time / audio time assumed before the first pass is timed
+_STREAM_CHUNK = 5  # frames (100 ms) of audio sent to the streaming process at a time
 _DECODE_WAIT = 60.0  # s: a decoding process that takes longer is treated as broken
+# The cepstral mean a streaming pass starts from before any batch pass has measured one: the
+# mean of the batch passes over bench_asr's flite sentences (rms and slt) at 8 kHz. A fresh
+# decoder's own default (40,3,-1,0,...) cost the streaming pass 60-150 % WER on them.
+_INITIAL_CMN = "43,32,-22,48,-12,-2,23,-23,8,-4,0,16,-5"
 
 
 class AsrError(RuntimeError):
@@ -196,6 +222,48 @@ class SpeechRecognizer(Protocol):
         """Blocking (may load a model): call through ``asyncio.to_thread`` or
         :meth:`AsyncRecognition.open`. Raises :class:`UnsupportedLanguage`."""
         ...
+
+
+_Session = TypeVar("_Session", bound="EndpointedSession")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRequest:
+    """What ``open_session`` asked for beyond the endpointing."""
+
+    endpointer: Endpointer
+    language: str | None
+    hints: Sequence[str] | None
+    partial_results: bool
+
+
+class EndpointedRecognizer(Generic[_Session]):
+    """``open_session`` of the recognizers whose sessions endpoint with an :class:`Endpointer`:
+    the endpointing parameters become the endpointer, the rest goes to ``_open``."""
+
+    def open_session(
+        self,
+        language: str | None = "en-US",
+        hints: Sequence[str] | None = None,
+        end_silence_timeout: float | None = None,
+        speech_timeout: float | None = None,
+        partial_results: bool = False,
+        *,
+        initial_timeout: float | None = None,
+        timers_started: bool = True,
+        sensitivity: float = 44.0,
+    ) -> _Session:
+        endpointer = Endpointer(
+            end_silence_timeout=end_silence_timeout,
+            speech_timeout=speech_timeout,
+            initial_timeout=initial_timeout,
+            timers_started=timers_started,
+            sensitivity=sensitivity,
+        )
+        return self._open(SessionRequest(endpointer, language, hints, partial_results))
+
+    def _open(self, request: SessionRequest) -> _Session:
+        raise NotImplementedError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,6 +354,7 @@ def _language_ok(language: str | None) -> bool:
     return tag == "en" or tag.startswith("en-") or tag.startswith("en_")
 
 
+FinalPass = Literal["auto", "batch", "stream"]
 Word = tuple[str, int, int, float]  # word, first and last 10 ms frame, posterior
 
 
@@ -295,6 +364,7 @@ class Decoded:
 
     text: str
     words: tuple[Word, ...]
+    cmn: str = ""  # the decoder's cepstral mean after the pass (``Decoder.get_cmn``)
 
 
 def decode_utterance(decoder: Any, pcm16k: bytes) -> Decoded:
@@ -302,6 +372,11 @@ def decode_utterance(decoder: Any, pcm16k: bytes) -> Decoded:
     decoder.start_utt()
     decoder.process_raw(pcm16k, False, True)
     decoder.end_utt()
+    return decoded_result(decoder)
+
+
+def decoded_result(decoder: Any) -> Decoded:
+    """The hypothesis of the utterance the decoder just ended."""
     hyp = decoder.hyp()
     text = hyp.hypstr.strip() if hyp is not None and hyp.hypstr else ""
     words = tuple(
@@ -309,7 +384,7 @@ def decode_utterance(decoder: Any, pcm16k: bytes) -> Decoded:
         for seg in decoder.seg()
         if not (seg.word.startswith("<") or seg.word.startswith("["))
     )
-    return Decoded(text, words)
+    return Decoded(text, words, str(decoder.get_cmn(False)))
 
 
 def _load_decoder() -> Any:
@@ -342,6 +417,62 @@ def _process_decode(pcm16k: bytes) -> Decoded:
     return decode_utterance(_process_decoder, pcm16k)
 
 
+# The streaming process's side (see "Streaming fallback"): one process, so every job of a
+# stream runs there and in submission order; a decoder per open stream, pooled.
+_streams: dict[int, Any] = {}
+_stream_pool: list[Any] = []
+
+
+def _stream_decoder() -> Any:
+    if _stream_pool:
+        return _stream_pool.pop()
+    try:
+        import pocketsphinx
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise AsrError("pocketsphinx is not installed (pip install pocketsphinx)") from exc
+    # Without the second (fwdflat) pass: that one runs at end_utt over the whole utterance
+    # (100-265 ms), which is exactly the wait this pass is here to avoid; measured WER on
+    # bench_asr's sentences is no worse without it.
+    return pocketsphinx.Decoder(loglevel="FATAL", samprate=DECODER_RATE, fwdflat=False)
+
+
+def _stream_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _stream_pool.append(_stream_decoder())
+
+
+def _stream_begin(sid: int, cmn: str) -> None:
+    decoder = _stream_decoder()
+    decoder.set_cmn(cmn)
+    decoder.start_utt()
+    _streams[sid] = decoder
+
+
+def _stream_feed(sid: int, pcm16k: bytes) -> None:
+    decoder = _streams.get(sid)
+    if decoder is not None:
+        decoder.process_raw(pcm16k, False, False)
+
+
+def _stream_end(sid: int, pcm16k: bytes) -> Decoded | None:
+    decoder = _streams.pop(sid, None)
+    if decoder is None:
+        return None
+    if pcm16k:
+        decoder.process_raw(pcm16k, False, False)
+    decoder.end_utt()
+    decoded = decoded_result(decoder)
+    _stream_pool.append(decoder)
+    return decoded
+
+
+def _stream_drop(sid: int) -> None:
+    decoder = _streams.pop(sid, None)
+    if decoder is not None:
+        decoder.end_utt()
+        _stream_pool.append(decoder)
+
+
 class _PooledDecoder:
     """A decoder plus the grammar searches already loaded into it."""
 
@@ -352,7 +483,7 @@ class _PooledDecoder:
         self.grammars: dict[str, None] = {}  # search names, oldest first
 
 
-class PocketSphinxRecognizer:
+class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
     """:class:`SpeechRecognizer` on pocketsphinx 5 and its bundled US English model."""
 
     def __init__(
@@ -363,7 +494,12 @@ class PocketSphinxRecognizer:
         max_pool: int = 8,
         work_dir: str | Path | None = None,
         decode_processes: int | None = None,
+        final_pass: FinalPass = "auto",
     ) -> None:
+        # "auto": with decoding processes the open model also runs a streaming pass in the
+        # feeding thread, used at the timeout when the batch pass is not ready; "batch": wait
+        # for the batch pass; "stream": always the streaming pass (to measure it).
+        self.final_pass: FinalPass = final_pass
         self.grammar_min_confidence = grammar_min_confidence
         self.lm_min_confidence = lm_min_confidence
         self._max_pool = max_pool
@@ -372,10 +508,16 @@ class PocketSphinxRecognizer:
             min(2, os.cpu_count() or 1) if decode_processes is None else max(0, decode_processes)
         )
         self._executor: ProcessPoolExecutor | None = None
+        self._streamer: ProcessPoolExecutor | None = None  # the streaming process
+        self._stream_up: Future[Any] | None = None
+        self._stream_ids = itertools.count(1)
         self._ready: list[Future[Any]] = []  # the processes' start-up: in use once all are done
         # Recent wall time of a pass in a decoding process per second of audio (queueing and
         # the machine's load included): when to start a speculative pass.
         self.decode_rtf = _INITIAL_RTF
+        # The cepstral mean of the latest batch pass: where streaming passes start (a str
+        # store: atomic), so that one does not inherit its pooled decoder's last call.
+        self.recent_cmn = _INITIAL_CMN
         self._pool: list[_PooledDecoder] = []
         self._lock = threading.Lock()
         self._dict_lock = threading.Lock()
@@ -436,6 +578,7 @@ class PocketSphinxRecognizer:
         """Start the decoding processes (non-blocking) if they do not run yet. Each takes ~1 s
         of CPU to start, so this happens at the first onset of speech rather than with every
         server start; until they are up, final passes run in the feeding thread as before."""
+        self._prepare_streaming()
         with self._lock:
             if self._executor is not None or self.decode_processes == 0:
                 return
@@ -452,6 +595,58 @@ class PocketSphinxRecognizer:
         with self._lock:
             if self._executor is pool:
                 self._ready = ready
+
+    def _prepare_streaming(self) -> None:
+        if self.final_pass == "batch" or self.decode_processes == 0:
+            return
+        with self._lock:
+            if self._streamer is not None:
+                return
+            streamer = ProcessPoolExecutor(
+                max_workers=1,  # one process: a stream's jobs run in order on its decoder
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_stream_init,
+            )
+            self._streamer = streamer
+        try:
+            up = streamer.submit(_process_ready)
+        except RuntimeError:
+            self.drop_streamer(streamer)
+            return
+        with self._lock:
+            if self._streamer is streamer:
+                self._stream_up = up
+
+    def streaming_ready(self) -> bool:
+        """The streaming process is up, or there is none to wait for."""
+        if self.final_pass == "batch" or self.decode_processes == 0:
+            return True
+        with self._lock:
+            up = self._stream_up
+        return up is not None and up.done()
+
+    def stream(self, fn: Any, *args: Any) -> Future[Any] | None:
+        """A job of a streaming pass in the streaming process; None if that is not up (not
+        started yet, disabled, or broken: the session then goes without its streaming pass)."""
+        with self._lock:
+            streamer, up = self._streamer, self._stream_up
+        if streamer is None or up is None or not up.done():
+            return None
+        try:
+            return streamer.submit(fn, *args)
+        except RuntimeError as exc:  # BrokenProcessPool, or shut down meanwhile
+            log.warning("speech streaming process unusable (%r)", exc)
+            self.drop_streamer(streamer)
+            return None
+
+    def drop_streamer(self, streamer: ProcessPoolExecutor | None = None) -> None:
+        """Forget a broken streaming process (the next utterance starts a new one)."""
+        with self._lock:
+            if streamer is not None and self._streamer is not streamer:
+                return
+            streamer, self._streamer, self._stream_up = self._streamer, None, None
+        if streamer is not None:
+            streamer.shutdown(wait=False, cancel_futures=True)
 
     def decoding_ready(self) -> bool:
         with self._lock:
@@ -483,6 +678,7 @@ class PocketSphinxRecognizer:
             if audio > 0 and not done.cancelled() and done.exception() is None:
                 rtf = (time.monotonic() - started) / audio
                 self.decode_rtf = 0.7 * self.decode_rtf + 0.3 * rtf  # a float store: atomic
+                self.recent_cmn = done.result().cmn or self.recent_cmn
 
         future.add_done_callback(timed)
         return future
@@ -560,20 +756,12 @@ class PocketSphinxRecognizer:
 
     # -- sessions ------------------------------------------------------------------------------
 
-    def open_session(
-        self,
-        language: str | None = "en-US",
-        hints: Sequence[str] | None = None,
-        end_silence_timeout: float | None = None,
-        speech_timeout: float | None = None,
-        partial_results: bool = False,
-        *,
-        initial_timeout: float | None = None,
-        timers_started: bool = True,
-        sensitivity: float = 44.0,
-    ) -> PocketSphinxSession:
-        if not _language_ok(language):
-            raise UnsupportedLanguage(f"no speech model for language {language!r} (en only)")
+    def _open(self, request: SessionRequest) -> PocketSphinxSession:
+        if not _language_ok(request.language):
+            raise UnsupportedLanguage(
+                f"no speech model for language {request.language!r} (en only)"
+            )
+        hints = request.hints
         pooled = self.acquire()
         try:
             phrases: dict[str, str] = {}
@@ -586,13 +774,9 @@ class PocketSphinxRecognizer:
             return PocketSphinxSession(
                 self,
                 pooled,
+                request.endpointer,
                 phrases=phrases,
-                end_silence_timeout=end_silence_timeout,
-                speech_timeout=speech_timeout,
-                initial_timeout=initial_timeout,
-                partial_results=partial_results,
-                timers_started=timers_started,
-                sensitivity=sensitivity,
+                partial_results=request.partial_results,
             )
         except BaseException:
             self.release(pooled)
@@ -602,6 +786,7 @@ class PocketSphinxRecognizer:
         with self._lock:
             self._pool.clear()
         self.drop_pool()
+        self.drop_streamer()
         if self._tmp is not None:
             self._tmp.cleanup()
 
@@ -610,62 +795,119 @@ def _frames_for(seconds: float) -> int:
     return max(1, math.ceil(seconds * FRAMES_PER_SECOND - 1e-9))
 
 
-class PocketSphinxSession:
-    """One utterance on a pooled decoder. Not thread-safe: one feeder at a time."""
+EndpointEvent = Literal["start", "pause", "resume", "end", "no_input"]
+
+
+class Endpointer:
+    """The endpointing of every recognition session (see "PocketSphinx" above), without a
+    decoder: 8 kHz frames in, endpoint events out, the utterance kept at 16 kHz in
+    :attr:`utterance`. Sans-IO and synchronous; one feeder at a time.
+
+    :meth:`feed` returns, for one frame: ``start`` (onset: the pre-roll and this frame are in
+    :attr:`utterance`), ``pause`` (a trailing non-speech frame of the utterance, the
+    :attr:`silent_run` th; the end-of-speech timer runs), ``resume`` (speech again after a
+    pause), ``end`` (the utterance ended: end-of-speech timeout or the 30 s limit; if the last
+    frame was speech, :attr:`silent_run` is 0), ``no_input``, or None (speech goes on, or
+    nothing yet)."""
 
     def __init__(
         self,
-        owner: PocketSphinxRecognizer,
-        pooled: _PooledDecoder,
         *,
-        phrases: dict[str, str],
-        end_silence_timeout: float | None,
-        speech_timeout: float | None,
-        initial_timeout: float | None,
-        partial_results: bool,
-        timers_started: bool,
-        sensitivity: float,
+        end_silence_timeout: float | None = None,
+        speech_timeout: float | None = None,
+        initial_timeout: float | None = None,
+        timers_started: bool = True,
+        sensitivity: float = 44.0,
     ) -> None:
-        self._owner = owner
-        self._pooled: _PooledDecoder | None = pooled
-        self._dec = pooled.decoder
-        self.phrases = phrases  # empty = open language model
-        self.grammar = bool(phrases)
-        self.partial_results = partial_results
-        self._end_silence = _frames_for(end_silence_timeout or DEFAULT_END_SILENCE)
+        self.end_silence = _frames_for(end_silence_timeout or DEFAULT_END_SILENCE)
         waits = [t for t in (speech_timeout, initial_timeout) if t is not None and t > 0]
         self._no_input = _frames_for(min(waits) if waits else DEFAULT_NO_INPUT)
         self._max_utt = _frames_for(MAX_UTTERANCE_SECONDS)
-        self._timers = timers_started
+        self.timers = timers_started
         self._vad = Vad(input_sensitivity=sensitivity)
         self._up = Upsampler2x()
         self._onset: deque[bool] = deque(maxlen=_ONSET_WINDOW)
         self._preroll: deque[tuple[Frame, bool, bool]] = deque(maxlen=_PREROLL_FRAMES)
         self._prev = np.zeros(FRAME_SAMPLES)
-        self._frames = 0  # frames fed in total
+        self.frames = 0  # frames fed in total
         self._waited = 0  # frames counted by the no-input timer
-        self._in_speech = False
-        self._utt_frames = 0
-        self._speech_frames = 0
-        self._voiced_frames = 0
-        self._silent_run = 0
+        self.in_speech = False
+        self.speech_frames = 0
+        self.voiced_frames = 0
+        self.silent_run = 0
         self._since_voiced = _VOICING_HANGOVER + 1
-        self._utterance: list[Frame] = []  # 16 kHz audio of the current utterance
-        self._live = False  # a streaming (partial-results) pass is open on the decoder
-        self._last_partial = ""
-        # The final pass started when the trailing silence began (None: none, or discarded
-        # because the caller went on).
-        self._speculation: Future[Any] | None = None
-        self.speculations = 0  # final passes started early
-        self.speculations_discarded = 0  # ... of which the caller's resumed speech made stale
-        self.done = False
-        self.decode_seconds = 0.0  # time spent in or waiting for the final pass
-        self.audio_seconds = 0.0
+        self.utterance: list[Frame] = []  # 16 kHz audio of the current utterance, per frame
 
-    # -- public ---------------------------------------------------------------------------------
+    @property
+    def now(self) -> float:
+        """Audio time (seconds since the session began)."""
+        return self.frames / FRAMES_PER_SECOND
+
+    @property
+    def voice_like(self) -> bool:
+        """Enough of the utterance's speech frames were voiced: a voice, not hiss or static."""
+        return not self.speech_frames or self.voiced_frames / self.speech_frames >= (
+            _MIN_VOICED_RATIO
+        )
+
+    def take_utterance(self) -> Frame:
+        audio = np.concatenate(self.utterance) if self.utterance else np.zeros(0, np.int16)
+        self.utterance = []
+        return audio
+
+    def feed(self, frame: Frame) -> EndpointEvent | None:
+        self.frames += 1
+        vad = self._vad.is_voiced(frame)
+        window = np.concatenate([self._prev, frame.astype(np.float64)])
+        self._prev = window[-FRAME_SAMPLES:]
+        voiced = vad and is_voiced(window)
+        self._since_voiced = 0 if voiced else self._since_voiced + 1
+        # Speech for endpointing = VAD speech near voicing: unvoiced consonants sit within
+        # a few frames of a vowel, steady hiss or static never does.
+        speech = vad and self._since_voiced <= _VOICING_HANGOVER
+        up = self._up.process(frame)
+        if not self.in_speech:
+            self._onset.append(speech)
+            self._preroll.append((up, speech, voiced))
+            if sum(self._onset) >= _ONSET_SPEECH:
+                self.in_speech = True
+                for pre, was_speech, was_voiced in self._preroll:
+                    self.utterance.append(pre)
+                    self.speech_frames += was_speech
+                    self.voiced_frames += was_voiced
+                self._preroll.clear()
+                return "start"
+            if self.timers:
+                self._waited += 1
+                if self._waited >= self._no_input:
+                    return "no_input"
+            return None
+        self.utterance.append(up)
+        resumed = False
+        if speech:
+            self.speech_frames += 1
+            self.voiced_frames += voiced
+            resumed = self.silent_run > 0
+            self.silent_run = 0
+        else:
+            self.silent_run += 1
+        if self.silent_run >= self.end_silence or len(self.utterance) >= self._max_utt:
+            self.in_speech = False
+            return "end"
+        if resumed:
+            return "resume"
+        return "pause" if self.silent_run else None
+
+
+class EndpointedSession:
+    """What every recognition session shares: an :class:`Endpointer`, the feeding loop, and a
+    failure of its recognizer ending the session with an ``error`` event."""
+
+    _ep: Endpointer
+    done: bool
 
     def start_timers(self) -> None:
-        self._timers = True
+        self._ep.timers = True
 
     def feed_many(self, frames: Iterable[Frame]) -> list[RecognitionEvent]:
         events: list[RecognitionEvent] = []
@@ -682,7 +924,52 @@ class PocketSphinxSession:
             return self._feed(np.asarray(frame, dtype=np.int16).reshape(-1))
         except Exception as exc:  # a decoder failure ends this collect, never the caller
             log.exception("speech recognition failed")
-            return [self._finish(RecognitionEvent("error", error=str(exc), offset=self._now()))]
+            return [self._finish(RecognitionEvent("error", error=str(exc), offset=self._ep.now))]
+
+    def _feed(self, frame: Frame) -> list[RecognitionEvent]:
+        raise NotImplementedError
+
+    def _finish(self, event: RecognitionEvent) -> RecognitionEvent:
+        raise NotImplementedError
+
+
+class PocketSphinxSession(EndpointedSession):
+    """One utterance on a pooled decoder. Not thread-safe: one feeder at a time."""
+
+    def __init__(
+        self,
+        owner: PocketSphinxRecognizer,
+        pooled: _PooledDecoder,
+        endpointer: Endpointer,
+        *,
+        phrases: dict[str, str],
+        partial_results: bool,
+    ) -> None:
+        self._owner = owner
+        self._pooled: _PooledDecoder | None = pooled
+        self._dec = pooled.decoder
+        self.phrases = phrases  # empty = open language model
+        self.grammar = bool(phrases)
+        self.partial_results = partial_results
+        self._ep = endpointer
+        self._up_to = 0  # frames of the endpointer's utterance already handed to the decoder
+        self._live = False  # a streaming (partial-results) pass is open on the decoder
+        # The open model's streaming pass in the streaming process (see "Streaming fallback"):
+        # its id there (None: no such pass) and the audio not sent yet.
+        self._sid: int | None = None
+        self._unsent: list[bytes] = []
+        self.final_source = ""  # "speculative", "stream" or "batch": where the final came from
+        self._last_partial = ""
+        # The final pass started when the trailing silence began (None: none, or discarded
+        # because the caller went on).
+        self._speculation: Future[Any] | None = None
+        self.speculations = 0  # final passes started early
+        self.speculations_discarded = 0  # ... of which the caller's resumed speech made stale
+        self.done = False
+        self.decode_seconds = 0.0  # time spent in or waiting for the final pass
+        self.audio_seconds = 0.0
+
+    # -- public ---------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Release the decoder (idempotent). An unfinished utterance is abandoned."""
@@ -693,6 +980,9 @@ class PocketSphinxSession:
         if self._speculation is not None:
             self._speculation.cancel()  # only stops it if it has not started yet
             self._speculation = None
+        if self._sid is not None:
+            self._owner.stream(_stream_drop, self._sid)
+            self._sid = None
         if self._live:
             self._live = False
             try:
@@ -704,7 +994,7 @@ class PocketSphinxSession:
     # -- internals ------------------------------------------------------------------------------
 
     def _now(self) -> float:
-        return self._frames / FRAMES_PER_SECOND
+        return self._ep.now
 
     def _finish(self, event: RecognitionEvent) -> RecognitionEvent:
         self.done = True
@@ -712,78 +1002,76 @@ class PocketSphinxSession:
             self._live = False
             with contextlib.suppress(RuntimeError):
                 self._dec.end_utt()
-        self._in_speech = False
         self.close()
         return event
 
-    def _process(self, pcm16k: Frame) -> None:
-        self._utterance.append(pcm16k)
-        self.audio_seconds += pcm16k.size / DECODER_RATE
-        if self.partial_results:  # live pass only when someone wants partial hypotheses
-            t0 = time.perf_counter()
-            self._dec.process_raw(pcm16k.tobytes(), False, False)
-            self.decode_seconds += time.perf_counter() - t0
+    def _process(self) -> None:
+        """Account for (and with partial results, decode live) the endpointer's new audio."""
+        fresh = self._ep.utterance[self._up_to :]
+        self._up_to = len(self._ep.utterance)
+        for pcm16k in fresh:
+            self.audio_seconds += pcm16k.size / DECODER_RATE
+            if self._sid is not None:
+                self._unsent.append(pcm16k.tobytes())
+                if len(self._unsent) >= _STREAM_CHUNK:
+                    self._send_stream()
+            if self.partial_results:  # live pass only when someone wants partial hypotheses
+                t0 = time.perf_counter()
+                self._dec.process_raw(pcm16k.tobytes(), False, False)
+                self.decode_seconds += time.perf_counter() - t0
 
     def _feed(self, frame: Frame) -> list[RecognitionEvent]:
-        self._frames += 1
-        vad = self._vad.is_voiced(frame)
-        window = np.concatenate([self._prev, frame.astype(np.float64)])
-        self._prev = window[-FRAME_SAMPLES:]
-        voiced = vad and is_voiced(window)
-        self._since_voiced = 0 if voiced else self._since_voiced + 1
-        # Speech for endpointing = VAD speech near voicing: unvoiced consonants sit within
-        # a few frames of a vowel, steady hiss or static never does.
-        speech = vad and self._since_voiced <= _VOICING_HANGOVER
-        up = self._up.process(frame)
-        events: list[RecognitionEvent] = []
-
-        if not self._in_speech:
-            self._onset.append(speech)
-            self._preroll.append((up, speech, voiced))
-            if sum(self._onset) >= _ONSET_SPEECH:
-                self._start_utterance()
-                events.append(RecognitionEvent("start_of_input", offset=self._now()))
-                return events
-            if self._timers:
-                self._waited += 1
-                if self._waited >= self._no_input:
-                    events.append(self._finish(RecognitionEvent("no_input", offset=self._now())))
-            return events
-
-        self._utt_frames += 1
-        self._process(up)
-        if speech:
-            self._speech_frames += 1
-            self._voiced_frames += voiced
-            self._silent_run = 0
-            if self._speculation is not None:  # the caller went on: that pass is stale
-                self._speculation.cancel()  # if still queued; a running pass just ends unused
-                self._speculation = None
-                self.speculations_discarded += 1
-        else:
-            self._silent_run += 1
-            if self._silent_run < self._end_silence and self._silent_run >= self._speculate_at():
-                self._speculate()
-        if self._silent_run >= self._end_silence or self._utt_frames >= self._max_utt:
-            events.append(self._finish(self._final_event()))
-        elif self.partial_results and self._utt_frames % _PARTIAL_EVERY == 0:
+        what = self._ep.feed(frame)
+        if what is None and not self._ep.in_speech:
+            return []
+        if what == "no_input":
+            return [self._finish(RecognitionEvent("no_input", offset=self._now()))]
+        if what == "start":
+            self._start_utterance()
+            return [RecognitionEvent("start_of_input", offset=self._now())]
+        self._process()
+        if what == "resume" or (what == "end" and not self._ep.silent_run):
+            self._drop_speculation()  # the caller went on: that pass is stale
+        elif what == "pause" and self._ep.silent_run >= self._speculate_at():
+            self._speculate()
+        if what == "end":
+            return [self._finish(self._final_event())]
+        if self.partial_results and len(self._ep.utterance) % _PARTIAL_EVERY == 0:
             text = self._hyp_text()
             if text and text != self._last_partial:
                 self._last_partial = text
-                events.append(RecognitionEvent("partial", text=text, offset=self._now()))
-        return events
+                return [RecognitionEvent("partial", text=text, offset=self._now())]
+        return []
+
+    def _send_stream(self) -> None:
+        chunk, self._unsent = b"".join(self._unsent), []
+        if self._sid is not None and self._owner.stream(_stream_feed, self._sid, chunk) is None:
+            self._sid = None  # the streaming process broke: no streaming pass
+
+    def _end_stream(self) -> Future[Any] | None:
+        """The streaming pass's result (it has nearly all the audio already)."""
+        sid, self._sid = self._sid, None
+        chunk, self._unsent = b"".join(self._unsent), []
+        return None if sid is None else self._owner.stream(_stream_end, sid, chunk)
+
+    def _drop_speculation(self) -> None:
+        if self._speculation is not None:
+            self._speculation.cancel()  # if still queued; a running pass just ends unused
+            self._speculation = None
+            self.speculations_discarded += 1
 
     def _speculate_at(self) -> int:
         """The trailing non-speech frame at which to start the final pass early."""
-        decode = len(self._utterance) * self._owner.decode_rtf  # frames
-        return max(_SPECULATE_AFTER, self._end_silence - math.ceil(decode) - _SPECULATE_MARGIN)
+        decode = len(self._ep.utterance) * self._owner.decode_rtf  # frames
+        end_silence = self._ep.end_silence
+        return max(_SPECULATE_AFTER, end_silence - math.ceil(decode) - _SPECULATE_MARGIN)
 
     def _speculate(self) -> None:
         """Start the final pass over the utterance so far in a decoding process, while the
         end-of-speech timer still runs; used at the timeout unless the caller speaks again."""
         if self._speculation is not None or self.grammar:
             return  # a grammar pass is ~10 ms: nothing to hide
-        future = self._owner.submit_decode(np.concatenate(self._utterance).tobytes())
+        future = self._owner.submit_decode(np.concatenate(self._ep.utterance).tobytes())
         if future is not None:
             self._speculation = future
             self.speculations += 1
@@ -791,16 +1079,14 @@ class PocketSphinxSession:
     def _start_utterance(self) -> None:
         if not self.grammar:
             self._owner.prepare_decoding()
+        if not self.grammar and self._owner.final_pass != "batch":
+            sid = next(self._owner._stream_ids)
+            if self._owner.stream(_stream_begin, sid, self._owner.recent_cmn) is not None:
+                self._sid = sid
         if self.partial_results:
             self._dec.start_utt()
             self._live = True
-        self._in_speech = True
-        for up, speech, voiced in self._preroll:
-            self._process(up)
-            self._utt_frames += 1
-            self._speech_frames += speech
-            self._voiced_frames += voiced
-        self._preroll.clear()
+        self._process()  # the pre-roll
 
     def _hyp_text(self) -> str:
         hyp = self._dec.hyp()
@@ -815,19 +1101,50 @@ class PocketSphinxSession:
         # from whatever mean the pooled decoder last had (another call, another channel), and
         # the first utterance on a fresh decoder came out wrong in testing ("support" ->
         # "no"); the batch pass makes every session independent of its decoder's history.
-        if self._speculation is not None:
+        # The streaming pass is only the fallback when the batch pass would make the caller
+        # wait (see "Streaming fallback").
+        if self._live:
+            self._dec.end_utt()  # the live pass only fed partials
+            self._live = False
+        speculation, self._speculation = self._speculation, None
+        stream = self._end_stream()
+        if stream is not None and self._owner.final_pass == "stream":
+            speculation = None  # measuring the streaming pass alone
+        if stream is not None and (speculation is None or not speculation.done()):
+            # Whichever comes first: the batch pass if it is ready, else (usually within
+            # milliseconds) the streaming pass.
+            waiting = {stream} if speculation is None else {stream, speculation}
+            wait(waiting, timeout=_DECODE_WAIT, return_when=FIRST_COMPLETED)
+            if stream.done() and (speculation is None or not speculation.done()):
+                streamed = self._result_of(stream)
+                if streamed is not None:
+                    if speculation is not None:
+                        speculation.cancel()  # if still queued; if running it ends unused
+                    self.final_source = "stream"
+                    return streamed
+        if speculation is not None:
             # Started when the trailing silence began: the audio since then is non-speech.
-            decoded = self._wait(self._speculation)
-            self._speculation = None
+            decoded = self._wait(speculation)
             if decoded is not None:
+                self.final_source = "speculative"
                 return decoded
-        pcm = np.concatenate(self._utterance).tobytes()
+        self.final_source = "batch"
+        pcm = self._ep.take_utterance().tobytes()
         if not self.grammar:
             future = self._owner.submit_decode(pcm)
             decoded = self._wait(future) if future is not None else None
             if decoded is not None:
                 return decoded
         return decode_utterance(self._dec, pcm)
+
+    def _result_of(self, stream: Future[Any]) -> Decoded | None:
+        try:
+            decoded: Decoded | None = stream.result(timeout=0)
+            return decoded
+        except Exception as exc:  # BrokenProcessPool, a decoder error over there
+            log.warning("speech streaming process failed (%r)", exc)
+            self._owner.drop_streamer()
+            return None
 
     def _wait(self, future: Future[Any]) -> Decoded | None:
         """The result of a decoding process; None if the pool broke (the caller decodes)."""
@@ -841,15 +1158,11 @@ class PocketSphinxSession:
 
     def _final_event(self) -> RecognitionEvent:
         t0 = time.perf_counter()
-        if self._live:
-            self._dec.end_utt()  # the live pass only fed partials; the final is decoded below
-            self._live = False
         decoded = self._final_decode()
-        self._utterance.clear()
+        self._ep.utterance = []
         self.decode_seconds += time.perf_counter() - t0
-        self._in_speech = False
         now = self._now()
-        if self._speech_frames and self._voiced_frames / self._speech_frames < _MIN_VOICED_RATIO:
+        if not self._ep.voice_like:
             return RecognitionEvent("no_match", offset=now)  # hiss/static, not a voice
         text = decoded.text
         if not text:
@@ -857,7 +1170,7 @@ class PocketSphinxSession:
         words = decoded.words
         if self.grammar:
             word_frames = sum(end - start + 1 for _, start, end, _ in words)  # 10 ms frames
-            coverage = word_frames / (2.0 * max(self._speech_frames, 1))
+            coverage = word_frames / (2.0 * max(self._ep.speech_frames, 1))
             confidence = min(1.0, coverage / _FULL_COVERAGE)
             threshold = self._owner.grammar_min_confidence
             text = self.phrases.get(text, text)

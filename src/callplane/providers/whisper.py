@@ -21,11 +21,10 @@ Model
 Sessions
 --------
 Whisper is not a streaming recognizer. A :class:`WhisperSession` endpoints the 8 kHz frames
-exactly as :class:`~callplane.providers.asr.PocketSphinxSession` does (one
-:class:`~callplane.media.dsp.vad.Vad`, the 3-of-5-frames onset, 300 ms of pre-roll, the voicing
-gate against hiss, the no-input / end-of-speech / 30 s limits; :class:`Endpointer` here is that
-logic without a decoder), keeps the utterance upsampled to 16 kHz by the shared
-:class:`~callplane.providers.asr.Upsampler2x`, and transcribes it in one pass when it ends, in the
+with the :class:`~callplane.providers.asr.Endpointer` that
+:class:`~callplane.providers.asr.PocketSphinxSession` uses too (the 3-of-5-frames onset, 300 ms
+of pre-roll, the voicing gate against hiss, the no-input / end-of-speech / 30 s limits; it keeps
+the utterance at 16 kHz), and transcribes the utterance in one pass when it ends, in the
 thread that fed the frame (:class:`~callplane.providers.asr.AsyncRecognition` runs sessions off
 the loop; CTranslate2 releases the GIL while it computes, so media ticks keep running).
 ``partial_results`` produce no ``partial`` events: each would cost a whole pass.
@@ -62,34 +61,23 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from callplane.media.dsp.vad import Vad
-from callplane.media.sources import FRAME_SAMPLES
 from callplane.providers.asr import (
-    _MIN_VOICED_RATIO,
-    _ONSET_SPEECH,
-    _ONSET_WINDOW,
-    _PREROLL_FRAMES,
-    _VOICING_HANGOVER,
     DECODER_RATE,
-    DEFAULT_END_SILENCE,
-    DEFAULT_NO_INPUT,
-    FRAMES_PER_SECOND,
-    MAX_UTTERANCE_SECONDS,
     AsrError,
+    EndpointedRecognizer,
+    EndpointedSession,
+    Endpointer,
     Frame,
     RecognitionEvent,
+    SessionRequest,
     UnsupportedLanguage,
-    Upsampler2x,
-    _frames_for,
-    is_voiced,
     normalize_phrase,
 )
 
@@ -230,7 +218,7 @@ class Transcription:
     confidence: float
 
 
-class WhisperRecognizer:
+class WhisperRecognizer(EndpointedRecognizer["WhisperSession"]):
     """:class:`~callplane.providers.asr.SpeechRecognizer` on faster-whisper (module docstring).
 
     One model serves every session; CTranslate2 runs one transcription at a time on it
@@ -293,31 +281,14 @@ class WhisperRecognizer:
         code = language_code(language)
         return code is None or code in self.languages
 
-    def open_session(
-        self,
-        language: str | None = "en-US",
-        hints: Sequence[str] | None = None,
-        end_silence_timeout: float | None = None,
-        speech_timeout: float | None = None,
-        partial_results: bool = False,
-        *,
-        initial_timeout: float | None = None,
-        timers_started: bool = True,
-        sensitivity: float = 44.0,
-    ) -> WhisperSession:
-        if not self.supports(language):
-            raise UnsupportedLanguage(f"the whisper model has no language {language!r}")
+    def _open(self, request: SessionRequest) -> WhisperSession:
+        if not self.supports(request.language):
+            raise UnsupportedLanguage(f"the whisper model has no language {request.language!r}")
         return WhisperSession(
             self,
-            Endpointer(
-                end_silence_timeout=end_silence_timeout,
-                speech_timeout=speech_timeout,
-                initial_timeout=initial_timeout,
-                timers_started=timers_started,
-                sensitivity=sensitivity,
-            ),
-            language=language_code(language),
-            hints=[h for h in hints or () if h and h.strip()],
+            request.endpointer,
+            language=language_code(request.language),
+            hints=[h for h in request.hints or () if h and h.strip()],
         )
 
     def transcribe(
@@ -375,101 +346,7 @@ def hint_spelling(text: str, hints: Sequence[str]) -> str:
     return text
 
 
-EndpointEvent = Literal["start", "end", "no_input"]
-
-
-class Endpointer:
-    """The endpointing of :class:`~callplane.providers.asr.PocketSphinxSession` without its
-    decoder: 8 kHz frames in, ``start`` / ``end`` / ``no_input`` out, the utterance kept at
-    16 kHz. Sans-IO and synchronous; one feeder at a time."""
-
-    def __init__(
-        self,
-        *,
-        end_silence_timeout: float | None = None,
-        speech_timeout: float | None = None,
-        initial_timeout: float | None = None,
-        timers_started: bool = True,
-        sensitivity: float = 44.0,
-    ) -> None:
-        self._end_silence = _frames_for(end_silence_timeout or DEFAULT_END_SILENCE)
-        waits = [t for t in (speech_timeout, initial_timeout) if t is not None and t > 0]
-        self._no_input = _frames_for(min(waits) if waits else DEFAULT_NO_INPUT)
-        self._max_utt = _frames_for(MAX_UTTERANCE_SECONDS)
-        self.timers = timers_started
-        self._vad = Vad(input_sensitivity=sensitivity)
-        self._up = Upsampler2x()
-        self._onset: deque[bool] = deque(maxlen=_ONSET_WINDOW)
-        self._preroll: deque[tuple[Frame, bool, bool]] = deque(maxlen=_PREROLL_FRAMES)
-        self._prev = np.zeros(FRAME_SAMPLES)
-        self.frames = 0
-        self._waited = 0
-        self.in_speech = False
-        self._utt_frames = 0
-        self.speech_frames = 0
-        self.voiced_frames = 0
-        self._silent_run = 0
-        self._since_voiced = _VOICING_HANGOVER + 1
-        self._utterance: list[Frame] = []
-
-    @property
-    def now(self) -> float:
-        return self.frames / FRAMES_PER_SECOND
-
-    @property
-    def voice_like(self) -> bool:
-        """Enough of the utterance's speech frames were voiced: a voice, not hiss or static."""
-        return not self.speech_frames or self.voiced_frames / self.speech_frames >= (
-            _MIN_VOICED_RATIO
-        )
-
-    def take_utterance(self) -> Frame:
-        audio = np.concatenate(self._utterance) if self._utterance else np.zeros(0, np.int16)
-        self._utterance = []
-        return audio
-
-    def feed(self, frame: Frame) -> EndpointEvent | None:
-        self.frames += 1
-        vad = self._vad.is_voiced(frame)
-        window = np.concatenate([self._prev, frame.astype(np.float64)])
-        self._prev = window[-FRAME_SAMPLES:]
-        voiced = vad and is_voiced(window)
-        self._since_voiced = 0 if voiced else self._since_voiced + 1
-        # Speech for endpointing = VAD speech near voicing (as in asr.PocketSphinxSession).
-        speech = vad and self._since_voiced <= _VOICING_HANGOVER
-        up = self._up.process(frame)
-        if not self.in_speech:
-            self._onset.append(speech)
-            self._preroll.append((up, speech, voiced))
-            if sum(self._onset) >= _ONSET_SPEECH:
-                self.in_speech = True
-                for pre, was_speech, was_voiced in self._preroll:
-                    self._utterance.append(pre)
-                    self._utt_frames += 1
-                    self.speech_frames += was_speech
-                    self.voiced_frames += was_voiced
-                self._preroll.clear()
-                return "start"
-            if self.timers:
-                self._waited += 1
-                if self._waited >= self._no_input:
-                    return "no_input"
-            return None
-        self._utt_frames += 1
-        self._utterance.append(up)
-        if speech:
-            self.speech_frames += 1
-            self.voiced_frames += voiced
-            self._silent_run = 0
-        else:
-            self._silent_run += 1
-        if self._silent_run >= self._end_silence or self._utt_frames >= self._max_utt:
-            self.in_speech = False
-            return "end"
-        return None
-
-
-class WhisperSession:
+class WhisperSession(EndpointedSession):
     """One utterance: endpointed here, transcribed by the shared model when it ends."""
 
     def __init__(
@@ -488,26 +365,6 @@ class WhisperSession:
         self.decode_seconds = 0.0  # wall time of the transcription (bench)
         self.audio_seconds = 0.0  # length of the utterance transcribed
 
-    def start_timers(self) -> None:
-        self._ep.timers = True
-
-    def feed_many(self, frames: Iterable[Frame]) -> list[RecognitionEvent]:
-        events: list[RecognitionEvent] = []
-        for frame in frames:
-            if self.done:
-                break
-            events.extend(self.feed(frame))
-        return events
-
-    def feed(self, frame: Frame) -> list[RecognitionEvent]:
-        if self.done:
-            return []
-        try:
-            return self._feed(np.asarray(frame, dtype=np.int16).reshape(-1))
-        except Exception as exc:  # a model failure ends this collect, never the caller
-            log.exception("speech recognition failed")
-            return [self._finish(RecognitionEvent("error", error=str(exc), offset=self._ep.now))]
-
     def close(self) -> None:
         self.done = True
 
@@ -524,7 +381,9 @@ class WhisperSession:
             return [RecognitionEvent("start_of_input", offset=now)]
         if what == "no_input":
             return [self._finish(RecognitionEvent("no_input", offset=now))]
-        return [self._finish(self._final_event(now))]
+        if what == "end":
+            return [self._finish(self._final_event(now))]
+        return []  # pauses and resumptions: nothing to do without a speculative pass
 
     def _final_event(self, now: float) -> RecognitionEvent:
         audio = self._ep.take_utterance()
