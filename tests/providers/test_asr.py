@@ -26,6 +26,7 @@ import soundfile
 
 from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE, resample
 from callplane.providers.asr import (
+    DECODER_NICENESS,
     AsyncRecognition,
     PocketSphinxRecognizer,
     PocketSphinxSession,
@@ -287,6 +288,19 @@ async def test_final_pass_does_not_stop_the_event_loop(
     stall_with_processes, text2 = await longest_stall(with_processes(recognizer))
     assert text == text2 == SENTENCES[0].lower()
     assert stall_with_processes < stall_in_thread / 2, (stall_with_processes, stall_in_thread)
+
+
+def test_decoding_processes_yield_the_cpu_to_the_server() -> None:
+    rec = with_processes(PocketSphinxRecognizer(decode_processes=1))
+    try:
+        assert rec._executor is not None and rec._streamer is not None
+        pids = [*rec._executor._processes, *rec._streamer._processes]
+        assert len(pids) == 2
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        for pid in pids:
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, ours + DECODER_NICENESS)
+    finally:
+        rec.close()
 
 
 @needs_flite
