@@ -37,10 +37,15 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return int(s.getsockname()[1])
 
 
-def free_port_pair() -> int:
-    """An even port whose odd neighbour is free too (sipp's -mp uses both)."""
-    for _ in range(200):
-        port = free_port(socket.SOCK_DGRAM)
+def free_port_pair(reserved: bool = False) -> int:
+    """An even port whose odd neighbour is free too (sipp's -mp uses both). `reserved`: from
+    31000-31998, which no server's RTP block and no ephemeral port (bound to port 0) ever
+    uses, for a test that must know nobody else takes the ports next to it."""
+    for attempt in range(200):
+        if reserved:
+            port = 31000 + (os.getpid() * 2 + attempt * 2) % 1000
+        else:
+            port = free_port(socket.SOCK_DGRAM)
         port -= port % 2
         try:
             with (
@@ -211,8 +216,10 @@ class Server:
 
     def __post_init__(self) -> None:
         if not self.rtp_low:
-            # Distinct 200-port blocks per server so parallel servers never share RTP ports.
-            self.rtp_low = 32000 + (os.getpid() * 7 + self.http_port) % 30 * 200
+            # Distinct 200-port blocks per server so parallel servers rarely share RTP ports,
+            # all below the kernel's ephemeral range (32768-60999), where every socket bound
+            # to port 0 (far ends, taps, the other worker's clients) gets its port.
+            self.rtp_low = 21000 + (os.getpid() * 7 + self.http_port) % 50 * 200
 
     @property
     def base_url(self) -> str:

@@ -49,7 +49,7 @@ def final_response(sock: socket.socket, within: float = 5.0) -> SipResponse:
 def test_rtp_ports_running_out_gives_503_to_invites_and_dial(
     tmp_path: Path, receiver: Receiver
 ) -> None:
-    low = free_port_pair()
+    low = free_port_pair(reserved=True)
     # the range holds two pairs; another process holds the second one
     held = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
     sipp = Sipp(["-sf", str(SCENARIOS / "ring_forever.xml"), "-m", "1"]).start(tmp_path)

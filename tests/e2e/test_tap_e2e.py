@@ -516,8 +516,10 @@ async def test_a_listen_tap_loses_no_tick_while_digits_are_sent(
     assert all((b.ts - a.ts) % 2**32 == 160 for a, b in itertools.pairwise(p))
     # One packet per tick: nothing missing over the whole span, digits included.
     assert len(p) - 1 >= round(span * 50) - 2, (len(p), span)
+    # The bug left a hole as long as the digits (~0.8 s); a loaded machine may delay one
+    # tick by up to a few (a parallel CI run saw 0.1007 s).
     gaps = [b.at - a.at for a, b in itertools.pairwise(p)]
-    assert max(gaps) < 0.1, max(gaps)
+    assert max(gaps) < 0.25, max(gaps)
 
 
 async def test_each_tick_is_sent_at_once_in_the_tapped_direction() -> None:

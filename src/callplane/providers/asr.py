@@ -223,6 +223,11 @@ class SpeechRecognizer(Protocol):
         :meth:`AsyncRecognition.open`. Raises :class:`UnsupportedLanguage`."""
         ...
 
+    def prepare(self) -> None:
+        """Fast recognition is wanted soon (a voice agent starts): start in the background
+        whatever would otherwise start at the first speech. Non-blocking; may do nothing."""
+        ...
+
 
 _Session = TypeVar("_Session", bound="EndpointedSession")
 
@@ -261,6 +266,9 @@ class EndpointedRecognizer(Generic[_Session]):
             sensitivity=sensitivity,
         )
         return self._open(SessionRequest(endpointer, language, hints, partial_results))
+
+    def prepare(self) -> None:
+        """Nothing to start ahead of the first speech (see ``SpeechRecognizer.prepare``)."""
 
     def _open(self, request: SessionRequest) -> _Session:
         raise NotImplementedError
@@ -584,6 +592,9 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
                     initializer=_process_init,
                 )
             return self._executor
+
+    def prepare(self) -> None:
+        self.prepare_decoding()
 
     def prepare_decoding(self) -> None:
         """Start the decoding processes (non-blocking) if they do not run yet. Each takes ~1 s

@@ -110,7 +110,10 @@ class PhoneRuntime:
         self._thread.start()
         self.media = MediaEngine(HOST, (0, 0))
         self.tts = DefaultTts()
-        self.recognizer = PocketSphinxRecognizer()
+        # Decoded in-thread, no decoding processes: a phone lives for one test, and starting
+        # three decoders (~1 s of CPU each) at the first prompt it hears starved its own media
+        # on a busy machine (the prompt came out garbled in parallel CI runs).
+        self.recognizer = PocketSphinxRecognizer(decode_processes=0)
         self.run(self.media.start())
         self._phonemes: dict[str, list[str] | None] = {}
         self._templates: dict[tuple[str, str], np.ndarray] = {}
