@@ -2,6 +2,7 @@
 latency and the CPU of one live agent.
 
     .venv/bin/python bench/bench_ai.py [--turns 10] [--barge-ins 5] [--seconds 10]
+                                       [--asr pocketsphinx|whisper]
 
 A local OpenAI-compatible model (tests/providers/llm_server.py, 127.0.0.1) answers after a
 fixed 100 ms to the first token; an in-process far end (tests/e2e/farend.py) is called and
@@ -59,18 +60,6 @@ def voice(text: str) -> np.ndarray:
     return x[voiced[0] : voiced[-1] + 1].ravel()
 
 
-def loud_packets(far: FarEnd, start: float, end: float) -> list[float]:
-    from farend import ulaw_decode
-
-    out = []
-    for p in far.packets:
-        if start <= p.at < end and p.pt == 0:
-            samples = ulaw_decode(p.payload).astype(np.float64)
-            if np.sqrt(np.mean(samples**2)) > LOUD:
-                out.append(p.at)
-    return out
-
-
 def swml(ai: dict[str, Any]) -> dict[str, Any]:
     # The caller opens every conversation measured here (the agent's opening turn is not).
     params = {"wait_for_user": True, **ai.get("params", {})}
@@ -119,7 +108,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def turns(
-    client: AsyncRestClient, model: ModelServer, n: int
+    client: AsyncRestClient, model: ModelServer, n: int, wait: float
 ) -> tuple[list[float], list[float]]:
     far = FarEnd()
     await far.start()
@@ -133,8 +122,8 @@ async def turns(
         for _ in range(n):
             await far.play(phrase)
             ended = time.monotonic()
-            await far.silence(3.0)
-            first = loud_packets(far, ended, ended + 3.0)
+            await far.silence(wait)
+            first = far.loud_packets(ended, ended + wait, LOUD)
             if first:
                 shares.append(first[0] - ended - EOS_MS / 1000 - FIRST_TOKEN)
         # The agent's leg sends a packet every tick (silence while it is quiet): a longer gap
@@ -163,7 +152,7 @@ async def barge_ins(client: AsyncRestClient, model: ModelServer, n: int) -> list
             spoke = time.monotonic()
             await far.play(stop)
             await far.silence(2.0)
-            loud = loud_packets(far, spoke, spoke + 1.0)
+            loud = far.loud_packets(spoke, spoke + 1.0, LOUD)
             delays.append((loud[-1] - spoke) if loud else 0.0)
             await far.silence(1.5)  # the short answer to "stop please"
         await end(client, call_id)
@@ -200,11 +189,14 @@ async def main(args: argparse.Namespace) -> None:
     model = await ModelServer(default=Turn("Fine.", first_token_delay=FIRST_TOKEN)).start()
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(
-            Path(tmp), extra_args=["--llm-url", model.url, "--llm-model", "bench"]
+            Path(tmp),
+            extra_args=["--llm-url", model.url, "--llm-model", "bench", "--asr", args.asr],
         ).start()
         try:
             async with AsyncRestClient(PROJECT, TOKEN, server.host) as client:
-                shares, gaps = await turns(client, model, args.turns)
+                # whisper decodes the whole utterance after its end: ~1 s more per turn
+                wait = 3.0 if args.asr == "pocketsphinx" else 5.0
+                shares, gaps = await turns(client, model, args.turns, wait)
                 barges = await barge_ins(client, model, args.barge_ins)
                 load = await cpu(client, server, args.seconds)
         finally:
@@ -225,7 +217,7 @@ async def main(args: argparse.Namespace) -> None:
             "p90": round(pct(barges, 0.9) * 1000, 1),
         },
         "cpu_ms_per_s": {k: round(v * 1000, 1) for k, v in load.items()},
-        "recognizer": "pocketsphinx",
+        "recognizer": args.asr,
     }
     print(json.dumps(result, indent=2))
 
@@ -235,4 +227,5 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--barge-ins", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--asr", choices=("pocketsphinx", "whisper"), default="pocketsphinx")
     asyncio.run(main(parser.parse_args()))

@@ -146,6 +146,18 @@ class FarEnd:
         chosen = [p for p in self.packets if start <= p.at < end and p.pt == 0]
         return ulaw_decode(b"".join(p.payload for p in chosen)).astype(np.float64)
 
+    def loud_packets(
+        self, start: float, end: float = float("inf"), level: float = 300.0
+    ) -> list[float]:
+        """Arrival times of the PCMU packets in [start, end) whose RMS is above `level`."""
+        return [
+            p.at
+            for p in self.packets
+            if start <= p.at < end
+            and p.pt == 0
+            and np.sqrt(np.mean(ulaw_decode(p.payload).astype(np.float64) ** 2)) > level
+        ]
+
     def digits(self) -> str:
         """RFC 4733 events received, one character per event (an event spans one timestamp)."""
         events: dict[int, int] = {}

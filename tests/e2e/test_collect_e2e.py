@@ -354,7 +354,10 @@ async def test_swml_prompt_in_band_digits_then_no_input(
     async with AsyncRestClient(server.project, server.token, server.host) as client:
         leg = await client.calling.dial(from_="+15559876543", to=far_end.uri, swml=document)
         await asyncio.wait_for(far_end.answered.wait(), 10)
-        await far_end.silence(0.5)
+        answered = time.monotonic()
+        # Keys pressed before the prompt runs would reach no collect: wait until it is heard
+        # (flite takes a while on a loaded machine).
+        await until(lambda: far_end.loud_packets(answered), 10, "the prompt")
         await far_end.play(dtmf_digits("42"))
         first = await until(lambda: next((h for h in receiver.hits if h.path == "/first"), None))
         assert first.body == {"result": "match_digits", "value": "42", "terminator": ""}
