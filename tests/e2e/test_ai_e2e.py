@@ -5,9 +5,7 @@ and what the far end hears is recognised back."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -18,46 +16,22 @@ import numpy as np
 import pytest
 from farend import FarEnd, peaks, rms_db
 from harness import Receiver, Server, until
+from speech import recognise, requires_speech, say
 
 from callplane import AsyncRestClient, RestError
 from callplane.providers.asr import PocketSphinxRecognizer, word_error_rate
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "media" / "dsp"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "providers"))
-from dsp_audio import flite, to_frames
 from llm_server import ModelServer, Turn
 
-requires_speech = pytest.mark.skipif(
-    shutil.which("flite") is None or importlib.util.find_spec("pocketsphinx") is None,
-    reason="flite (Debian) and pocketsphinx (PyPI) are needed for the agent",
-)
 pytestmark = requires_speech
 
 QUESTION = "what are your opening hours"
 ANSWER = "We are open from nine to five."
 
 
-def say(text: str) -> np.ndarray:
-    return to_frames(flite(text, "rms")).ravel()
-
-
 def swml(*methods: dict[str, Any]) -> dict[str, Any]:
     return {"version": "1.0.0", "sections": {"main": list(methods)}}
-
-
-def recognise(samples: np.ndarray) -> str:
-    session = PocketSphinxRecognizer().open_session("en-US", end_silence_timeout=0.6)
-    texts: list[str] = []
-    frames = np.concatenate([samples.astype(np.int16), np.zeros(16000, dtype=np.int16)])
-    for start in range(0, len(frames) - 159, 160):
-        for event in session.feed(frames[start : start + 160]):
-            if event.terminal:
-                if event.text:
-                    texts.append(event.text)
-                session.close()
-                session = PocketSphinxRecognizer().open_session("en-US", end_silence_timeout=0.6)
-    session.close()
-    return " ".join(texts)
 
 
 def loud_at(far_end: FarEnd, start: float, end: float) -> bool:
