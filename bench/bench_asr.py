@@ -6,7 +6,9 @@ Figures:
 
 * ASR real-time factor (decoding wall time / audio time, single thread) of
   PocketSphinxRecognizer with a 5-phrase grammar and with the open language model, with and
-  without partial results (partials add a streaming pass), on flite speech at 8 kHz; plus the
+  without partial results (with a grammar, or before the streaming process is up, partials add
+  a live pass in the feeding thread; the open model's otherwise come from the streaming
+  process, providers.asr "Partial hypotheses"), on flite speech at 8 kHz; plus the
   word error rate of the open model on the same sentences, its final pass in the feeding
   thread and speculative in a decoding process (providers.asr, "Decoding processes").
 * The same WER with WhisperRecognizer (faster-whisper, whisper-base int8; needs the `whisper`

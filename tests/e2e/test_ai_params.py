@@ -32,7 +32,7 @@ from callplane.engine.services import Services
 from callplane.engine.swml.errors import SwmlError
 from callplane.engine.swml.interpreter import SwmlInterpreter
 from callplane.netpolicy import TargetPolicy
-from callplane.providers.asr import PocketSphinxRecognizer, word_error_rate
+from callplane.providers.asr import PocketSphinxRecognizer, Upsampler2x, word_error_rate
 from callplane.providers.llm import LlmSettings, OpenAiChat
 from callplane.providers.tts import DefaultTts
 
@@ -219,12 +219,28 @@ class Agent:
     def tick(self, inbound: np.ndarray | None = None) -> None:
         self.sent.append(self.session.tick(inbound).outbound)
 
-    async def ticks(self, n: int, inbound: np.ndarray | None = None) -> None:
+    async def ticks(
+        self,
+        n: int,
+        inbound: np.ndarray | None = None,
+        *,
+        realtime: bool = False,
+        after: Callable[[int], Any] | None = None,
+    ) -> None:
+        """`n` ticks, as fast as the agent keeps up or, `realtime`, one every 20 ms as the
+        media clock gives them (what the recognizer's processes see); `after(k)` follows
+        the k-th."""
         frames = [None] * n if inbound is None else list(inbound)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         for k, frame in enumerate(frames):
             self.tick(frame)
-            if k % 10 == 9:
+            if realtime:
+                await asyncio.sleep(max(0.0, start + (k + 1) * 0.02 - loop.time()))
+            elif k % 10 == 9:
                 await asyncio.sleep(0.002)
+            if after is not None:
+                after(k)
 
 
 @pytest.fixture
@@ -291,6 +307,23 @@ def rms_db(frames: list[np.ndarray]) -> float:
 def say(text: str) -> np.ndarray:
     audio = to_frames(flite(text, "rms")).ravel()
     return np.concatenate([audio, np.zeros((-audio.size) % 160, np.int16)]).reshape(-1, 160)
+
+
+def word_ends(text: str, frames: np.ndarray) -> list[int]:
+    """The tick (20 ms frame of `frames`) at which each word of `text` ends: pocketsphinx's
+    forced alignment of the words to the audio."""
+    import pocketsphinx
+
+    upsampler = Upsampler2x()
+    pcm = np.concatenate([upsampler.process(f) for f in frames]).tobytes()
+    decoder = pocketsphinx.Decoder(loglevel="FATAL", samprate=16000)
+    decoder.set_align_text(text.lower())
+    decoder.start_utt()
+    decoder.process_raw(pcm, False, True)
+    decoder.end_utt()
+    ends = [seg.end_frame // 2 for seg in decoder.seg() if not seg.word.startswith("<")]
+    assert len(ends) == len(text.split()), "the alignment lost words"
+    return ends
 
 
 async def test_invalid_parameters_are_a_clear_swml_error(
@@ -750,3 +783,59 @@ async def test_barge_min_words_lets_one_word_pass_and_four_interrupt(
     await until(lambda: len(model.requests) >= 2, 5, "the barge-in turn")
     assert word_error_rate("please stop talking now", model.user_texts()[1]) <= 0.5
     assert agent.op._live.queued_frames == 0
+
+
+@requires_speech
+async def test_barge_min_words_cuts_the_agent_at_the_nth_word_not_at_a_backchannel(
+    start_agent: Callable[..., Any], model: ModelServer
+) -> None:
+    """The words are counted on the recognizer's partial hypotheses, as the caller speaks:
+    the agent stops talking at the 3rd word of a long sentence, not at its end."""
+    reply = " ".join(f"Item {n} is a fine thing we sell." for n in range(12))
+    model.script(Turn(reply), Turn(""))
+    agent = await start_agent({"prompt": {"text": "t"}, "params": {"barge_min_words": 3}})
+    op = agent.op
+    # The partials come from the recognizer's streaming process (started with the agent).
+    await until(agent.services.recognizer.streaming_ready, 30, "the streaming process")
+    agent.session.on_dtmf("1", 100)
+    await until(lambda: op._live.queued_frames > 50, 10, "the reply's audio")
+    await agent.ticks(25, realtime=True)
+
+    # A backchannel: heard to its end, and the agent talks on.
+    okay = say("okay")
+    await agent.ticks(len(okay), okay, realtime=True)
+    while op._transcriber.utterances < 1:
+        await agent.ticks(5, realtime=True)
+        assert len(agent.sent) < 2000, "the backchannel was never recognised"
+    await agent.ticks(10, realtime=True)
+    assert op._barge_ins == 0 and len(model.requests) == 1
+    assert op._speaking  # the reply goes on
+
+    # A long sentence: cut at its 3rd word, long before its end.
+    text = "I would like to talk to someone about the bill I got last month"
+    sentence = say(text)
+    ends = word_ends(text, sentence)
+    before = len(agent.sent)
+    cut: list[int] = []
+
+    def barged(k: int) -> None:
+        if op._barge_ins and not cut:
+            cut.append(k)
+
+    await agent.ticks(len(sentence), sentence, realtime=True, after=barged)
+    assert cut, "the agent talked over the whole sentence"
+    latency = (cut[0] - ends[2]) * 20
+    print(f"barge-in {latency} ms after the 3rd word ends ({len(sentence) * 20} ms sentence)")
+    assert cut[0] > ends[1], "cut before the 3rd word"
+    # Mostly within 100 ms (the streaming process is niced: on a busy machine later), and
+    # always before the last words: at the end of the utterance would be the old behaviour.
+    assert cut[0] < ends[-2], f"cut only {latency} ms after the 3rd word"
+    # From the cut the agent is silent; before the caller spoke it was not.
+    talking = agent.sent[before - 50 : before]
+    assert rms_db(talking) > -40
+    assert not np.any(np.concatenate(agent.sent[before + cut[0] + 1 :]))
+    # The whole sentence is the next turn.
+    await agent.ticks(50, realtime=True)
+    await until(lambda: len(model.requests) >= 2, 30, "the barge-in turn")
+    assert word_error_rate(text, model.user_texts()[1]) <= 0.25
+    assert op._live.queued_frames == 0

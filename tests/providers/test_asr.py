@@ -11,12 +11,14 @@ worse on the open model (documented limitation, see test-peers.md). RTF ~0.005 w
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent import futures
 from functools import cache
 from pathlib import Path
 
@@ -181,19 +183,69 @@ def test_open_model_sentences_word_error_rate(recognizer: PocketSphinxRecognizer
 
 
 @needs_flite
-def test_partial_results_arrive_before_final(recognizer: PocketSphinxRecognizer) -> None:
-    s = recognizer.open_session("en-US", None, end_silence_timeout=0.8, partial_results=True)
-    events = run(s, speech(SENTENCES[0], "rms"))
-    types = [e.type for e in events]
-    assert types[0] == "start_of_input" and types[-1] == "final"
+def test_partial_results_arrive_before_final() -> None:
+    # Without a streaming process (here: no decoding processes at all) partial results come
+    # from a live pass in the feeding thread.
+    recognizer = PocketSphinxRecognizer(decode_processes=0)
+    try:
+        s = recognizer.open_session("en-US", None, end_silence_timeout=0.8, partial_results=True)
+        events = run(s, speech(SENTENCES[0], "rms"))
+        types = [e.type for e in events]
+        assert types[0] == "start_of_input" and types[-1] == "final"
+        partials = [e for e in events if e.type == "partial"]
+        assert len(partials) >= 2
+        assert all(p.text for p in partials)
+        assert len({p.text for p in partials}) == len(partials)  # only changes are reported
+        assert max(p.offset for p in partials) < events[-1].offset
+        # ...and none without partial_results, nor with stream_partials (which never cost
+        # a pass of their own).
+        for stream_partials in (False, True):
+            s = recognizer.open_session(
+                "en-US", None, end_silence_timeout=0.8, stream_partials=stream_partials
+            )
+            assert "partial" not in [e.type for e in run(s, speech(SENTENCES[0], "rms"))]
+    finally:
+        recognizer.close()
+
+
+def feed_paced(session: PocketSphinxSession, frames: np.ndarray) -> list[RecognitionEvent]:
+    """Feed as the media clock does, one chunk after the other, never faster than the
+    streaming process decodes (a real caller speaks no faster than real time)."""
+    events: list[RecognitionEvent] = []
+    for start in range(0, len(frames), 5):
+        events += session.feed_many(frames[start : start + 5])
+        futures.wait(list(session._hypotheses), timeout=30)
+    return events
+
+
+@needs_flite
+@pytest.mark.parametrize("kind", ["stream_partials", "partial_results"])
+def test_partial_hypotheses_come_from_the_streaming_process(
+    recognizer: PocketSphinxRecognizer, kind: str
+) -> None:
+    with_processes(recognizer)
+    s = recognizer.open_session("en-US", None, end_silence_timeout=0.8, **{kind: True})
+    frames = speech(SENTENCES[0], "rms")
+    events: list[RecognitionEvent] = []
+    while not events:  # up to the onset: the streaming pass is open from there
+        events = feed_paced(s, frames[:5])
+        frames = frames[5:]
+    assert s._sid is not None and not s._live  # no decoding in this thread but the final
+    events += feed_paced(s, frames)
+    s.close()
+    final = terminal(events)
+    assert (final.type, final.text) == ("final", SENTENCES[0].lower())
     partials = [e for e in events if e.type == "partial"]
-    assert len(partials) >= 2
-    assert all(p.text for p in partials)
-    assert len({p.text for p in partials}) == len(partials)  # only changes are reported
-    assert max(p.offset for p in partials) < events[-1].offset
-    # ...and none without partial_results.
-    s = recognizer.open_session("en-US", None, end_silence_timeout=0.8)
-    assert "partial" not in [e.type for e in run(s, speech(SENTENCES[0], "rms"))]
+    texts = [p.text or "" for p in partials]
+    # The text grows as the caller speaks: from a word or two to nearly all of it, each
+    # partial a change.
+    assert len(partials) >= (6 if kind == "stream_partials" else 4), texts
+    assert all(texts) and all(a != b for a, b in itertools.pairwise(texts))
+    assert len(texts[0].split()) <= 3 and word_error_rate(SENTENCES[0], texts[-1]) <= 0.25
+    offsets = [p.offset for p in partials]
+    assert offsets == sorted(offsets) and offsets[-1] < final.offset
+    if kind == "partial_results":  # every 300 ms at most, as the live pass reports them
+        assert all(round(b - a, 2) >= 0.3 for a, b in itertools.pairwise(offsets))
 
 
 # -- the final pass: speculative, in a decoding process -----------------------------------------

@@ -33,8 +33,8 @@ with a 3-of-5-frames onset rule, a 300 ms pre-roll so the first phoneme is not c
 ``end_silence_timeout`` of trailing non-speech to end the utterance. Only the utterance is
 decoded, so silence costs no decoding at all. The final result comes from one batch pass over
 the buffered utterance (``full_utt=True``: the cepstral mean is estimated from this utterance,
-not inherited from the pooled decoder's previous call); with ``partial_results`` a streaming
-pass runs as well, for the partial hypotheses only (about twice the CPU).
+not inherited from the pooled decoder's previous call); partial hypotheses come from a
+streaming pass (see "Partial hypotheses").
 
 Decoding processes
 ------------------
@@ -71,6 +71,25 @@ first of the two to finish (``final_source``: ``speculative`` / ``stream`` / ``b
 In the feeding thread instead, the same pass held the GIL for its ``end_utt`` (100-265 ms
 with ``fwdflat``) and 10-35 ms per frame under load: media stalls. ``final_pass="batch"``
 turns it off, ``"stream"`` takes only the streaming result (bench_asr measures it).
+
+Partial hypotheses
+------------------
+Where the streaming pass runs, each of its chunks can return the best hypothesis so far
+(``decoder.hyp()`` after the chunk: ~35 us against ~15 ms for decoding the chunk, in the
+streaming process). The session collects the returned ones without waiting (a finished job is
+picked up at the next frame fed), so a word is in a partial 20-140 ms after its audio on an
+idle machine: the rest of its chunk, then its decoding, and often before the word has ended
+(the tick tests measured the voice agent's barge-in -60..+40 ms from the end of the caller's
+3rd word; with both cores busy, -20..+680 ms over six runs). Sessions opened with
+``stream_partials`` (the voice agent's ``barge_min_words``) report each change at once;
+``partial_results`` (collect, live transcription's ``live_events``) the latest one every
+``_PARTIAL_EVERY`` frames (300 ms) when it changed. Neither costs the feeding thread any
+decoding (its CPU per second of audio, four flite sentences: 2.3 ms, the endpointing; the live
+pass below adds 134 ms, all of it holding the GIL). Where there is no streaming pass (a
+grammar, ``decode_processes=0``, ``final_pass="batch"``, the first utterance before the
+streaming process is up, or it broke), ``partial_results`` run a live pass on the session's
+decoder in the feeding thread (about twice the CPU, holding the GIL 10-35 ms a frame under
+load); ``stream_partials`` then give no partials at all, and whisper gives none either way.
 
 With ``hints`` the session decodes against a JSGF grammar whose alternatives are the hint
 phrases (normalised to dictionary words; phrases with a word missing from the dictionary are
@@ -218,9 +237,15 @@ class SpeechRecognizer(Protocol):
         initial_timeout: float | None = None,
         timers_started: bool = True,
         sensitivity: float = 44.0,
+        stream_partials: bool = False,
     ) -> RecognitionSession:
         """Blocking (may load a model): call through ``asyncio.to_thread`` or
-        :meth:`AsyncRecognition.open`. Raises :class:`UnsupportedLanguage`."""
+        :meth:`AsyncRecognition.open`. Raises :class:`UnsupportedLanguage`.
+
+        ``partial_results``: ``partial`` events, every 300 ms when the hypothesis changed, at
+        whatever cost; ``stream_partials``: ``partial`` events only where they cost nothing
+        extra (the open model's streaming pass, see "Partial hypotheses"), as soon as one
+        changes; none otherwise (a grammar, whisper, the streaming process not up)."""
         ...
 
     def prepare(self) -> None:
@@ -240,6 +265,7 @@ class SessionRequest:
     language: str | None
     hints: Sequence[str] | None
     partial_results: bool
+    stream_partials: bool = False
 
 
 class EndpointedRecognizer(Generic[_Session]):
@@ -257,6 +283,7 @@ class EndpointedRecognizer(Generic[_Session]):
         initial_timeout: float | None = None,
         timers_started: bool = True,
         sensitivity: float = 44.0,
+        stream_partials: bool = False,
     ) -> _Session:
         endpointer = Endpointer(
             end_silence_timeout=end_silence_timeout,
@@ -265,7 +292,9 @@ class EndpointedRecognizer(Generic[_Session]):
             timers_started=timers_started,
             sensitivity=sensitivity,
         )
-        return self._open(SessionRequest(endpointer, language, hints, partial_results))
+        return self._open(
+            SessionRequest(endpointer, language, hints, partial_results, stream_partials)
+        )
 
     def prepare(self) -> None:
         """Nothing to start ahead of the first speech (see ``SpeechRecognizer.prepare``)."""
@@ -467,10 +496,16 @@ def _stream_begin(sid: int, cmn: str) -> None:
     _streams[sid] = decoder
 
 
-def _stream_feed(sid: int, pcm16k: bytes) -> None:
+def _stream_feed(sid: int, pcm16k: bytes, hypothesis: bool = False) -> str | None:
+    """Decode a chunk; with ``hypothesis``, the best hypothesis so far (a partial result)."""
     decoder = _streams.get(sid)
-    if decoder is not None:
-        decoder.process_raw(pcm16k, False, False)
+    if decoder is None:
+        return None
+    decoder.process_raw(pcm16k, False, False)
+    if not hypothesis:
+        return None
+    hyp = decoder.hyp()
+    return str(hyp.hypstr).strip() if hyp is not None and hyp.hypstr else ""
 
 
 def _stream_end(sid: int, pcm16k: bytes) -> Decoded | None:
@@ -516,8 +551,9 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
         final_pass: FinalPass = "auto",
     ) -> None:
         # "auto": with decoding processes the open model also runs a streaming pass in the
-        # feeding thread, used at the timeout when the batch pass is not ready; "batch": wait
-        # for the batch pass; "stream": always the streaming pass (to measure it).
+        # streaming process, used at the timeout when the batch pass is not ready (and for
+        # partial hypotheses); "batch": wait for the batch pass; "stream": always the
+        # streaming pass (to measure it).
         self.final_pass: FinalPass = final_pass
         self.grammar_min_confidence = grammar_min_confidence
         self.lm_min_confidence = lm_min_confidence
@@ -799,6 +835,7 @@ class PocketSphinxRecognizer(EndpointedRecognizer["PocketSphinxSession"]):
                 request.endpointer,
                 phrases=phrases,
                 partial_results=request.partial_results,
+                stream_partials=request.stream_partials,
             )
         except BaseException:
             self.release(pooled)
@@ -966,6 +1003,7 @@ class PocketSphinxSession(EndpointedSession):
         *,
         phrases: dict[str, str],
         partial_results: bool,
+        stream_partials: bool = False,
     ) -> None:
         self._owner = owner
         self._pooled: _PooledDecoder | None = pooled
@@ -973,13 +1011,20 @@ class PocketSphinxSession(EndpointedSession):
         self.phrases = phrases  # empty = open language model
         self.grammar = bool(phrases)
         self.partial_results = partial_results
+        self.stream_partials = stream_partials
         self._ep = endpointer
         self._up_to = 0  # frames of the endpointer's utterance already handed to the decoder
-        self._live = False  # a streaming (partial-results) pass is open on the decoder
+        # A live pass for partial results is open on this decoder, in the feeding thread
+        # (only without a streaming pass: see "Partial hypotheses").
+        self._live = False
         # The open model's streaming pass in the streaming process (see "Streaming fallback"):
         # its id there (None: no such pass) and the audio not sent yet.
         self._sid: int | None = None
         self._unsent: list[bytes] = []
+        # Its chunks whose hypotheses are wanted (partials), oldest first, and the latest
+        # hypothesis it returned.
+        self._hypotheses: deque[Future[Any]] = deque()
+        self._streamed = ""
         self.final_source = ""  # "speculative", "stream" or "batch": where the final came from
         self._last_partial = ""
         # The final pass started when the trailing silence began (None: none, or discarded
@@ -1002,6 +1047,7 @@ class PocketSphinxSession(EndpointedSession):
         if self._speculation is not None:
             self._speculation.cancel()  # only stops it if it has not started yet
             self._speculation = None
+        self._hypotheses.clear()
         if self._sid is not None:
             self._owner.stream(_stream_drop, self._sid)
             self._sid = None
@@ -1028,7 +1074,7 @@ class PocketSphinxSession(EndpointedSession):
         return event
 
     def _process(self) -> None:
-        """Account for (and with partial results, decode live) the endpointer's new audio."""
+        """Account for (and with a live pass, decode) the endpointer's new audio."""
         fresh = self._ep.utterance[self._up_to :]
         self._up_to = len(self._ep.utterance)
         for pcm16k in fresh:
@@ -1037,7 +1083,7 @@ class PocketSphinxSession(EndpointedSession):
                 self._unsent.append(pcm16k.tobytes())
                 if len(self._unsent) >= _STREAM_CHUNK:
                     self._send_stream()
-            if self.partial_results:  # live pass only when someone wants partial hypotheses
+            if self._live:
                 t0 = time.perf_counter()
                 self._dec.process_raw(pcm16k.tobytes(), False, False)
                 self.decode_seconds += time.perf_counter() - t0
@@ -1058,20 +1104,38 @@ class PocketSphinxSession(EndpointedSession):
             self._speculate()
         if what == "end":
             return [self._finish(self._final_event())]
-        if self.partial_results and len(self._ep.utterance) % _PARTIAL_EVERY == 0:
-            text = self._hyp_text()
-            if text and text != self._last_partial:
-                self._last_partial = text
-                return [RecognitionEvent("partial", text=text, offset=self._now())]
+        text = self._partial_text()
+        if text and text != self._last_partial:
+            self._last_partial = text
+            return [RecognitionEvent("partial", text=text, offset=self._now())]
         return []
+
+    def _partial_text(self) -> str:
+        """The hypothesis to report now, if any (see "Partial hypotheses")."""
+        due = len(self._ep.utterance) % _PARTIAL_EVERY == 0
+        if self._live:
+            return self._hyp_text() if due else ""
+        while self._hypotheses and self._hypotheses[0].done():
+            job = self._hypotheses.popleft()
+            # A failed job is skipped: the streaming pass's end finds the process broken.
+            if not job.cancelled() and job.exception() is None and job.result() is not None:
+                self._streamed = job.result()
+        return self._streamed if self.stream_partials or (self.partial_results and due) else ""
 
     def _send_stream(self) -> None:
         chunk, self._unsent = b"".join(self._unsent), []
-        if self._sid is not None and self._owner.stream(_stream_feed, self._sid, chunk) is None:
+        if self._sid is None:
+            return
+        wanted = self.stream_partials or self.partial_results
+        job = self._owner.stream(_stream_feed, self._sid, chunk, wanted)
+        if job is None:
             self._sid = None  # the streaming process broke: no streaming pass
+        elif wanted:
+            self._hypotheses.append(job)
 
     def _end_stream(self) -> Future[Any] | None:
         """The streaming pass's result (it has nearly all the audio already)."""
+        self._hypotheses.clear()
         sid, self._sid = self._sid, None
         chunk, self._unsent = b"".join(self._unsent), []
         return None if sid is None else self._owner.stream(_stream_end, sid, chunk)
@@ -1105,7 +1169,8 @@ class PocketSphinxSession(EndpointedSession):
             sid = next(self._owner._stream_ids)
             if self._owner.stream(_stream_begin, sid, self._owner.recent_cmn) is not None:
                 self._sid = sid
-        if self.partial_results:
+        if self.partial_results and self._sid is None:
+            # No streaming pass to take the partial hypotheses from: a live pass here.
             self._dec.start_utt()
             self._live = True
         self._process()  # the pre-roll

@@ -28,11 +28,14 @@ agent is stopped or the call ends:
 * **barge-in**: a voice activity detector watches the inbound frames; caller speech while the
   agent talks clears the ``LiveSource`` and drops the sentences not yet spoken. What the caller
   says is recognised as the next turn. With ``params.barge_min_words`` the voice alone does
-  not interrupt: a recognised utterance of at least that many words does, shorter ones while
-  the agent talks are dropped (the recognizer gives no partial words to the agent: partial
-  hypotheses double its CPU, so this acts at the end of the caller's utterance). A
-  ``static_greeting`` with ``static_greeting_no_barge`` is heard out; words over it are the
-  next turn.
+  not interrupt: the caller's words do, as soon as a partial hypothesis of the utterance has
+  that many (after the ``hints`` replacements); an utterance that ends with fewer while the
+  agent talks is dropped (backchannel). The partials are those of the recognizer's streaming
+  pass, decoded in its streaming process anyway (``providers.asr``, "Partial hypotheses"):
+  none cost the worker thread any decoding. Where there are none (whisper; the first
+  utterance before the streaming process is up) the count is made on the final text, at the
+  end of the utterance. A ``static_greeting`` with ``static_greeting_no_barge`` is heard
+  out; words over it are the next turn.
 
 Parameters
 ----------
@@ -202,20 +205,24 @@ class AiOperation(Operation):
         self._voice = _local_voice(language, call.id)
         self._volume = float(_ranged(tuning, "ai_volume", 0, -50, 50))
         eos = float(tuning.get("end_of_speech_timeout") or DEFAULT_END_OF_SPEECH * 1000) / 1000
-        # The recognizer counts speech on for 200 ms past the last voiced frame (its
-        # consonant hangover): the timeout is the silence after the voice, so that is taken off.
-        self._transcriber = Transcriber(
-            recognizer, end_silence=max(0.1, eos - _RECOGNIZER_HANGOVER)
-        )
-        # The decoding processes otherwise start at the server's first speech, and the first
-        # turn would wait on an in-thread final pass (bench_ai: the p90 was that turn).
-        recognizer.prepare()
-        self._vad = Vad(start_frames=5)
         self._barge_words = (
             int(_ranged(tuning, "barge_min_words", 0, 1, 99))
             if tuning.get("barge_min_words") is not None
             else None
         )
+        # The recognizer counts speech on for 200 ms past the last voiced frame (its
+        # consonant hangover): the timeout is the silence after the voice, so that is taken off.
+        # barge_min_words counts the words of partial hypotheses, those the streaming pass
+        # gives anyway (never a live pass in the worker thread: it would hold the GIL).
+        self._transcriber = Transcriber(
+            recognizer,
+            end_silence=max(0.1, eos - _RECOGNIZER_HANGOVER),
+            stream_partials=self._barge_words is not None,
+        )
+        # The decoding processes otherwise start at the server's first speech, and the first
+        # turn would wait on an in-thread final pass (bench_ai: the p90 was that turn).
+        recognizer.prepare()
+        self._vad = Vad(start_frames=5)
         self._greeting_bargeable = not _true(tuning.get("static_greeting_no_barge"))
         self._wait_for_user = _true(tuning.get("wait_for_user"))
         # Timers count media ticks (50 a second), like every operation's.
@@ -517,26 +524,57 @@ class AiOperation(Operation):
         self._waiting_for_user = False
 
     async def _recognise(self) -> None:
+        transcriber = self._transcriber
         while self._pending and not self._ending.is_set():
             batch, self._pending = self._pending, []
-            before = len(self._transcriber.segments)
             try:
-                await asyncio.to_thread(self._transcriber.feed, batch)
+                await asyncio.to_thread(transcriber.feed, batch)
             except TranscriptionFailed as exc:
                 log.error("ai on call %s: speech recognition failed: %s", self.call.id, exc)
-                self._transcriber.close()
+                transcriber.close()
                 continue
-            for heard in self._transcriber.segments[before:]:
-                self._heard(heard)
+            # Taken out between two feeds (never while the thread runs): a long call's partial
+            # hypotheses do not pile up.
+            heard = list(transcriber.results)
+            transcriber.results.clear()
+            for utterance in heard:
+                if utterance.final:
+                    self._heard(utterance.text)
+                else:
+                    self._hearing(utterance.text)
+
+    def _interrupts(self) -> bool:
+        """Caller words now would cut the agent's speech (with ``barge_min_words``)."""
+        return (
+            self._barge_words is not None
+            and bool(self._speaking)
+            and self._bargeable
+            and not self.held
+            and not self._ending.is_set()
+            and not self._hard_stopping
+        )
+
+    def _hearing(self, partial: str) -> None:
+        """A partial hypothesis of the caller's utterance: with ``barge_min_words``, the first
+        one with that many words cuts the agent's speech; the utterance's final text is the
+        turn."""
+        words = self._barge_words
+        if words is None or not self._interrupts():
+            return
+        text = self._hints.apply(partial)
+        if len(text.split()) >= words:
+            log.info("ai on call %s: %r so far: barge-in", self.call.id, text)
+            self._barge_in()
 
     def _heard(self, heard: str) -> None:
         """One recognised utterance: a turn, unless held; with ``barge_min_words``, words
         that come while the agent speaks interrupt it only when there are that many (fewer
-        are dropped: backchannel)."""
+        are dropped: backchannel). Mostly a partial hypothesis has interrupted it already
+        (:meth:`_hearing`); this is the check where there are none (whisper)."""
         if self.held or self._ending.is_set() or self._hard_stopping:
             return
         text = self._hints.apply(heard)
-        if self._barge_words is not None and self._speaking and self._bargeable:
+        if self._barge_words is not None and self._interrupts():
             if len(text.split()) < self._barge_words:
                 log.info("ai on call %s: %r is too short to barge in", self.call.id, text)
                 return

@@ -149,7 +149,9 @@ class Transcriber:
 
     ``segments`` holds the text of each utterance; ``results`` the same as timed
     :class:`Utterance` s, with the recognizer's partial hypotheses in between when
-    ``partial_results`` is set (live transcription's interim events)."""
+    ``partial_results`` is set (live transcription's interim events) or, only where they cost
+    no extra decoding, ``stream_partials`` (the voice agent's ``barge_min_words``; see
+    ``providers.asr``, "Partial hypotheses")."""
 
     def __init__(
         self,
@@ -158,11 +160,13 @@ class Transcriber:
         end_silence: float = END_SILENCE,
         language: str = LANGUAGE,
         partial_results: bool = False,
+        stream_partials: bool = False,
     ) -> None:
         self._recognizer = recognizer
         self._end_silence = end_silence
         self._language = language
         self._partial_results = partial_results
+        self._stream_partials = stream_partials
         self._session: RecognitionSession | None = None
         self.segments: list[str] = []
         self.results: list[Utterance] = []
@@ -200,6 +204,7 @@ class Transcriber:
                     end_silence_timeout=self._end_silence,
                     partial_results=self._partial_results,
                     timers_started=False,
+                    stream_partials=self._stream_partials,
                 )
             except (AsrError, ValueError) as exc:
                 raise TranscriptionFailed(f"cannot start speech recognition: {exc}") from exc
