@@ -12,7 +12,7 @@ import logging
 import shutil
 import sys
 import zoneinfo
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -243,8 +243,19 @@ class Agent:
                 after(k)
 
 
+@pytest.fixture(scope="module")
+def recognizer() -> Iterator[PocketSphinxRecognizer]:
+    """One for the file's agents, as the server has one for all its calls: each new one would
+    start its own three decoding processes."""
+    shared = PocketSphinxRecognizer()
+    yield shared
+    shared.close()
+
+
 @pytest.fixture
-async def start_agent(model: ModelServer, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+async def start_agent(
+    model: ModelServer, tmp_path: Path, recognizer: PocketSphinxRecognizer
+) -> AsyncIterator[Callable[..., Any]]:
     tts = DefaultTts()
     agents: list[Agent] = []
     async with TargetPolicy().http_client(timeout=httpx.Timeout(5.0)) as http:
@@ -266,7 +277,7 @@ async def start_agent(model: ModelServer, tmp_path: Path) -> AsyncIterator[Calla
             services: Services = tick_services(
                 emitted,
                 llm=OpenAiChat(LlmSettings(model.url, "tiny"), http),
-                recognizer=PocketSphinxRecognizer(),
+                recognizer=recognizer,
                 audio=AudioResolver(tmp_path, http, tts),
                 http=http if web else None,
                 record_event=lambda call, kind, p: recorded.append((kind, p)),
