@@ -49,6 +49,24 @@ def test_engine_refusals_are_replayed_too(http: httpx.Client, engine: RecordingE
     assert len(engine.executed) == 1
 
 
+def test_a_503_is_not_replayed_and_says_when_to_retry(
+    http: httpx.Client, engine: RecordingEngine
+) -> None:
+    engine.failures["calling.play"] = CommandError(
+        503, "service_unavailable", "no RTP ports", retry_after=5
+    )
+    headers = key()
+    refused = http.post(URL, json=PLAY, headers=headers)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "5"
+    engine.failures.clear()
+    retried = http.post(URL, json=PLAY, headers=headers)  # the client's retry, same key
+    assert retried.status_code == 200
+    assert "idempotent-replayed" not in retried.headers
+    assert "retry-after" not in retried.headers
+    assert len(engine.executed) == 2
+
+
 def test_key_reused_with_another_body_is_422(http: httpx.Client, engine: RecordingEngine) -> None:
     headers = key()
     assert http.post(URL, json=PLAY, headers=headers).status_code == 200

@@ -91,16 +91,32 @@ def test_rtp_ports_running_out_gives_503_to_invites_and_dial(
         assert int(response.headers.get("Retry-After") or "0") > 0
         assert not any(h.path == "/alice" for h in receiver.hits)  # refused before any SWML
 
-        second = httpx.post(url, json=dial, auth=auth, timeout=10)
+        # The client's retries reuse their Idempotency-Key: a 503 must not be replayed to them.
+        retried = {"Idempotency-Key": "dial-when-full"}
+        second = httpx.post(url, json=dial, auth=auth, headers=retried, timeout=10)
         assert second.status_code == 503, second.text
+        assert int(second.headers.get("Retry-After") or "0") > 0
 
-        # The ports come back when the call ends: the next INVITE gets through to its SWML.
-        ended = httpx.post(
-            url, json={"command": "calling.end", "id": leg, "params": {}}, auth=auth, timeout=10
-        )
-        assert ended.status_code == 200, ended.text
-        server.wait_status(leg, "canceled", "ended")
-        # The session's sockets close just after the call ends (later on a loaded machine).
+        def end(call_id: str) -> None:
+            command = {"command": "calling.end", "id": call_id, "params": {}}
+            ended = httpx.post(url, json=command, auth=auth, timeout=10)
+            assert ended.status_code == 200, ended.text
+            server.wait_status(call_id, "canceled", "ended")
+
+        # The ports come back when the call ends (the session's sockets close just after it,
+        # later on a loaded machine): the retry under the same key dials.
+        end(leg)
+        answers = []
+        for _ in range(20):
+            answers.append(httpx.post(url, json=dial, auth=auth, headers=retried, timeout=10))
+            if answers[-1].status_code != 503:
+                break
+            time.sleep(0.25)
+        assert answers[-1].status_code == 200, [a.text for a in answers]
+        assert "Idempotent-Replayed" not in answers[-1].headers
+        end(answers[-1].json()["id"])
+
+        # ... and so does the next INVITE, through to its SWML.
         statuses = []
         for attempt in range(20):
             call_id = f"again{attempt}"

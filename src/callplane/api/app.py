@@ -23,6 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from starlette.applications import Starlette
@@ -58,6 +59,19 @@ MAX_BODY_BYTES: Final = 1024 * 1024  # a SWML document is the biggest legitimate
 # api.limits) forever: the whole body must arrive within this many seconds.
 BODY_TIMEOUT: Final = 30.0
 MAX_JSON_DEPTH: Final = 64
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What answering one command was: whether the engine ran it (only then is the answer
+    remembered for its Idempotency-Key), and the seconds a refused client should wait."""
+
+    engine_ran: bool
+    retry_after: int | None = None
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
 
 
 class _BodyTooLarge(Exception):
@@ -147,20 +161,20 @@ def create_app(
         tokens = {project_id: token}.get
     gate = IdempotencyGate(idempotency) if idempotency is not None else None
 
-    async def run_command(project_id: str, parsed: Any) -> tuple[int, dict[str, Any], bool]:
-        """(status, body, engine_ran) for one parsed body."""
+    async def run_command(project_id: str, parsed: Any) -> tuple[int, dict[str, Any], Outcome]:
+        """(status, body, what it was) for one parsed body."""
         outcome = validate_request(parsed, targets=targets)
         if not isinstance(outcome, Command):
             status, body = for_problems(outcome)
-            return status, body, False
+            return status, body, Outcome(engine_ran=False)
         try:
             leg = await engine.execute(project_id, outcome.command, outcome.call_id, outcome.params)
         except CommandError as err:
             status, body = for_command_error(err)
-            return status, body, True
+            return status, body, Outcome(engine_ran=True, retry_after=err.retry_after)
         if not isinstance(leg, dict):
             raise TypeError(f"engine returned {type(leg).__name__} for {outcome.command}")
-        return 200, leg, True
+        return 200, leg, Outcome(engine_ran=True)
 
     async def commands(request: Request) -> Response:
         project_id = project_of(request)
@@ -180,8 +194,8 @@ def create_app(
         if gate is None or not key:
             if parsed is _Unparseable:
                 return json_response(400, simple(400))
-            status, body, _ = await run_command(project_id, parsed)
-            return json_response(status, body)
+            status, body, result = await run_command(project_id, parsed)
+            return json_response(status, body, headers=result.headers)
 
         if len(key) > MAX_KEY_LENGTH:
             rule = f"Idempotency-Key must be at most {MAX_KEY_LENGTH} characters"
@@ -201,15 +215,17 @@ def create_app(
                 )
             if parsed is _Unparseable:
                 return json_response(400, simple(400))
-            status, body, engine_ran = await run_command(project_id, parsed)
-            if engine_ran:
+            status, body, result = await run_command(project_id, parsed)
+            # A 5xx refusal (callplane full, shutting down) did nothing: the client's retry
+            # under the same key must run the command, not replay the refusal.
+            if result.engine_ran and status < 500:
                 try:
                     gate.remember(project_id, key, status, body, print_)
                 except Exception:
                     # The command did run: answering its real result beats a 500 the client
                     # would retry into a second execution.
                     log.exception("idempotency store failed to save key %r", key)
-            return json_response(status, body)
+            return json_response(status, body, headers=result.headers)
 
     async def get_call(request: Request) -> Response:
         call_id = str(request.path_params["call_id"])

@@ -6,9 +6,10 @@ Extension (not in the reference): reusing a key with a *different* request body 
 code ``idempotency_key_reused``, because silently replaying the response of another command would
 be worse than an error.
 
-Only responses the engine produced are remembered (200 and engine ``CommandError``s): validation
-failures, auth failures and 500s are not, so a client can fix its request or retry a crash with
-the same key.
+Only responses the engine produced are remembered (200 and engine ``CommandError`` s below 500):
+validation failures, auth failures and 5xx answers are not, so a client can fix its request, or
+retry a crash or a 503 (callplane full: no RTP ports; it comes with ``Retry-After``) with the
+same key, as the client's retries do.
 
 The store sees an opaque record per (project, key): ``status`` and a ``body`` that wraps the
 response body with the request fingerprint, ``{"fingerprint": <sha256 hex>, "body": {...}}``.

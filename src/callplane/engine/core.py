@@ -343,6 +343,7 @@ class CallEngine:
                 503,
                 "service_unavailable",
                 "no RTP ports are free for the call's media (see --rtp-ports); retry later",
+                retry_after=CAPACITY_RETRY_AFTER,
             ) from exc
         self._calls[call.id] = call
         self._store.save_call(call.to_row())

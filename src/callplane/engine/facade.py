@@ -8,7 +8,8 @@ from typing import Any, Protocol
 class CommandError(Exception):
     """A command the engine refuses; the api turns it into the reference's error body.
 
-    `status` is the HTTP status (400, 404, 409, 422, 501); `code` is a reference §6.2 error code.
+    `status` is the HTTP status (400, 404, 409, 422, 501, 503); `code` is a reference §6.2 error
+    code; `retry_after` (seconds) goes out as the response's ``Retry-After`` header.
     """
 
     def __init__(
@@ -17,12 +18,14 @@ class CommandError(Exception):
         code: str,
         message: str,
         attribute: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.attribute = attribute
+        self.retry_after = retry_after
 
 
 class Engine(Protocol):
