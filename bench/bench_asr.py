@@ -36,7 +36,7 @@ import soundfile
 from callplane.media.engine import TickFrames
 from callplane.media.recorder import Recorder
 from callplane.media.sources import FRAME_SAMPLES, SAMPLE_RATE, resample, tone
-from callplane.providers.asr import PocketSphinxRecognizer, word_error_rate
+from callplane.providers.asr import PocketSphinxRecognizer, SpeechRecognizer, word_error_rate
 
 HINTS = ["yes", "no", "sales", "support", "billing"]
 SENTENCES = [
@@ -75,6 +75,18 @@ def streamer_cpu(recognizer: PocketSphinxRecognizer) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def hint_hits(recognizer: SpeechRecognizer, samples: dict[tuple[str, str], np.ndarray]) -> int:
+    """How many of the hint words, said by both voices, come back as exactly that hint."""
+    hits = 0
+    for voice in ("rms", "slt"):
+        for word in HINTS:
+            session = recognizer.open_session("en-US", HINTS, end_silence_timeout=0.8)
+            events = session.feed_many(samples[(voice, word)])
+            session.close()
+            hits += any(e.type == "final" and e.text == word for e in events)
+    return hits
 
 
 def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
@@ -143,14 +155,7 @@ def bench_asr(samples: dict[tuple[str, str], np.ndarray]) -> None:
             )
     for recognizer in (in_thread, batch, stream):
         recognizer.close()
-    hits = 0
-    for voice in ("rms", "slt"):
-        for word in HINTS:
-            s = rec.open_session("en-US", HINTS, end_silence_timeout=0.8)
-            events = s.feed_many(samples[(voice, word)])
-            s.close()
-            hits += any(e.type == "final" and e.text == word for e in events)
-    print(f"  grammar hint accuracy: {hits}/{2 * len(HINTS)}")
+    print(f"  grammar hint accuracy: {hint_hits(rec, samples)}/{2 * len(HINTS)}")
     rec.close()
 
 
@@ -191,14 +196,7 @@ def bench_whisper(samples: dict[tuple[str, str], np.ndarray]) -> None:
             if threads == 1:
                 for voice, values in wers.items():
                     print(f"  WER, flite {voice}: {np.mean(values):.1%} (per sentence {values})")
-                hits = 0
-                for voice in ("rms", "slt"):
-                    for word in HINTS:
-                        s = rec.open_session("en-US", HINTS, end_silence_timeout=0.8)
-                        events = s.feed_many(samples[(voice, word)])
-                        s.close()
-                        hits += any(e.type == "final" and e.text == word for e in events)
-                print(f"  hint accuracy: {hits}/{2 * len(HINTS)}")
+                print(f"  hint accuracy: {hint_hits(rec, samples)}/{2 * len(HINTS)}")
             rec.close()
 
 
