@@ -528,3 +528,8 @@ async def until(predicate: Callable[[], Any], within: float = 10, what: str = ""
     """`wait_until` for async tests: polls in a thread, so the loop (and the in-process far
     ends and model servers on it) keeps running, and a blocking predicate cannot stall it."""
     return await asyncio.to_thread(wait_until, predicate, within, what or str(predicate))
+
+
+def swml(*methods: Any) -> dict[str, Any]:
+    """A SWML document whose main section runs `methods` in order."""
+    return {"version": "1.0.0", "sections": {"main": list(methods)}}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile
-from harness import Baresip, Receiver, Server, Sipp, baresip_available, sipp_available, until
+from harness import Baresip, Receiver, Server, Sipp, baresip_available, sipp_available, swml, until
 from speech import recognise, requires_speech, say
 
 from callplane.providers.asr import word_error_rate
@@ -35,10 +35,6 @@ ANSWER = "We are open from nine to five."
 # Words both of the agent's recognition passes get right: its streaming pass hears "transfer me
 # to (the) sales (team)" as "transfer me to say holes" / "... this day all stream".
 REQUEST = "put me through to the sales team"
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def microphone(path: Path, *seconds_and_words: float | str) -> Path:

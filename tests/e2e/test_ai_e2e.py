@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from farend import FarEnd, peaks, rms_db
-from harness import Receiver, Server, until
+from harness import Receiver, Server, swml, until
 from speech import recognise, requires_speech, say
 
 from callplane import AsyncRestClient, RestError
@@ -28,10 +28,6 @@ pytestmark = requires_speech
 
 QUESTION = "what are your opening hours"
 ANSWER = "We are open from nine to five."
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def loud_at(far_end: FarEnd, start: float, end: float) -> bool:

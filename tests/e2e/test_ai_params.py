@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import importlib.util
 import logging
-import shutil
 import sys
 import zoneinfo
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from harness import Receiver, until
+from speech import requires_speech
 from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane.engine.audio import AudioResolver
@@ -40,11 +39,6 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "media" / "dsp"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "providers"))
 from dsp_audio import flite, to_frames
 from llm_server import ModelServer, Turn
-
-requires_speech = pytest.mark.skipif(
-    shutil.which("flite") is None or importlib.util.find_spec("pocketsphinx") is None,
-    reason="flite (Debian) and pocketsphinx (PyPI) are needed for the agent",
-)
 
 POM = [
     {"body": "You are Franklin, the pizza shop's assistant."},

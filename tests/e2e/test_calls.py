@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import requires_sipp
-from harness import SCENARIOS, Receiver, Server, Sipp, wait_until
+from harness import SCENARIOS, Receiver, Server, Sipp, swml, wait_until
 
 import callplane
 from callplane import RestClient
@@ -16,10 +16,6 @@ from callplane import RestClient
 pytestmark = [requires_sipp]
 
 ALL_STATES = ["created", "ringing", "answered", "ended"]
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 LONG_CALL = swml({"play": {"url": "ring:us"}})  # rings back until something ends the call

@@ -5,8 +5,6 @@ results read from the `calling.call.collect` webhooks and from the variables a s
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,8 @@ import numpy as np
 import pytest
 from conftest import requires_sipp
 from farend import FarEnd
-from harness import LOOPBACK, Receiver, Server, Sipp, until
+from harness import LOOPBACK, Receiver, Server, Sipp, swml, until
+from speech import requires_speech
 from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient, RestError
@@ -30,10 +29,6 @@ from callplane.providers.tts import FliteTts
 
 ASSETS = Path(__file__).parent / "collect_assets"
 COLLECT = "calling.call.collect"
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def results(receiver: Receiver, path: str, control_id: str | None = None) -> list[dict[str, Any]]:
@@ -364,12 +359,6 @@ async def test_swml_prompt_in_band_digits_then_no_input(
         second = await until(lambda: next((h for h in receiver.hits if h.path == "/second"), None))
         assert second.body == {"result": "no_input", "value": "", "terminator": ""}
         await until(lambda: server.call_status(leg["id"]) == "ended", 10, "the script's hangup")
-
-
-requires_speech = pytest.mark.skipif(
-    shutil.which("flite") is None or importlib.util.find_spec("pocketsphinx") is None,
-    reason="flite (Debian) and pocketsphinx (PyPI) are needed for speech",
-)
 
 
 @requires_speech

@@ -17,16 +17,12 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks, rms_db, tone, ulaw_decode, ulaw_encode
-from harness import SCENARIOS, Receiver, Server, Sipp, sipp_available
+from harness import SCENARIOS, Receiver, Server, Sipp, sipp_available, swml
 from harness import until as wait_for
 
 from callplane import AsyncRestClient
 
 requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian sip-tester) missing")
-
-
-def swml(*methods: object) -> dict[str, object]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def connect_states(receiver: Receiver) -> list[str]:

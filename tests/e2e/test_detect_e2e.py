@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 import numpy as np
 import pytest
 from farend import FarEnd
-from harness import Receiver, Server, wait_until
+from harness import Receiver, Server, swml, wait_until
 from ticks import Emitted, TickSession, tick_call
 
 from callplane import AsyncRestClient, RestError
@@ -41,10 +41,6 @@ def pcm(x: np.ndarray) -> np.ndarray:
 def cng(bursts: int) -> np.ndarray:
     """T.30 calling tone: 1100 Hz, 0.5 s on, 3 s off."""
     return concat(*[concat(sine(1100, 0.5, -20), silence(3.0)) for _ in range(bursts)])
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 async def answered_call(client: AsyncRestClient, server: Server, far_end: FarEnd) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from farend import FarEnd
 from faxdocs import agreement, fax_tools_available, make_pdf, raster
-from harness import Receiver, Server, Sipp, sipp_available, wait_until
+from harness import Receiver, Server, Sipp, sipp_available, swml, wait_until
 from ticks import Emitted, TickSession, tick_call, tick_services
 
 from callplane import AsyncRestClient
@@ -37,10 +37,6 @@ requires_sipp = pytest.mark.skipif(not sipp_available(), reason="sipp (Debian si
 pytestmark = pytest.mark.skipif(
     not fax_tools_available(), reason="libspandsp2, ghostscript or libtiff-tools missing"
 )
-
-
-def swml(*methods: object) -> dict[str, object]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def report_vars(receiver: Receiver, path: str, prefix: str) -> dict[str, Any]:

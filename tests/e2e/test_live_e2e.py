@@ -11,8 +11,6 @@ TTS heard by the far ends and recognised back.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import shutil
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,7 +22,8 @@ import httpx
 import numpy as np
 import pytest
 from farend import FarEnd, rms_db
-from harness import Receiver, Server, until
+from harness import Receiver, Server, swml, until
+from speech import requires_speech, say
 from ticks import TickSession, tick_call
 
 from callplane import AsyncRestClient, RestError
@@ -38,13 +37,7 @@ from callplane.providers.llm import LlmSettings, OpenAiChat
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "media" / "dsp"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "providers"))
-from dsp_audio import flite, to_frames
 from llm_server import ModelServer, Turn
-
-requires_speech = pytest.mark.skipif(
-    shutil.which("flite") is None or importlib.util.find_spec("pocketsphinx") is None,
-    reason="flite (Debian) and pocketsphinx (PyPI) are needed",
-)
 
 LOUD = np.full(160, 8000, dtype=np.int16)
 
@@ -327,14 +320,6 @@ async def test_local_caller_is_not_transcribed_while_the_translation_plays(
 
 
 # ------------------------------------------------------------------------------ e2e
-
-
-def say(text: str) -> np.ndarray:
-    return to_frames(flite(text, "rms")).ravel()
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def recognise(samples: np.ndarray) -> str:

@@ -17,13 +17,9 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks, rms_db
-from harness import LOOPBACK, Receiver, Server
+from harness import LOOPBACK, Receiver, Server, swml
 
 from callplane import AsyncRestClient, RestError
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 async def test_ringback_reaches_the_far_end_as_paced_rtp(server: Server, far_end: FarEnd) -> None:

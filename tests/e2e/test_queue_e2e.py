@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import Receiver, Server
+from harness import Receiver, Server, swml
 from harness import until as wait_for
 
 from callplane import AsyncRestClient
@@ -41,10 +41,6 @@ def wav(samples: np.ndarray) -> bytes:
     buf = io.BytesIO()
     soundfile.write(buf, samples, 8000, format="WAV", subtype="PCM_16")
     return buf.getvalue()
-
-
-def swml(*methods: object) -> dict[str, object]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def queue_events(receiver: Receiver, path: str) -> list[tuple[str, int, int]]:

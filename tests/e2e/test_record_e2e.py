@@ -21,7 +21,7 @@ import pytest
 import soundfile
 from audiomatch import global_lag, piecewise_ncc
 from farend import FarEnd, peaks, rms_db
-from harness import Receiver, Server
+from harness import Receiver, Server, swml
 from harness import until as wait_for
 from ticks import Emitted, TickSession, tick_call, tick_services
 
@@ -41,10 +41,6 @@ FROM = "+15559876543"
 RECORD_EVENT = "calling.call.record"
 # Timers off: only what the test does ends these recordings.
 NO_TIMERS = {"initial_timeout": 0, "end_silence_timeout": 0, "terminators": ""}
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def pcm(x: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import LOOPBACK, Baresip, Receiver, Server, baresip_available, free_port
+from harness import LOOPBACK, Baresip, Receiver, Server, baresip_available, free_port, swml
 from harness import until as wait_for
 from ticks import Emitted, TickSession, tick_call, tick_services
 from websockets.asyncio.server import ServerConnection, serve
@@ -41,10 +41,6 @@ from callplane.media.g711 import ulaw_decode, ulaw_encode
 FROM = "+15559876543"
 STREAM_EVENT = "calling.call.stream"
 CONNECT_EVENT = "calling.call.connect"
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def sine(freq: float, seconds: float, amplitude: float = 0.3) -> np.ndarray:

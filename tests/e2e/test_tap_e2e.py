@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import soundfile
 from farend import FarEnd, peaks
-from harness import LOOPBACK, Receiver, Server, free_port
+from harness import LOOPBACK, Receiver, Server, free_port, swml
 from harness import until as wait_for
 from ticks import Emitted, TickSession, tick_call, tick_services
 from websockets.asyncio.server import ServerConnection, serve
@@ -36,10 +36,6 @@ from callplane.media.g711 import alaw_decode, ulaw_decode
 
 FROM = "+15559876543"
 TAP_EVENT = "calling.call.tap"
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 def sine(freq: float, seconds: float) -> np.ndarray:

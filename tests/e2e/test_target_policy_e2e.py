@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import LOOPBACK, Receiver, Server, wait_until
+from harness import LOOPBACK, Receiver, Server, swml, wait_until
 
 FROM = "+15559876543"
 POLICY = "--private-targets deny"
@@ -40,10 +40,6 @@ def _hosts_loopback_name() -> str | None:
 
 
 LOOPBACK_NAME = _hosts_loopback_name()
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
 
 
 @pytest.fixture

@@ -10,8 +10,6 @@ The `slt` voice does much worse on the open language model (see providers/asr.py
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +18,8 @@ from typing import Any, cast
 import numpy as np
 import pytest
 from farend import FarEnd
-from harness import Receiver, Server, until
+from harness import Receiver, Server, swml, until
+from speech import requires_speech, say
 from ticks import TickSession, tick_call
 
 from callplane import AsyncRestClient, RestError
@@ -31,27 +30,12 @@ from callplane.engine.swml.errors import SwmlMethodNotSupported
 from callplane.providers.asr import AsrError, word_error_rate
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "media" / "dsp"))
-from dsp_audio import flite, to_frames
 
 COMPLETED = "calling.transcript.completed"
 FAILED = "calling.transcript.failed"
 MAX_WER = 0.30
 FIRST = "I would like to speak to someone about my bill"
 SECOND = "please call me back tomorrow morning"
-
-requires_speech = pytest.mark.skipif(
-    shutil.which("flite") is None or importlib.util.find_spec("pocketsphinx") is None,
-    reason="flite (Debian) and pocketsphinx (PyPI) are needed for transcription",
-)
-
-
-def swml(*methods: dict[str, Any]) -> dict[str, Any]:
-    return {"version": "1.0.0", "sections": {"main": list(methods)}}
-
-
-def say(text: str) -> np.ndarray:
-    """flite `rms` at 8 kHz as int16 samples (the far end's voice)."""
-    return to_frames(flite(text, "rms")).ravel()
 
 
 def transcripts(receiver: Receiver, path: str) -> list[dict[str, Any]]:
