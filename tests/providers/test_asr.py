@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -517,3 +518,55 @@ def test_the_batch_pass_wins_when_ready_at_the_timeout(
     final = terminal(events + run(s, frames[-50:]))
     assert s.final_source == "speculative"
     assert (final.type, final.text) == ("final", SENTENCES[2])
+
+
+def _children(parent: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; only its parent's reaping is left
+
+
+def test_decoding_processes_end_when_the_server_is_killed() -> None:
+    """kill -9 of the server (or the OOM killer) must not leave its decoding processes behind."""
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\n"
+            "from callplane.providers.asr import PocketSphinxRecognizer\n"
+            "recognizer = PocketSphinxRecognizer()\n"
+            "recognizer.prepare()\n"
+            "time.sleep(120)\n",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(server.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = _children(server.pid)
+        assert len(workers) >= 2, "the decoding processes did not start"
+        time.sleep(1.0)  # their parent watch starts with the process
+    finally:
+        server.kill()
+        server.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"decoding processes outlived their server: {left}"

@@ -43,7 +43,9 @@ in a thread stopped the event loop for 0.6 s (the media clock, every call's RTP,
 the open language model the batch pass therefore runs in a decoding process
 (:class:`~concurrent.futures.ProcessPoolExecutor`, spawned, one per core up to two, each with
 its own decoder, started when a session first hears speech); grammar passes (~10 ms) stay in
-the feeding thread. Should the pool break, the session decodes in-process as before.
+the feeding thread. Should the pool break, the session decodes in-process as before. A
+decoding process exits by itself within a second when the server that started it is gone
+(killed, crashed): nothing else would end it.
 
 The pass is also **speculative**: it starts as soon as the trailing non-speech begins (after
 ``_SPECULATE_AFTER`` frames; later with a long ``end_silence_timeout``, just early enough to
@@ -442,6 +444,8 @@ _process_decoder: Any = None
 # Decoding yields to the server's own process: when the cores are busy, a late recognition
 # result costs a turn some latency, a late media tick costs every call audio.
 DECODER_NICENESS = 5
+# Seconds between a decoding process's checks that the server that started it is still there.
+_PARENT_POLL = 1.0
 
 
 def _decoder_process_setup() -> None:
@@ -449,6 +453,18 @@ def _decoder_process_setup() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(DECODER_NICENESS)
+    threading.Thread(
+        target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True
+    ).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A pool's workers hold both ends of its job queue's pipe, so they never see EOF when the
+    server dies without shutting them down (kill -9, the OOM killer): each would stay, ~140 MB,
+    for good (a test run that kills its servers left 248 of them and ran out of memory)."""
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL)
+    os._exit(0)
 
 
 def _process_init() -> None:
