@@ -434,6 +434,18 @@ class Baresip:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.record_dir is not None:
             self.record_dir.mkdir(parents=True, exist_ok=True)
+        # baresip also binds TCP on the SIP port and TLS on the next one, which free_port did
+        # not check: when another process holds one of them, start again on fresh ports.
+        for _ in range(5):
+            if self._launch(source_wav):
+                return self
+            self.sip_port = free_port(socket.SOCK_DGRAM)
+            self.ctrl_port = free_port()
+            self.rtp_low = free_port_pair()
+        raise AssertionError(f"baresip could not bind its ports: see {self.workdir}/baresip.log")
+
+    def _launch(self, source_wav: Path) -> bool:
+        """Start baresip; False if it exited because one of its ports was taken."""
         (self.workdir / "config").write_text(
             "\n".join(
                 [
@@ -469,7 +481,7 @@ class Baresip:
         (self.workdir / "accounts").write_text(
             f"<{self.uri}>;regint=0;answermode=auto;audio_codecs=PCMU,PCMA\n"
         )
-        log = (self.workdir / "baresip.log").open("ab")
+        log = (self.workdir / "baresip.log").open("wb")
         self.proc = subprocess.Popen(
             ["baresip", "-f", str(self.workdir)],
             stdout=log,
@@ -477,15 +489,22 @@ class Baresip:
             stdin=subprocess.DEVNULL,
         )
 
-        def connected() -> bool:
+        def connected_or_exited() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                return True
             try:
                 self._ctrl = socket.create_connection((LOOPBACK, self.ctrl_port), timeout=1)
             except OSError:
                 return False
             return True
 
-        wait_until(connected, 10, "baresip's control port")
-        return self
+        wait_until(connected_or_exited, 10, "baresip's control port")
+        if self._ctrl is not None:
+            return True
+        log.close()
+        if "Address already in use" in (self.workdir / "baresip.log").read_text(errors="replace"):
+            return False
+        raise AssertionError(f"baresip exited: see {self.workdir}/baresip.log")
 
     def command(self, command: str, params: str = "") -> None:
         assert self._ctrl is not None
