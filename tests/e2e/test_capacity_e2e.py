@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 from conftest import requires_sipp
@@ -16,6 +18,8 @@ from harness import LOOPBACK, SCENARIOS, Receiver, Server, Sipp, free_port_pair,
 from callplane.sip.message import SipResponse, parse_message
 
 pytestmark = [requires_sipp]
+
+T = TypeVar("T")
 
 HOLD = {"version": "1.0.0", "sections": {"main": [{"answer": {}}, {"play": {"url": "silence:30"}}]}}
 
@@ -52,6 +56,18 @@ def final_response(
             and (call_id is None or msg.headers.get("Call-ID") == call_id)
         ):
             return msg
+
+
+def while_full(attempt: Callable[[int], T], status: Callable[[T], int]) -> list[T]:
+    """`attempt(n)` again while it is refused with 503, for up to 5 s: an ended call's ports
+    come back just after it ends (later on a loaded machine). Every attempt's result."""
+    results = [attempt(0)]
+    for n in range(1, 20):
+        if status(results[-1]) != 503:
+            break
+        time.sleep(0.25)
+        results.append(attempt(n))
+    return results
 
 
 def test_rtp_ports_running_out_gives_503_to_invites_and_dial(
@@ -106,25 +122,21 @@ def test_rtp_ports_running_out_gives_503_to_invites_and_dial(
         # The ports come back when the call ends (the session's sockets close just after it,
         # later on a loaded machine): the retry under the same key dials.
         end(leg)
-        answers = []
-        for _ in range(20):
-            answers.append(httpx.post(url, json=dial, auth=auth, headers=retried, timeout=10))
-            if answers[-1].status_code != 503:
-                break
-            time.sleep(0.25)
+        answers = while_full(
+            lambda _: httpx.post(url, json=dial, auth=auth, headers=retried, timeout=10),
+            lambda answer: answer.status_code,
+        )
         assert answers[-1].status_code == 200, [a.text for a in answers]
         assert "Idempotent-Replayed" not in answers[-1].headers
         end(answers[-1].json()["id"])
 
         # ... and so does the next INVITE, through to its SWML.
-        statuses = []
-        for attempt in range(20):
+        def admitted(attempt: int) -> int:
             call_id = f"again{attempt}"
             caller.sendto(invite(caller, server.sip_port, call_id), (LOOPBACK, server.sip_port))
-            statuses.append(final_response(caller, call_id=call_id).status)
-            if statuses[-1] != 503:
-                break
-            time.sleep(0.25)
+            return final_response(caller, call_id=call_id).status
+
+        statuses = while_full(admitted, lambda status: status)
         assert statuses[-1] == 200, statuses
         wait_until(lambda: any(h.path == "/alice" for h in receiver.hits), 5, "the SWML fetch")
     finally:
